@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="vizoo",
+    version="0.1.0",
+    description="Improved variational inference for deep latent-variable models, on Keras 3 and TensorFlow",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["vizoo", "vizoo.*"]),
+    python_requires=">=3.10",
+    # Ranges tested together (see README). The `tensorflow` wheel runs on CPU;
+    # GPU users install the extra: pip install -e ".[gpu]".
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "numpy>=1.26,<3",
+        "scikit-learn>=1.5,<2",
+    ],
+    extras_require={
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        "test": ["pytest>=8,<10"],
+    },
+    entry_points={"console_scripts": ["vizoo-train=vizoo.cli:main"]},
+)

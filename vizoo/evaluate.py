@@ -1,0 +1,154 @@
+"""Importance-sampled log p(x) and the diagnostics papers report with it.
+
+`log_likelihood(model, data, k=5000)` estimates, for each example,
+
+    log p(x) ~= logsumexp_i(log w_i) - log k,   log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x),
+
+with z_i ~ q(z|x) (the IWAE bound at k=5000, Burda et al. 2016), and from the same
+samples the ELBO, the IWAE bound at the training k, the KL(q || p) estimate and the
+reconstruction term. Samples are drawn in chunks inside one compiled loop, so memory
+depends on the chunk size, not on k or on the size of the data.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from vizoo.models.latent_variable_model import input_errors
+from vizoo.utils import check_positive_int
+
+# Largest [batch, chunk, input_dim] tensor one chunk may hold (floats): 2**24
+# floats is 64 MiB; a chunk's peak memory is a small multiple of it.
+_ELEMENTS_PER_CHUNK = 2**24
+# Burda et al.: unit i is active if Cov_x(E_q[z_i | x]) > 0.01.
+_ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def _chunk_size(k, batch_size, input_dim, group):
+    """Samples per chunk: within the memory budget, a multiple of `group`, at most k."""
+    budget = max(1, _ELEMENTS_PER_CHUNK // (batch_size * input_dim))
+    chunk = max(group, budget // group * group)
+    return min(chunk, k)
+
+
+def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator):
+    """A compiled function x `[batch, D]` -> per-example sums over num_chunks chunks of samples."""
+    num_groups = chunk // group  # full groups of the training k in one chunk
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, model.input_dim], tf.float32)],
+        reduce_retracing=True,
+    )
+    def statistics(x):
+        encoding = model.encode(x)
+        zeros = tf.zeros(tf.shape(x)[:1], tf.float32)
+        log_sum_w = zeros + float("-inf")
+        sum_log_w, sum_iwae, sum_kl, sum_reconstruction = zeros, zeros, zeros, zeros
+        for _ in tf.range(num_chunks):
+            eps = model.posterior.sample_noise(encoding, chunk, seed=seed_generator)
+            terms = model.log_density_terms(x, encoding, eps)
+            log_w = terms["log_px_z"] + terms["log_pz"] - terms["log_qz"]  # [batch, chunk]
+            log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_w, axis=1)]), axis=0)
+            sum_log_w += tf.reduce_sum(log_w, axis=1)
+            if num_groups:
+                grouped = tf.reshape(log_w[:, : num_groups * group], [-1, num_groups, group])
+                sum_iwae += tf.reduce_sum(tf.reduce_logsumexp(grouped, axis=2) - math.log(group), axis=1)
+            sum_kl += tf.reduce_sum(terms["log_qz"] - terms["log_pz"], axis=1)
+            sum_reconstruction += tf.reduce_sum(terms["log_px_z"], axis=1)
+        return {
+            "log_sum_w": log_sum_w,
+            "sum_log_w": sum_log_w,
+            "sum_iwae": sum_iwae,
+            "sum_kl": sum_kl,
+            "sum_reconstruction": sum_reconstruction,
+            "posterior_mean": tf.cast(model.posterior.mean(encoding), tf.float32),
+        }
+
+    return statistics, num_chunks * num_groups
+
+
+def log_likelihood(model, data, k=5000, batch_size=100, train_k=None, seed=None, return_per_example=False):
+    """Importance-sampled log p(x) of a trained model, with diagnostics.
+
+    Args:
+        model: a vizoo model (e.g. `VAE`).
+        data: `[num_examples, input_dim]` array, or a `tf.data.Dataset` of
+            batches of x (or of (x, ...) tuples).
+        k: int, importance samples per example (5000 as in Burda et al.).
+        batch_size: int, examples per batch when `data` is an array.
+        train_k: int, k of the training bound to report (`iwae_k`); default
+            the compiled loss's k (1 if not compiled).
+        seed: optional int, for reproducible estimates.
+        return_per_example: also return the per-example log p(x) estimates.
+
+    Returns:
+        dict (all per example, in nats unless said otherwise):
+        `log_likelihood` (mean log p(x) estimate), `nll` (its negation),
+        `elbo`, `iwae_k` (the IWAE bound at `train_k`, from groups of
+        `train_k` of the same samples), `kl` (Monte-Carlo KL(q(z|x) || p(z))),
+        `reconstruction` (E_q log p(x|z)), `active_units` (count with
+        Cov_x(E_q[z_i]) > 0.01, Burda et al.), `bits_per_dim` (nll / (D ln 2),
+        meaningful for discrete data), `k`, `train_k`, `num_examples`,
+        and with `return_per_example`, `per_example_log_likelihood`.
+
+    Example:
+        >>> result = vizoo.evaluate.log_likelihood(model, x_test, k=5000)
+        >>> print(result["nll"], result["active_units"])
+    """
+    k = check_positive_int(k, "k")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    train_k = check_positive_int(model.num_samples if train_k is None else train_k, "train_k")
+    if train_k > k:
+        raise ValueError(f"train_k must be at most k={k}. Received: train_k={train_k}")
+    data = model.check_data(data, "data")
+    if isinstance(data, tf.data.Dataset):
+        dataset = data.map(lambda *element: element[0]) if isinstance(data.element_spec, tuple) else data
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
+    if not model.built:
+        model.build((None, model.input_dim))
+
+    import keras
+
+    seed_generator = keras.random.SeedGenerator(seed)
+    chunk = _chunk_size(k, batch_size, model.input_dim, train_k)
+    passes = [_batch_statistics_fn(model, chunk, k // chunk, train_k, seed_generator)]
+    if k % chunk:
+        passes.append(_batch_statistics_fn(model, k % chunk, 1, train_k, seed_generator))
+
+    per_example = {key: [] for key in ("log_sum_w", "sum_log_w", "sum_iwae", "sum_kl", "sum_reconstruction")}
+    posterior_means = []
+    num_iwae_groups = sum(groups for _, groups in passes)
+    with input_errors():
+        for x in dataset:
+            x = tf.cast(x, tf.float32)
+            results = [fn(x) for fn, _ in passes]
+            for key in per_example:
+                values = np.stack([r[key].numpy().astype(np.float64) for r in results])
+                combine = np.logaddexp.reduce if key == "log_sum_w" else np.sum
+                per_example[key].append(combine(values, axis=0))
+            posterior_means.append(results[0]["posterior_mean"].numpy().astype(np.float64))
+    if not posterior_means:
+        raise ValueError("data must contain at least one example. Received: an empty data set")
+
+    stats = {key: np.concatenate(values) for key, values in per_example.items()}
+    log_px = stats["log_sum_w"] - math.log(k)
+    means = np.concatenate(posterior_means)
+    nll = -float(np.mean(log_px))
+    result = {
+        "log_likelihood": -nll,
+        "nll": nll,
+        "elbo": float(np.mean(stats["sum_log_w"])) / k,
+        "iwae_k": float(np.mean(stats["sum_iwae"])) / num_iwae_groups if num_iwae_groups else float("nan"),
+        "kl": float(np.mean(stats["sum_kl"])) / k,
+        "reconstruction": float(np.mean(stats["sum_reconstruction"])) / k,
+        "active_units": int(np.sum(np.var(means, axis=0) > _ACTIVE_UNIT_THRESHOLD)),
+        "bits_per_dim": nll / (model.input_dim * math.log(2.0)),
+        "k": k,
+        "train_k": train_k,
+        "num_examples": int(log_px.shape[0]),
+    }
+    if return_per_example:
+        result["per_example_log_likelihood"] = log_px
+    return result

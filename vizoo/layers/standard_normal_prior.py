@@ -1,0 +1,23 @@
+import math
+
+import keras
+from keras import ops
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@keras.saving.register_keras_serializable(package="vizoo")
+class StandardNormalPrior(keras.layers.Layer):
+    """The prior p(z) = N(0, I); no weights.
+
+    Every prior in vizoo offers `log_prob(z)`: z `[..., latent_dim]` ->
+    `[...]`, summed over the latent dimensions.
+    """
+
+    is_standard_normal = True
+
+    def log_prob(self, z):
+        return ops.sum(-0.5 * ops.square(z) - _HALF_LOG_2PI, axis=-1)
+
+    def call(self, z):
+        return self.log_prob(z)

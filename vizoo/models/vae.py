@@ -1,0 +1,191 @@
+import keras
+from keras import ops
+
+from vizoo.layers import (
+    BernoulliLikelihood,
+    DiagonalGaussianPosterior,
+    GaussianLikelihood,
+    StandardNormalPrior,
+)
+from vizoo.models.latent_variable_model import LatentVariableModel
+from vizoo.utils import check_choice, check_positive_int
+
+LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
+POSTERIORS = {"diagonal": DiagonalGaussianPosterior}
+PRIORS = {"standard_normal": StandardNormalPrior}
+
+
+def _component(value, name, registry, *args):
+    """A layer from a registry name, a serialized config, or an instance."""
+    if isinstance(value, str):
+        return registry[check_choice(value, name, registry)](*args, name=name)
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if not isinstance(value, keras.layers.Layer):
+        raise ValueError(
+            f"{name} must be one of {sorted(registry)} or a vizoo layer. Received: {name}={value!r}"
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="vizoo")
+class VAE(LatentVariableModel):
+    """Variational autoencoder with MLP encoder and decoder (Kingma & Welling 2014).
+
+    Generative model p(z) p(x|z), amortized posterior q(z|x). Trained with
+    any vizoo bound: `ELBOLoss` gives the VAE, `IWAELoss(k)` the IWAE of
+    Burda et al. (same model, tighter bound). The defaults are the IWAE
+    paper's MNIST architecture: tanh MLPs, diagonal Gaussian q, N(0, I)
+    prior, Bernoulli p(x|z) on logits.
+
+    Args:
+        input_dim: int, data dimension D (784 for MNIST).
+        latent_dim: int, dimension of z.
+        hidden_units: list of ints, the encoder's hidden layer sizes; the
+            decoder uses them reversed. `[]` gives linear maps (with a
+            Gaussian likelihood, probabilistic PCA).
+        activation: activation of the hidden layers (tanh, as in Burda et al.).
+        likelihood: `"bernoulli"` (binary or [0, 1] data), `"gaussian"`
+            (learned isotropic scale) or a likelihood layer instance.
+        posterior: `"diagonal"` or a posterior layer instance.
+        prior: `"standard_normal"` or a prior layer instance.
+        seed: optional int seed of the model's sampling noise. (The noise
+            generator's state is not saved in `.keras` files.)
+
+    Call arguments:
+        inputs: `[batch, input_dim]`.
+        num_samples: optional int k; default the compiled loss's k, else 1.
+        seed: optional seed for this call's noise.
+
+    Returns:
+        dict of log-density terms: `log_px_z`, `log_pz`, `log_qz`, each
+        `[batch, k]`, and `kl` (`[batch, 1]`, closed-form KL(q || p)) when the
+        posterior and prior have one.
+
+    Example:
+        >>> model = VAE(input_dim=784, latent_dim=50, hidden_units=[200, 200])
+        >>> model.compile(optimizer="adam", loss=IWAELoss(k=5))
+        >>> model.fit(train_ds, validation_data=val_ds, epochs=3)
+
+    References:
+        Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+        Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
+    """
+
+    def __init__(
+        self,
+        input_dim,
+        latent_dim,
+        hidden_units=(200, 200),
+        activation="tanh",
+        likelihood="bernoulli",
+        posterior="diagonal",
+        prior="standard_normal",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.input_dim = check_positive_int(input_dim, "input_dim")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        if isinstance(hidden_units, int) or not all(
+            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in hidden_units
+        ):
+            raise ValueError(
+                f"hidden_units must be a list of positive integers. Received: hidden_units={hidden_units!r}"
+            )
+        self.hidden_units = [int(u) for u in hidden_units]
+        self.activation = activation
+        keras.activations.get(activation)  # fails early on an unknown name
+        self.seed = seed
+
+        def dense_stack(units, prefix):
+            return [
+                keras.layers.Dense(u, activation=activation, name=f"{prefix}_dense_{i}", dtype=self.dtype_policy)
+                for i, u in enumerate(units)
+            ]
+
+        self.encoder_layers = dense_stack(self.hidden_units, "encoder")
+        self.decoder_layers = dense_stack(self.hidden_units[::-1], "decoder")
+        self.posterior = _component(posterior, "posterior", POSTERIORS, self.latent_dim)
+        self.prior = _component(prior, "prior", PRIORS)
+        self.likelihood = _component(likelihood, "likelihood", LIKELIHOODS, self.input_dim)
+        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
+
+    def build(self, input_shape=None):
+        if input_shape is not None and input_shape[-1] not in (None, self.input_dim):
+            raise ValueError(
+                f"VAE(input_dim={self.input_dim}) was given inputs with {input_shape[-1]} "
+                f"features. Received: input_shape={tuple(input_shape)}"
+            )
+        # Components deserialized from a config may arrive built already.
+        def build_stack(layers, head, shape):
+            for layer in layers:
+                if not layer.built:
+                    layer.build(shape)
+                shape = (None, layer.units)
+            if not head.built:
+                head.build(shape)
+
+        build_stack(self.encoder_layers, self.posterior, (None, self.input_dim))
+        build_stack(self.decoder_layers, self.likelihood, (None, self.latent_dim))
+        self.built = True
+
+    def encode(self, x):
+        """Posterior parameters for x `[batch, input_dim]` (for the default, `loc` and `log_scale`)."""
+        h = x
+        for layer in self.encoder_layers:
+            h = layer(h)
+        return self.posterior(h)
+
+    def decode(self, z):
+        """Likelihood parameters for z `[..., latent_dim]` (for Bernoulli, `logits`)."""
+        h = z
+        for layer in self.decoder_layers:
+            h = layer(h)
+        return self.likelihood(h)
+
+    def log_density_terms(self, x, encoding, eps):
+        """Terms for data x, posterior parameters and base noise eps `[batch, k, latent_dim]`."""
+        z, log_qz = self.posterior.transform(encoding, eps)
+        terms = {
+            "log_px_z": self.likelihood.log_prob(x, self.decode(z)),
+            "log_pz": self.prior.log_prob(z),
+            "log_qz": log_qz,
+        }
+        kl = self.posterior.kl_divergence(encoding, self.prior)
+        if kl is not None:
+            terms["kl"] = ops.expand_dims(kl, axis=-1)
+        return terms
+
+    def generate(self, num_examples, seed=None):
+        """Mean of p(x|z) for `num_examples` draws z ~ N(0, I), `[num_examples, input_dim]`."""
+        num_examples = check_positive_int(num_examples, "num_examples")
+        if not getattr(self.prior, "is_standard_normal", False):
+            raise NotImplementedError("generate() needs a prior with a sampler; this one has none yet.")
+        z = keras.random.normal((num_examples, self.latent_dim), seed=seed or self.seed_generator)
+        return self.likelihood.mean(self.decode(z))
+
+    def initialize_output_bias(self, data_mean):
+        """Start the Bernoulli decoder's logits at logit(data mean) (Burda et al.)."""
+        if not isinstance(self.likelihood, BernoulliLikelihood):
+            raise ValueError(
+                "initialize_output_bias needs the Bernoulli likelihood. "
+                f"Received: likelihood={type(self.likelihood).__name__}"
+            )
+        if not self.built:
+            self.build((None, self.input_dim))
+        self.likelihood.set_bias_from_mean(data_mean)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_dim=self.input_dim,
+            latent_dim=self.latent_dim,
+            hidden_units=list(self.hidden_units),
+            activation=self.activation,
+            likelihood=keras.saving.serialize_keras_object(self.likelihood),
+            posterior=keras.saving.serialize_keras_object(self.posterior),
+            prior=keras.saving.serialize_keras_object(self.prior),
+            seed=self.seed,
+        )
+        return config

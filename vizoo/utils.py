@@ -1,0 +1,46 @@
+"""Argument checks shared across vizoo: errors name the argument and the value received."""
+
+import numbers
+
+import numpy as np
+
+
+def check_positive_int(value, name):
+    """Return `value` as an int if it is an integer >= 1, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"Unknown {name}. Expected one of {sorted(choices)}. Received: {name}={value!r}")
+    return value
+
+
+def check_array(x, name, num_features=None, unit_interval=False):
+    """Check a numpy-convertible data array eagerly; return it as float32 numpy.
+
+    Raises ValueError for a wrong feature size, non-finite values or, with
+    `unit_interval`, values outside [0, 1] (Bernoulli likelihood).
+    """
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise ValueError(f"{name} must be a numeric array. Received: {name} with dtype={x.dtype}")
+    if num_features is not None and (x.ndim != 2 or x.shape[1] != num_features):
+        raise ValueError(
+            f"{name} must have shape (num_examples, {num_features}). Received: {name}.shape={x.shape}"
+        )
+    x = x.astype(np.float32, copy=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        index = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(
+            f"{name} must be finite. Received: {name}[{', '.join(map(str, index))}]={x[index]}"
+        )
+    if unit_interval and x.size and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"{name} must lie in [0, 1] for the Bernoulli likelihood. "
+            f"Received: {name} with min={x.min():g}, max={x.max():g}"
+        )
+    return x
