@@ -1,0 +1,140 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import vizoo
+from tests import ppca
+from vizoo import evaluate
+from vizoo.losses import ELBOLoss, IWAELoss
+from vizoo.models import VAE
+
+
+@pytest.fixture(scope="module")
+def reference():
+    weights, bias = ppca.ppca_parameters()
+    x = ppca.sample_data(400, weights, bias)
+    return weights, bias, x, ppca.exact_log_px(x, weights, bias)
+
+
+def test_exact_posterior_makes_every_bound_exact(reference):
+    weights, bias, x, log_px = reference
+    model = ppca.ppca_vae(weights, bias)
+    terms = model(x, num_samples=50)
+    log_w = np.asarray(terms["log_px_z"] + terms["log_pz"] - terms["log_qz"], "float64")
+    # With q = p(z|x), every importance weight is exactly p(x).
+    np.testing.assert_allclose(log_w, np.repeat(log_px[:, None], 50, axis=1), atol=2e-4)
+    for loss in (ELBOLoss(k=50), IWAELoss(k=50)):
+        assert -float(loss(None, terms)) == pytest.approx(log_px.mean(), abs=1e-4)
+    # With the closed-form KL only E_q log p(x|z) is estimated: exact up to Monte-Carlo error.
+    assert -float(ELBOLoss(k=50, analytic_kl=True)(None, terms)) == pytest.approx(log_px.mean(), abs=0.01)
+    result = evaluate.log_likelihood(model, x, k=200, train_k=5, seed=0)
+    for key in ("log_likelihood", "elbo", "iwae_k"):
+        assert result[key] == pytest.approx(log_px.mean(), abs=1e-4), key
+    assert result["kl"] == pytest.approx(result["reconstruction"] - result["elbo"], abs=1e-4)
+
+
+def test_bounds_are_ordered_below_the_exact_log_likelihood(reference):
+    weights, bias, x, log_px = reference
+    model = ppca.ppca_vae(weights, bias, loc_offset=0.4, log_scale_offset=-0.3)  # a worse q
+    terms = {key: np.asarray(value) for key, value in model(x, num_samples=500).items()}
+
+    def bound(loss, k):
+        grouped = {key: value.reshape(-1, k) for key, value in terms.items() if key != "kl"}
+        per_example = -np.asarray(IWAELoss(k=k).call(None, grouped)).reshape(len(x), -1).mean(axis=1)
+        if isinstance(loss, ELBOLoss):
+            per_example = -np.asarray(loss.call(None, grouped)).reshape(len(x), -1).mean(axis=1)
+        return per_example.astype("float64")
+
+    elbo, iwae_5, iwae_50 = bound(ELBOLoss(), 1), bound(IWAELoss(), 5), bound(IWAELoss(), 50)
+    for lower, upper in ((elbo, iwae_5), (iwae_5, iwae_50), (iwae_50, log_px)):
+        gap = upper - lower
+        standard_error = gap.std() / np.sqrt(len(gap))
+        assert gap.mean() > 5 * standard_error, (gap.mean(), standard_error)
+
+
+def test_k5000_estimate_is_within_005_nats_of_exact(reference):
+    weights, bias, x, log_px = reference
+    model = ppca.ppca_vae(weights, bias, loc_offset=0.3, log_scale_offset=0.2)
+    result = evaluate.log_likelihood(model, x, k=5000, train_k=5, seed=0)
+    assert result["log_likelihood"] == pytest.approx(log_px.mean(), abs=0.05)
+    assert result["elbo"] < result["iwae_k"] < result["log_likelihood"] <= log_px.mean() + 0.01
+    assert result["nll"] == -result["log_likelihood"]
+    assert result["bits_per_dim"] == pytest.approx(result["nll"] / (ppca.DATA_DIM * np.log(2)))
+
+
+def test_training_the_encoder_with_the_elbo_finds_the_exact_posterior(reference):
+    weights, bias, x, log_px = reference
+    model = ppca.ppca_vae(weights, bias, loc_offset=1.0, log_scale_offset=-1.0)
+    model.likelihood.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(0.03), loss=ELBOLoss(k=1))
+    before = evaluate.log_likelihood(model, x, k=100, seed=0)["elbo"]
+    model.fit(x, batch_size=50, epochs=60, verbose=0)
+    after = evaluate.log_likelihood(model, x, k=100, seed=0)["elbo"]
+    assert before < log_px.mean() - 1.0
+    assert after == pytest.approx(log_px.mean(), abs=0.05)
+
+
+def test_active_units_count_the_informative_latents(reference):
+    weights, bias, x, _ = reference
+    result = evaluate.log_likelihood(ppca.ppca_vae(weights, bias), x, k=10)
+    assert result["active_units"] == int(np.sum(ppca.COLUMN_NORMS > 0))
+
+
+def test_sample_groups_and_chunks_are_consistent(reference, monkeypatch):
+    weights, bias, x, _ = reference
+    model = ppca.ppca_vae(weights, bias, loc_offset=0.5)
+    # Groups of one sample are the ELBO; one group of all k samples is log p(x).
+    result = evaluate.log_likelihood(model, x, k=64, train_k=1, seed=3)
+    assert result["iwae_k"] == pytest.approx(result["elbo"], abs=1e-5)
+    result = evaluate.log_likelihood(model, x, k=64, train_k=64, seed=3)
+    assert result["iwae_k"] == pytest.approx(result["log_likelihood"], abs=1e-5)
+    # Tiny chunks (with a remainder chunk) estimate the same quantities.
+    monkeypatch.setattr(evaluate, "_ELEMENTS_PER_CHUNK", 100 * ppca.DATA_DIM * 6)
+    assert evaluate._chunk_size(64, 100, ppca.DATA_DIM, 4) == 4
+    chunked = evaluate.log_likelihood(model, x, k=1000, train_k=4, seed=3)
+    whole = evaluate.log_likelihood(model, x, k=1000, train_k=4, seed=4)
+    for key in ("log_likelihood", "elbo", "iwae_k", "kl"):
+        assert chunked[key] == pytest.approx(whole[key], abs=0.02), key
+
+
+def test_chunk_size_respects_the_memory_budget():
+    for batch, dim, group in ((100, 784, 5), (100, 784, 50), (500, 784, 1), (1, 64, 5)):
+        chunk = evaluate._chunk_size(5000, batch, dim, group)
+        assert chunk % group == 0 and chunk <= 5000
+        assert batch * chunk * dim <= max(evaluate._ELEMENTS_PER_CHUNK, batch * group * dim)
+
+
+def test_dataset_input_matches_array_input(reference):
+    weights, bias, x, _ = reference
+    model = ppca.ppca_vae(weights, bias, loc_offset=0.5)
+    from_array = evaluate.log_likelihood(model, x, k=20, batch_size=64, seed=5, return_per_example=True)
+    dataset = tf.data.Dataset.from_tensor_slices((x, x)).batch(64)
+    from_dataset = evaluate.log_likelihood(model, dataset, k=20, seed=5, return_per_example=True)
+    np.testing.assert_allclose(
+        from_array["per_example_log_likelihood"], from_dataset["per_example_log_likelihood"], atol=1e-5
+    )
+    assert from_array["num_examples"] == len(x)
+
+
+def test_untrained_model_at_k_5000_is_finite(binary_data):
+    model = VAE(input_dim=64, latent_dim=10, hidden_units=[32, 32])
+    result = vizoo.log_likelihood(model, binary_data[:20], k=5000)
+    assert all(np.isfinite(result[key]) for key in ("nll", "elbo", "iwae_k", "kl", "reconstruction"))
+    assert result["nll"] > 0
+
+
+def test_bad_arguments_are_named(binary_data):
+    model = VAE(input_dim=64, latent_dim=2, hidden_units=[8])
+    with pytest.raises(ValueError, match="Received: k=0"):
+        evaluate.log_likelihood(model, binary_data, k=0)
+    with pytest.raises(ValueError, match="Received: train_k=10"):
+        evaluate.log_likelihood(model, binary_data, k=5, train_k=10)
+    with pytest.raises(ValueError, match="Received: data.shape=\\(96, 63\\)"):
+        evaluate.log_likelihood(model, binary_data[:, :63], k=5)
+    bad = binary_data.copy()
+    bad[3, 7] = np.nan
+    with pytest.raises(ValueError, match="data must be finite. Received: data\\[3, 7\\]=nan"):
+        evaluate.log_likelihood(model, bad, k=5)
+    with pytest.raises(ValueError, match="empty"):
+        evaluate.log_likelihood(model, np.zeros((0, 64), "float32"), k=5)
