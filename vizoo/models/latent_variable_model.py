@@ -92,12 +92,17 @@ class LatentVariableModel(keras.Model):
 
     def _check_input_shape(self, inputs):
         x = ops.convert_to_tensor(inputs)
-        if len(x.shape) != 2 or (x.shape[-1] is not None and x.shape[-1] != self.input_dim):
+        self.check_input_shape(x.shape)
+        return x
+
+    def check_input_shape(self, shape):
+        """Raise a ValueError unless `shape` is `(batch, input_dim)` (None entries allowed)."""
+        shape = tuple(shape)
+        if len(shape) != 2 or shape[-1] not in (None, self.input_dim):
             raise ValueError(
                 f"{type(self).__name__} expects inputs of shape (batch, {self.input_dim}) "
-                f"(input_dim={self.input_dim}). Received: inputs.shape={tuple(x.shape)}"
+                f"(input_dim={self.input_dim}). Received: inputs.shape={shape}"
             )
-        return x
 
     # ------------------------------------------------------------ data checks
     @property
@@ -115,8 +120,8 @@ class LatentVariableModel(keras.Model):
             return None
         if isinstance(data, tf.data.Dataset):
             return _checked_dataset(data, name, self.input_dim, self._needs_unit_interval)
-        if isinstance(data, (tuple, list)) and data and not _is_numeric_leaf(data):
-            return type(data)([self.check_data(data[0], name)] + list(data[1:]))
+        if isinstance(data, tuple):  # Keras' (x,), (x, y) or (x, y, sample_weight)
+            return (self.check_data(data[0], name),) + data[1:] if data else data
         if _is_numeric_leaf(data):
             return check_array(data, name, self.input_dim, self._needs_unit_interval)
         return data
@@ -144,7 +149,7 @@ def _is_numeric_leaf(data):
 
     if isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__"):
         return True
-    if isinstance(data, (list, tuple)):
+    if isinstance(data, list):
         try:
             return np.asarray(data).dtype != object
         except ValueError:

@@ -112,11 +112,8 @@ class VAE(LatentVariableModel):
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
 
     def build(self, input_shape=None):
-        if input_shape is not None and input_shape[-1] not in (None, self.input_dim):
-            raise ValueError(
-                f"VAE(input_dim={self.input_dim}) was given inputs with {input_shape[-1]} "
-                f"features. Received: input_shape={tuple(input_shape)}"
-            )
+        if input_shape is not None:
+            self.check_input_shape(input_shape)
         # Components deserialized from a config may arrive built already.
         def build_stack(layers, head, shape):
             for layer in layers:

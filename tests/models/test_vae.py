@@ -1,0 +1,220 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import assert_terms_close, run_in_fresh_process, run_serialization_test
+from vizoo.layers import GaussianLikelihood
+from vizoo.losses import ELBOLoss, IWAELoss
+from vizoo.models import VAE
+
+
+def small_vae(**kwargs):
+    kwargs = {"input_dim": 64, "latent_dim": 4, "hidden_units": [16], "seed": 0, **kwargs}
+    return VAE(**kwargs)
+
+
+def test_terms_have_batch_first_shapes_and_k_from_the_loss(binary_data):
+    model = small_vae()
+    terms = model(binary_data[:3])
+    assert {key: tuple(value.shape) for key, value in terms.items()} == {
+        "log_px_z": (3, 1), "log_pz": (3, 1), "log_qz": (3, 1), "kl": (3, 1),
+    }
+    model.compile(optimizer="adam", loss=IWAELoss(k=7))
+    assert model(binary_data[:3])["log_px_z"].shape == (3, 7)
+    assert model(binary_data[:3], num_samples=2)["log_qz"].shape == (3, 2)
+
+
+def test_recompiling_with_another_k_changes_the_samples_drawn(binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam", loss=IWAELoss(k=3))
+    model.fit(binary_data, epochs=1, verbose=0)
+    assert model.predict(binary_data[:5], verbose=0)["log_pz"].shape == (5, 3)
+    model.compile(optimizer="adam", loss=ELBOLoss(k=2))
+    model.fit(binary_data, epochs=1, verbose=0)
+    assert model.predict(binary_data[:5], verbose=0)["log_pz"].shape == (5, 2)
+
+
+def test_fit_needs_no_targets_and_reports_the_bound(binary_data):
+    model = small_vae()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=IWAELoss(k=5))
+    history = model.fit(binary_data, batch_size=32, epochs=15, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0] - 5.0
+    # The reported loss is the negated IWAE-5 bound, in nats per example.
+    value = model.evaluate(binary_data, batch_size=96, verbose=0)
+    terms = model(binary_data, num_samples=5)
+    log_w = np.asarray(terms["log_px_z"] + terms["log_pz"] - terms["log_qz"], "float64")
+    direct = -np.mean(np.log(np.mean(np.exp(log_w), axis=1)))
+    assert value == pytest.approx(direct, abs=0.3)  # different noise draws
+
+
+def test_fit_accepts_x_x_pairs_datasets_and_validation_data(binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam", loss=ELBOLoss(k=2, analytic_kl=True))
+    model.fit(binary_data, binary_data, epochs=1, verbose=0)
+    train = tf.data.Dataset.from_tensor_slices(binary_data).batch(32)
+    validation = tf.data.Dataset.from_tensor_slices((binary_data, binary_data)).batch(32)
+    history = model.fit(train, validation_data=validation, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["val_loss"]))
+    history = model.fit(binary_data, validation_data=(binary_data,), epochs=1, verbose=0)
+    assert np.isfinite(history.history["val_loss"][0])
+
+
+def test_sample_weight_is_honoured(binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam", loss=ELBOLoss())
+    zero = model.evaluate(binary_data, binary_data, sample_weight=np.zeros(96), verbose=0)
+    assert zero == 0.0
+
+
+def test_trains_under_xla(binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam", loss=IWAELoss(k=4), jit_compile=True)
+    history = model.fit(binary_data, batch_size=32, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_gaussian_likelihood_model_trains_on_real_valued_data():
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32") * 3.0
+    model = VAE(input_dim=6, latent_dim=2, hidden_units=[8], likelihood="gaussian")
+    model.compile(optimizer="adam", loss=IWAELoss(k=3))
+    history = model.fit(x, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_output_bias_starts_at_the_data_mean(binary_data):
+    model = small_vae()
+    model.initialize_output_bias(binary_data.mean(axis=0))
+    probabilities = keras.ops.sigmoid(model.likelihood.logits_layer.bias)
+    np.testing.assert_allclose(probabilities, np.clip(binary_data.mean(0), 1e-3, 1 - 1e-3), rtol=1e-4)
+    with pytest.raises(ValueError, match="Bernoulli likelihood. Received: likelihood=GaussianLikelihood"):
+        small_vae(likelihood="gaussian").initialize_output_bias(binary_data.mean(0))
+
+
+def test_generate_decodes_prior_samples():
+    images = np.asarray(small_vae().generate(5, seed=1))
+    assert images.shape == (5, 64) and np.all((images >= 0) & (images <= 1))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"hidden_units": [], "likelihood": GaussianLikelihood(64, scale=0.1, name="likelihood")}],
+    ids=["bernoulli", "linear_gaussian"],
+)
+def test_serialization(kwargs, binary_data):
+    model = small_vae(**kwargs)
+    model(binary_data[:2])
+    restored = run_serialization_test(model)
+    restored.build((None, 64))
+    assert len(restored.weights) == len(model.weights)
+    assert type(restored.likelihood) is type(model.likelihood)
+
+
+def test_keras_file_round_trip_in_a_fresh_process(binary_data, tmp_path):
+    model = small_vae(hidden_units=[16, 8])
+    model.compile(optimizer="adam", loss=IWAELoss(k=6))
+    model.fit(binary_data, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    eps = np.random.default_rng(0).normal(size=(4, 6, 4)).astype("float32")
+    expected = model.log_density_terms(binary_data[:4], model.encode(binary_data[:4]), eps)
+    np.savez(tmp_path / "expected.npz", x=binary_data, eps=eps, **{k: np.asarray(v) for k, v in expected.items()})
+    output = run_in_fresh_process(
+        f"""
+        import warnings; warnings.simplefilter("error")  # no silent skips while loading
+        import keras, numpy as np
+        import vizoo
+        data = np.load({str(tmp_path / "expected.npz")!r})
+        model = keras.models.load_model({str(path)!r})
+        x, eps = data["x"], data["eps"]
+        terms = model.log_density_terms(x[:4], model.encode(x[:4]), eps)
+        for key, value in terms.items():
+            np.testing.assert_allclose(np.asarray(value), data[key], atol=1e-5)
+        assert type(model.loss).__name__ == "IWAELoss" and model.loss.k == 6, model.loss
+        assert model.predict(x[:3], verbose=0)["log_px_z"].shape == (3, 6)
+        history = model.fit(x, epochs=1, verbose=0)  # compiled on load: training continues
+        print("ok", history.history["loss"][0])
+        """
+    )
+    assert output.startswith("ok")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_wrong_feature_size_is_named(binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam", loss=IWAELoss())
+    with pytest.raises(ValueError, match=r"x must have shape \(num_examples, 64\). Received: x.shape=\(96, 63\)"):
+        model.fit(binary_data[:, :63], verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices(binary_data[:, :10]).batch(8)
+    with pytest.raises(ValueError, match=r"x must yield batches of shape \(batch, 64\). Received: x with element shape \(None, 10\)"):
+        model.fit(dataset, verbose=0)
+    with pytest.raises(ValueError, match=r"input_dim=64\). Received: inputs.shape=\(2, 3\)"):
+        model(np.zeros((2, 3), "float32"))
+
+
+def test_non_finite_inputs_are_named(binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam", loss=IWAELoss())
+    bad = binary_data.copy()
+    bad[5, 2] = np.inf
+    with pytest.raises(ValueError, match=r"x must be finite. Received: x\[5, 2\]=inf"):
+        model.fit(bad, verbose=0)
+    with pytest.raises(ValueError, match="validation_data must be finite"):
+        model.fit(binary_data, validation_data=(bad,), verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices(bad).batch(16)
+    with pytest.raises(ValueError, match="x must be finite. Received: a batch of x containing non-finite values"):
+        model.fit(dataset, verbose=0)
+
+
+def test_data_outside_unit_interval_is_named_for_bernoulli(binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam", loss=ELBOLoss())
+    bad = binary_data * 255.0
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\] for the Bernoulli likelihood. Received: x with min=0, max=255"):
+        model.fit(bad, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices(bad - 1.0).batch(16)
+    with pytest.raises(ValueError, match=r"Received: a batch of x with min=-1 max=254"):
+        model.evaluate(dataset, verbose=0)
+    with pytest.raises(ValueError, match="must lie in"):
+        model.predict(bad, verbose=0)
+    gaussian = small_vae(likelihood="gaussian")
+    gaussian.compile(optimizer="adam", loss=ELBOLoss())
+    gaussian.fit(bad, verbose=0)  # real-valued data is fine for a Gaussian likelihood
+
+
+def test_losses_other_than_bounds_are_rejected():
+    with pytest.raises(ValueError, match="Received: loss='mse'"):
+        small_vae().compile(optimizer="adam", loss="mse")
+
+
+def test_fit_without_compiled_loss_says_what_to_do(binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="call model.compile"):
+        model.fit(binary_data, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"latent_dim": 0}, "Received: latent_dim=0"),
+        ({"input_dim": -1}, "Received: input_dim=-1"),
+        ({"hidden_units": 200}, "Received: hidden_units=200"),
+        ({"hidden_units": [200, 0]}, r"Received: hidden_units=\[200, 0\]"),
+        ({"likelihood": "poisson"}, "Received: likelihood='poisson'"),
+        ({"posterior": "flowy"}, "Received: posterior='flowy'"),
+        ({"prior": 3}, "Received: prior=3"),
+        ({"activation": "nope"}, "nope"),
+    ],
+)
+def test_bad_constructor_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        small_vae(**kwargs)
+
+
+def test_bad_num_samples_is_named(binary_data):
+    with pytest.raises(ValueError, match="Received: num_samples=0"):
+        small_vae()(binary_data[:2], num_samples=0)
