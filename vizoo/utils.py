@@ -1,8 +1,11 @@
 """Argument checks shared across vizoo: errors name the argument and the value received."""
 
+import math
 import numbers
 
 import numpy as np
+
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def check_positive_int(value, name):

@@ -75,6 +75,16 @@ def test_trains_under_xla(binary_data):
     assert np.all(np.isfinite(history.history["loss"]))
 
 
+def test_mixed_precision_computes_in_float16_and_keeps_densities_in_float32(binary_data):
+    model = small_vae(dtype="mixed_float16")
+    model.compile(optimizer="adam", loss=IWAELoss(k=3))
+    history = model.fit(binary_data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert model.encoder_layers[0].compute_dtype == "float16"
+    assert model.likelihood.logits_layer.compute_dtype == "float16"
+    assert {value.dtype.name for value in model(binary_data[:2]).values()} == {"float32"}
+
+
 def test_gaussian_likelihood_model_trains_on_real_valued_data():
     x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32") * 3.0
     model = VAE(input_dim=6, latent_dim=2, hidden_units=[8], likelihood="gaussian")
@@ -99,8 +109,12 @@ def test_generate_decodes_prior_samples():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"hidden_units": [], "likelihood": GaussianLikelihood(64, scale=0.1, name="likelihood")}],
-    ids=["bernoulli", "linear_gaussian"],
+    [
+        {},
+        {"hidden_units": [], "likelihood": GaussianLikelihood(64, scale=0.1, name="likelihood")},
+        {"dtype": "mixed_float16"},
+    ],
+    ids=["bernoulli", "linear_gaussian", "mixed_precision"],
 )
 def test_serialization(kwargs, binary_data):
     model = small_vae(**kwargs)
@@ -109,6 +123,7 @@ def test_serialization(kwargs, binary_data):
     restored.build((None, 64))
     assert len(restored.weights) == len(model.weights)
     assert type(restored.likelihood) is type(model.likelihood)
+    assert restored.likelihood.dtype_policy.name == model.likelihood.dtype_policy.name
 
 
 def test_keras_file_round_trip_in_a_fresh_process(binary_data, tmp_path):
@@ -176,7 +191,7 @@ def test_data_outside_unit_interval_is_named_for_bernoulli(binary_data):
     with pytest.raises(ValueError, match=r"x must lie in \[0, 1\] for the Bernoulli likelihood. Received: x with min=0, max=255"):
         model.fit(bad, verbose=0)
     dataset = tf.data.Dataset.from_tensor_slices(bad - 1.0).batch(16)
-    with pytest.raises(ValueError, match=r"Received: a batch of x with min=-1 max=254"):
+    with pytest.raises(ValueError, match=r"^x must lie in \[0, 1\] for the Bernoulli likelihood. Received: a batch of x with min=-1, max=254$"):
         model.evaluate(dataset, verbose=0)
     with pytest.raises(ValueError, match="must lie in"):
         model.predict(bad, verbose=0)

@@ -1,11 +1,7 @@
-import math
-
 import keras
 from keras import ops
 
-from vizoo.utils import check_positive_int
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+from vizoo.utils import HALF_LOG_2PI, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
@@ -61,7 +57,7 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
         log_scale = params["log_scale"][:, None, :]
         z = loc + ops.exp(log_scale) * eps
         # log N(z; mu, sigma) = log N(eps; 0, 1) - log sigma, exact from eps.
-        log_qz = ops.sum(-0.5 * ops.square(eps) - _HALF_LOG_2PI - log_scale, axis=-1)
+        log_qz = ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI - log_scale, axis=-1)
         return z, log_qz
 
     def mean(self, params):

@@ -3,9 +3,7 @@ import math
 import keras
 from keras import ops
 
-from vizoo.utils import check_positive_int
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+from vizoo.utils import HALF_LOG_2PI, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
@@ -64,7 +62,7 @@ class GaussianLikelihood(keras.layers.Layer):
         log_scale = self._log_scale()
         x = ops.expand_dims(ops.cast(x, loc.dtype), axis=-2)
         standardized = (x - loc) * ops.exp(-log_scale)
-        return ops.sum(-0.5 * ops.square(standardized) - _HALF_LOG_2PI - log_scale, axis=-1)
+        return ops.sum(-0.5 * ops.square(standardized) - HALF_LOG_2PI - log_scale, axis=-1)
 
     def mean(self, params):
         return params["loc"]

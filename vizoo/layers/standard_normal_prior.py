@@ -1,9 +1,7 @@
-import math
-
 import keras
 from keras import ops
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+from vizoo.utils import HALF_LOG_2PI
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
@@ -17,7 +15,11 @@ class StandardNormalPrior(keras.layers.Layer):
     is_standard_normal = True
 
     def log_prob(self, z):
-        return ops.sum(-0.5 * ops.square(z) - _HALF_LOG_2PI, axis=-1)
+        return ops.sum(-0.5 * ops.square(z) - HALF_LOG_2PI, axis=-1)
 
     def call(self, z):
         return self.log_prob(z)
+
+    def get_config(self):
+        # Explicit: Keras' automatic config cannot serialize a dtype policy object.
+        return super().get_config()

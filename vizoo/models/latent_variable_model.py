@@ -1,7 +1,6 @@
 """Base class of vizoo's models: the Keras plumbing between a model's terms and a bound loss."""
 
 import contextlib
-import re
 
 import keras
 import tensorflow as tf
@@ -186,7 +185,7 @@ def _checked_dataset(dataset, name, num_features, unit_interval):
                         f"{_CHECK_MARK}{name} must lie in [0, 1] for the Bernoulli likelihood. "
                         f"Received: a batch of {name} with min=",
                         low,
-                        "max=",
+                        ", max=",
                         high,
                     ],
                 )
@@ -211,6 +210,7 @@ def input_errors():
         text = str(error.message)
         if _CHECK_MARK not in text:
             raise
+        # TensorFlow prints the assert's data as "[part] [part] ...": join the parts.
         text = text[text.index(_CHECK_MARK) + len(_CHECK_MARK) :].split("\n")[0]
-        text = re.sub(r"\]\s*\[", " ", text).replace("]", "").replace("[", "").replace("= ", "=")
+        text = "".join(text.rstrip().removesuffix("]").split("] ["))
         raise ValueError(text.strip()) from None

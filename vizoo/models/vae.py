@@ -15,10 +15,10 @@ POSTERIORS = {"diagonal": DiagonalGaussianPosterior}
 PRIORS = {"standard_normal": StandardNormalPrior}
 
 
-def _component(value, name, registry, *args):
-    """A layer from a registry name, a serialized config, or an instance."""
+def _component(value, name, registry, *args, dtype=None):
+    """A layer from a registry name (built with the model's dtype policy), a serialized config, or an instance."""
     if isinstance(value, str):
-        return registry[check_choice(value, name, registry)](*args, name=name)
+        return registry[check_choice(value, name, registry)](*args, name=name, dtype=dtype)
     if isinstance(value, dict):
         value = keras.saving.deserialize_keras_object(value)
     if not isinstance(value, keras.layers.Layer):
@@ -106,9 +106,10 @@ class VAE(LatentVariableModel):
 
         self.encoder_layers = dense_stack(self.hidden_units, "encoder")
         self.decoder_layers = dense_stack(self.hidden_units[::-1], "decoder")
-        self.posterior = _component(posterior, "posterior", POSTERIORS, self.latent_dim)
-        self.prior = _component(prior, "prior", PRIORS)
-        self.likelihood = _component(likelihood, "likelihood", LIKELIHOODS, self.input_dim)
+        policy = self.dtype_policy
+        self.posterior = _component(posterior, "posterior", POSTERIORS, self.latent_dim, dtype=policy)
+        self.prior = _component(prior, "prior", PRIORS, dtype=policy)
+        self.likelihood = _component(likelihood, "likelihood", LIKELIHOODS, self.input_dim, dtype=policy)
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
 
     def build(self, input_shape=None):
@@ -159,7 +160,7 @@ class VAE(LatentVariableModel):
         num_examples = check_positive_int(num_examples, "num_examples")
         if not getattr(self.prior, "is_standard_normal", False):
             raise NotImplementedError("generate() needs a prior with a sampler; this one has none yet.")
-        z = keras.random.normal((num_examples, self.latent_dim), seed=seed or self.seed_generator)
+        z = keras.random.normal((num_examples, self.latent_dim), seed=self.seed_generator if seed is None else seed)
         return self.likelihood.mean(self.decode(z))
 
     def initialize_output_bias(self, data_mean):
