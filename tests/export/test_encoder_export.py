@@ -1,0 +1,72 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.helpers import run_in_fresh_process
+from vizoo.export import export_encoder
+from vizoo.losses import IWAELoss
+from vizoo.models import VAE
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 64)) < 0.3).astype("float32")
+    model = VAE(input_dim=64, latent_dim=4, hidden_units=[16, 16], seed=0)
+    model.compile(optimizer="adam", loss=IWAELoss(k=3))
+    model.fit(x, epochs=1, verbose=0)
+    directory = tmp_path_factory.mktemp("export")
+    path = export_encoder(model, directory / "encoder", version=3)
+    return model, x, path
+
+
+def test_export_uses_the_tensorflow_serving_layout(exported):
+    _, _, path = exported
+    assert os.path.basename(path) == "3"
+    assert os.path.exists(os.path.join(path, "saved_model.pb"))
+
+
+def test_export_serves_in_a_fresh_process_without_vizoo(exported, tmp_path):
+    model, x, path = exported
+    eps = np.random.default_rng(1).normal(size=(5, 7, 4)).astype("float32")
+    encoding = model.encode(x[:5])
+    z, log_qz = model.posterior.transform(encoding, eps)
+    np.savez(tmp_path / "io.npz", x=x[:5], eps=eps, loc=encoding["loc"], log_scale=encoding["log_scale"], z=z, log_qz=log_qz)
+    output = run_in_fresh_process(
+        f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        data = np.load({str(tmp_path / "io.npz")!r})
+        loaded = tf.saved_model.load({str(path)!r})
+        assert sorted(loaded.signatures) == ["sample", "serving_default"], list(loaded.signatures)
+        served = loaded.signatures["serving_default"](x=tf.constant(data["x"]))
+        sampled = loaded.signatures["sample"](x=tf.constant(data["x"]), eps=tf.constant(data["eps"]))
+        for key, value in list(served.items()) + list(sampled.items()):
+            np.testing.assert_allclose(value.numpy(), data[key], atol=1e-5, rtol=1e-5)
+        assert not any(name.split(".")[0] == "vizoo" for name in sys.modules), "vizoo was imported"
+        print("ok", sorted(served), sorted(sampled))
+        """
+    )
+    assert output.strip() == "ok ['loc', 'log_scale'] ['log_qz', 'z']"
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+    _, _, path = exported
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if not os.path.exists(cli):
+        pytest.skip("saved_model_cli is not installed beside this interpreter")
+    result = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "signature_def['serving_default']" in result.stdout
+    assert "signature_def['sample']" in result.stdout
+    assert "eps" in result.stdout
+
+
+def test_bad_version_is_named(exported, tmp_path):
+    model, _, _ = exported
+    with pytest.raises(ValueError, match="Received: version=0"):
+        export_encoder(model, tmp_path, version=0)

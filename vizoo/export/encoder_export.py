@@ -1,0 +1,54 @@
+"""Export a trained encoder q(z|x) as a TensorFlow SavedModel that serves without vizoo."""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from vizoo.utils import check_positive_int
+
+
+def export_encoder(model, path, version=1):
+    """Write the model's encoder q(z|x) to `<path>/<version>/` (TensorFlow Serving layout).
+
+    Signatures (all float32):
+    - `serving_default`: `x [batch, input_dim]` -> `loc`, `log_scale`
+      (`[batch, latent_dim]`, the posterior's mean and log standard deviation;
+      for richer posteriors, those of its base Gaussian).
+    - `sample`: `x [batch, input_dim]`, `eps [batch, k, latent_dim]` (standard
+      normal noise) -> `z [batch, k, latent_dim]`, `log_qz [batch, k]`. The noise
+      is an input, so the graph is deterministic and has no random ops (it can
+      be converted to ONNX).
+
+    The export loads with `tf.saved_model.load` in a process that never imports
+    vizoo; `saved_model_cli show --dir <path>/<version> --all` lists it.
+
+    Args:
+        model: a vizoo model (e.g. `VAE`).
+        path: directory of the export; the version is a subdirectory.
+        version: positive int, the TensorFlow Serving model version.
+
+    Returns:
+        The path of the written version directory.
+    """
+    version = check_positive_int(version, "version")
+    if not model.built:
+        model.build((None, model.input_dim))
+    x_spec = tf.TensorSpec([None, model.input_dim], tf.float32, name="x")
+    eps_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="eps")
+
+    def serve(x):
+        encoding = model.encode(x)
+        return {"loc": model.posterior.mean(encoding), "log_scale": encoding["log_scale"]}
+
+    def sample(x, eps):
+        z, log_qz = model.posterior.transform(model.encode(x), eps)
+        return {"z": z, "log_qz": log_qz}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve, input_signature=[x_spec])
+    archive.add_endpoint("sample", sample, input_signature=[x_spec, eps_spec])
+    target = os.path.join(os.fspath(path), str(version))
+    archive.write_out(target, verbose=False)
+    return target
