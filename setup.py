@@ -15,6 +15,8 @@ setup(
         "keras>=3.15,<3.16",
         "numpy>=1.26,<3",
         "scikit-learn>=1.5,<2",
+        "tensorflow-datasets>=4.9,<4.10",
+        "importlib_resources>=6",  # tensorflow-datasets 4.9 imports it without declaring it
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],

@@ -30,7 +30,15 @@ def build_parser():
     parser.add_argument("--epochs", type=int, default=100, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=100, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--dataset", default="digits", help="dataset name (digits: scikit-learn's, offline)")
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (scikit-learn's, offline), fashion_mnist (IDX files or TFDS), or any TFDS image dataset name",
+    )
+    parser.add_argument("--data-dir", default=None, help="directory of IDX files, or a TFDS data directory")
+    parser.add_argument(
+        "--validation-size", type=int, default=None, help="examples held out of train (default: see vizoo.data.load)"
+    )
     parser.add_argument(
         "--binarization", default="dynamic", help="dynamic, static, threshold or none (see vizoo.data.load)"
     )
@@ -64,7 +72,14 @@ def run(args):
     from vizoo.models import VAE
 
     keras.utils.set_random_seed(args.seed)
-    splits = vizoo.data.load(args.dataset, batch_size=args.batch_size, binarization=args.binarization, seed=args.seed)
+    splits = vizoo.data.load(
+        args.dataset,
+        batch_size=args.batch_size,
+        binarization=args.binarization,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        validation_size=args.validation_size,
+    )
     model = VAE(
         input_dim=splits.input_dim,
         latent_dim=args.latent_dim,
@@ -96,6 +111,7 @@ def run(args):
         train_seconds=train_seconds,
         eval_seconds=time.perf_counter() - start,
         dataset=args.dataset,
+        data_source=splits.source,
         binarization=args.binarization,
         config={key: value for key, value in vars(args).items()},
     )

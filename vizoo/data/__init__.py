@@ -1,5 +1,7 @@
-"""tf.data pipelines of the datasets vizoo trains on."""
+"""tf.data pipelines of the datasets vizoo trains on (offline ones and TFDS)."""
 
-from vizoo.data.datasets import ARRAY_LOADERS, BINARIZATIONS, DataSplits, load
+from vizoo.data.datasets import BINARIZATIONS, DEBIAN_FASHION_MNIST_DIR, DataSplits, load
+from vizoo.data.idx import read_idx, write_idx
+from vizoo.data.tfds_builder import store_idx_as_tfds
 
-__all__ = ["ARRAY_LOADERS", "BINARIZATIONS", "DataSplits", "load"]
+__all__ = ["BINARIZATIONS", "DEBIAN_FASHION_MNIST_DIR", "DataSplits", "load", "read_idx", "store_idx_as_tfds", "write_idx"]

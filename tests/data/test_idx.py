@@ -1,0 +1,41 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from vizoo.data import read_idx, write_idx
+from vizoo.data.idx import load_idx_directory
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "int32", "float32", "float64"])
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path, dtype, suffix):
+    array = (np.random.default_rng(0).random((3, 4, 5)) * 100).astype(dtype)
+    path = tmp_path / f"a-idx3{suffix}"
+    write_idx(path, array)
+    restored = read_idx(path)
+    assert restored.dtype == array.dtype
+    np.testing.assert_array_equal(restored, array)
+
+
+def test_reads_the_mnist_header_byte_for_byte(tmp_path):
+    # The header of an MNIST image file: magic 0x00000803, then 2, 28, 28 (big-endian).
+    raw = bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28]) + bytes(range(256)) * 6 + bytes(32)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(raw)
+    images = read_idx(path)
+    assert images.shape == (2, 28, 28) and images.dtype == np.uint8
+    assert images[0, 0, :3].tolist() == [0, 1, 2]
+
+
+def test_bad_files_are_named(tmp_path):
+    path = tmp_path / "x.idx"
+    path.write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(ValueError, match=r"bad magic number\). Received: path="):
+        read_idx(path)
+    path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]))
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(path)
+    with pytest.raises(ValueError, match="data_dir has no train-images-idx3-ubyte"):
+        load_idx_directory(tmp_path)

@@ -1,0 +1,69 @@
+"""IDX files (the MNIST / Fashion-MNIST format), gzipped or not.
+
+Format: two zero bytes, a type code, the number of dimensions n, then n big-endian
+int32 sizes and the data in C order, big-endian.
+"""
+
+import gzip
+import os
+
+import numpy as np
+
+_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_CODES = {np.dtype(v).newbyteorder("="): k for k, v in _TYPES.items()}
+
+# The file names of the MNIST family (the names Debian's dataset-fashion-mnist ships).
+SPLIT_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+
+
+def _open(path):
+    path = os.fspath(path)
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def read_idx(path):
+    """The array stored in an IDX file (`.gz` is decompressed)."""
+    with _open(path) as f:
+        header = f.read(4)
+        if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _TYPES:
+            raise ValueError(f"Not an IDX file (bad magic number). Received: path={os.fspath(path)!r}")
+        shape = tuple(int(v) for v in np.frombuffer(f.read(4 * header[3]), dtype=">i4"))
+        data = np.frombuffer(f.read(), dtype=_TYPES[header[2]])
+    if data.size != int(np.prod(shape)):
+        raise ValueError(
+            f"IDX file is truncated: header says shape {shape}, found {data.size} values. "
+            f"Received: path={os.fspath(path)!r}"
+        )
+    return data.reshape(shape).astype(data.dtype.newbyteorder("="))
+
+
+def write_idx(path, array):
+    """Write `array` as an IDX file (gzipped if `path` ends in `.gz`)."""
+    array = np.asarray(array)
+    code = _CODES.get(array.dtype)
+    if code is None:
+        raise ValueError(f"IDX cannot store dtype {array.dtype}. Received: array.dtype={array.dtype}")
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype(_TYPES[code]).tobytes())
+
+
+def find_split_file(directory, split):
+    """Path of the images of `split` ("train" or "test") in directory, gzipped or not, or None."""
+    for suffix in (".gz", ""):
+        path = os.path.join(directory, SPLIT_FILES[split] + suffix)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def load_idx_directory(directory):
+    """(train, test) uint8 image arrays from a directory of MNIST-style IDX files."""
+    paths = {split: find_split_file(directory, split) for split in SPLIT_FILES}
+    missing = [SPLIT_FILES[split] + "[.gz]" for split, path in paths.items() if path is None]
+    if missing:
+        raise ValueError(
+            f"data_dir has no {' and no '.join(missing)}. Received: data_dir={os.fspath(directory)!r}"
+        )
+    return read_idx(paths["train"]), read_idx(paths["test"])
