@@ -79,7 +79,7 @@ def test_active_units_count_the_informative_latents(reference):
     assert result["active_units"] == int(np.sum(ppca.COLUMN_NORMS > 0))
 
 
-def test_sample_groups_and_chunks_are_consistent(reference, monkeypatch):
+def test_sample_groups_and_chunks_are_consistent(reference):
     weights, bias, x, _ = reference
     model = ppca.ppca_vae(weights, bias, loc_offset=0.5)
     # Groups of one sample are the ELBO; one group of all k samples is log p(x).
@@ -88,9 +88,8 @@ def test_sample_groups_and_chunks_are_consistent(reference, monkeypatch):
     result = evaluate.log_likelihood(model, x, k=64, train_k=64, seed=3)
     assert result["iwae_k"] == pytest.approx(result["log_likelihood"], abs=1e-5)
     # Tiny chunks (with a remainder chunk) estimate the same quantities.
-    monkeypatch.setattr(evaluate, "_ELEMENTS_PER_CHUNK", 100 * ppca.DATA_DIM * 6)
-    assert evaluate._chunk_size(64, 100, ppca.DATA_DIM, 4) == 4
-    chunked = evaluate.log_likelihood(model, x, k=1000, train_k=4, seed=3)
+    assert evaluate._chunk_size(64, 100, ppca.DATA_DIM, 4, chunk_elements=100 * ppca.DATA_DIM * 6) == 4
+    chunked = evaluate.log_likelihood(model, x, k=1000, train_k=4, seed=3, chunk_elements=100 * ppca.DATA_DIM * 6)
     whole = evaluate.log_likelihood(model, x, k=1000, train_k=4, seed=4)
     for key in ("log_likelihood", "elbo", "iwae_k", "kl"):
         assert chunked[key] == pytest.approx(whole[key], abs=0.02), key
@@ -134,5 +133,7 @@ def test_bad_arguments_are_named(binary_data):
     bad[3, 7] = np.nan
     with pytest.raises(ValueError, match="data must be finite. Received: data\\[3, 7\\]=nan"):
         evaluate.log_likelihood(model, bad, k=5)
+    with pytest.raises(ValueError, match="Received: chunk_elements=0"):
+        evaluate.log_likelihood(model, binary_data, k=5, chunk_elements=0)
     with pytest.raises(ValueError, match="empty"):
         evaluate.log_likelihood(model, np.zeros((0, 64), "float32"), k=5)
