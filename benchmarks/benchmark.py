@@ -1,0 +1,285 @@
+"""Quality and speed of vizoo's models on dynamically binarized Fashion-MNIST; writes docs/benchmarks.md.
+
+The IWAE paper's architecture (784-200-200-50 tanh MLPs, diagonal Gaussian q,
+Bernoulli p(x|z); batch 100, Adam 1e-3), trained for the same number of epochs
+with each bound, then evaluated on the test set with k=5000 importance samples:
+
+    python benchmarks/benchmark.py --epochs 10                  # vae, iwae5, iwae50
+    python benchmarks/benchmark.py --epochs 10 --models iwae5   # one model
+
+Each model runs in its own process (so its peak memory is its own) and leaves
+`<results-dir>/<model>.json`; models already there are skipped (the run is
+resumable, `--force` redoes them). The table in `--output` is rebuilt from
+every result in `--results-dir`.
+
+Speed: in the same process as each model, a plain tf.matmul of the model's
+largest layer shape ([rows, 200] x [200, 784], rows = batch x k for training,
+batch x chunk for evaluation) is timed, and training and evaluation GFLOP/s are
+reported as fractions of it. FLOPs count 2 per multiply-add of the dense layers;
+training is 3x the forward pass (forward + two backward matmuls).
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {"vae": ("elbo", 1), "iwae5": ("iwae", 5), "iwae50": ("iwae", 50)}
+LATENT_DIM, HIDDEN = 50, [200, 200]  # Burda et al.'s one-layer architecture
+BATCH_SIZE, LEARNING_RATE = 100, 1e-3
+# Training steps per compiled call: on 2 CPU cores, 10 gave 1.6x the examples/s
+# of 1 for IWAE k=5 (per-step dispatch costs ~10 ms); it changes no math.
+STEPS_PER_EXECUTION = 10
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--eval-k", type=int, default=5000)
+    parser.add_argument("--num-test", type=int, default=None, help="evaluate on the first N test examples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results-dir", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--output", default=os.path.join(REPO, "docs", "benchmarks.md"))
+    parser.add_argument("--force", action="store_true", help="rerun models that have results")
+    parser.add_argument("--in-process", action="store_true", help="run models in this process (tests)")
+    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def layer_flops(input_dim):
+    """FLOPs (2 per multiply-add) of one encoder pass and one decoder pass."""
+    encoder = 2 * (input_dim * HIDDEN[0] + HIDDEN[0] * HIDDEN[1] + HIDDEN[1] * 2 * LATENT_DIM)
+    decoder = 2 * (LATENT_DIM * HIDDEN[1] + HIDDEN[1] * HIDDEN[0] + HIDDEN[0] * input_dim)
+    return encoder, decoder
+
+
+def matmul_gflops(rows, input_dim, repeats=30):
+    """Median GFLOP/s of a plain tf.matmul [rows, 200] x [200, input_dim]."""
+    import numpy as np
+    import tensorflow as tf
+
+    a, b = tf.random.normal([rows, HIDDEN[0]]), tf.random.normal([HIDDEN[0], input_dim])
+    matmul = tf.function(tf.matmul, autograph=False)
+    matmul(a, b).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * rows * HIDDEN[0] * input_dim / float(np.median(times)) / 1e9
+
+
+class EpochTimer:
+    """Wall time of each training epoch (Keras callback, built lazily to import keras late)."""
+
+    def __new__(cls):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._start)
+
+        return _Timer()
+
+
+def run_one(name, args):
+    """Train and evaluate one model; return its result dict."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import vizoo
+    from vizoo import evaluate
+    from vizoo.losses import ELBOLoss, IWAELoss
+    from vizoo.models import VAE
+
+    loss_name, k = MODELS[name]
+    keras.utils.set_random_seed(args.seed)
+    splits = vizoo.data.load(
+        args.dataset, batch_size=BATCH_SIZE, binarization="dynamic", seed=args.seed, data_dir=args.data_dir
+    )
+    model = VAE(input_dim=splits.input_dim, latent_dim=LATENT_DIM, hidden_units=HIDDEN, seed=args.seed)
+    model.initialize_output_bias(splits.train_mean)
+    loss = ELBOLoss(k=k) if loss_name == "elbo" else IWAELoss(k=k)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss, steps_per_execution=STEPS_PER_EXECUTION)
+
+    timer = EpochTimer()
+    start = time.perf_counter()
+    history = model.fit(splits.train, epochs=args.epochs, verbose=2, shuffle=False, callbacks=[timer])
+    train_seconds = time.perf_counter() - start
+    # The first epoch includes tracing; with more than one, it is left out of the speed.
+    epoch_seconds = float(np.median(timer.seconds[1:] if len(timer.seconds) > 1 else timer.seconds))
+
+    test = splits.test
+    num_test = splits.num_test
+    if args.num_test:
+        num_test = min(args.num_test, splits.num_test)
+        test = test.unbatch().take(num_test).batch(BATCH_SIZE)
+    start = time.perf_counter()
+    metrics = evaluate.log_likelihood(model, test, k=args.eval_k, seed=args.seed)
+    eval_seconds = time.perf_counter() - start
+
+    encoder_flops, decoder_flops = layer_flops(splits.input_dim)
+    train_flops = 3 * (encoder_flops + k * decoder_flops) * splits.num_train / epoch_seconds
+    eval_flops = (encoder_flops + args.eval_k * decoder_flops) * num_test / eval_seconds
+    eval_rows = BATCH_SIZE * evaluate._chunk_size(args.eval_k, BATCH_SIZE, splits.input_dim, k)
+    matmul_train = matmul_gflops(BATCH_SIZE * k, splits.input_dim)
+    matmul_eval = matmul_gflops(eval_rows, splits.input_dim)
+    return {
+        "model": name,
+        "loss": f"{loss_name.upper()} k={k}",
+        "epochs": args.epochs,
+        "dataset": f"{args.dataset} (dynamic binarization, source {splits.source})",
+        "num_train": splits.num_train,
+        "num_test": num_test,
+        "final_train_loss": history.history["loss"][-1],
+        "test_nll": metrics["nll"],
+        "test_elbo": metrics["elbo"],
+        "test_iwae_k": metrics["iwae_k"],
+        "test_kl": metrics["kl"],
+        "active_units": metrics["active_units"],
+        "eval_k": args.eval_k,
+        "train_seconds": train_seconds,
+        "train_examples_per_second": splits.num_train / epoch_seconds,
+        "eval_seconds": eval_seconds,
+        "eval_examples_per_second": num_test / eval_seconds,
+        "train_gflops": train_flops / 1e9,
+        "eval_gflops": eval_flops / 1e9,
+        "matmul_gflops_train_shape": matmul_train,
+        "matmul_gflops_eval_shape": matmul_eval,
+        "train_matmul_fraction": train_flops / 1e9 / matmul_train,
+        "eval_matmul_fraction": eval_flops / 1e9 / matmul_eval,
+        "train_matmul_rows": BATCH_SIZE * k,
+        "eval_matmul_rows": eval_rows,
+        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "machine": machine_description(),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def machine_description():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import tensorflow as tf
+
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow {tf.__version__}"
+
+
+def write_table(results_dir, output, command):
+    results = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        with open(path) as f:
+            results.append(json.load(f))
+    order = {name: i for i, name in enumerate(MODELS)}
+    results.sort(key=lambda r: order.get(r["model"], len(order)))
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `benchmarks/benchmark.py`; every number below was measured by it. Command:",
+        "",
+        f"    {command}",
+        "",
+        "IWAE-paper architecture (784-200-200-50 tanh MLPs, diagonal Gaussian q, Bernoulli p(x|z)),",
+        "batch 100, Adam 1e-3, dynamically binarized training data, steps_per_execution 10; test NLL by
+importance sampling.",
+        "Test metrics are nats per example. Speeds are medians (training: per epoch, first epoch left out).",
+        "",
+        "| model | bound | epochs | test NLL | test ELBO | test IWAE-k | KL | active units | train ex/s | eval ex/s | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['model']} | {r['loss']} | {r['epochs']} | {r['test_nll']:.2f} | {r['test_elbo']:.2f} "
+            f"| {r['test_iwae_k']:.2f} | {r['test_kl']:.2f} | {r['active_units']}/{LATENT_DIM} "
+            f"| {r['train_examples_per_second']:.0f} | {r['eval_examples_per_second']:.1f} | {r['peak_memory_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        "## Speed against a plain matmul of the largest layer",
+        "",
+        "| model | train GFLOP/s | matmul GFLOP/s (rows) | train fraction | eval GFLOP/s | matmul GFLOP/s (rows) | eval fraction |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['model']} | {r['train_gflops']:.1f} | {r['matmul_gflops_train_shape']:.1f} ({r['train_matmul_rows']}) "
+            f"| {r['train_matmul_fraction']:.2f} | {r['eval_gflops']:.1f} "
+            f"| {r['matmul_gflops_eval_shape']:.1f} ({r['eval_matmul_rows']}) | {r['eval_matmul_fraction']:.2f} |"
+        )
+    nll = {r["model"]: r["test_nll"] for r in results}
+    if {"vae", "iwae5", "iwae50"} <= set(nll):
+        holds = nll["iwae50"] < nll["iwae5"] < nll["vae"]
+        lines += ["", f"Expected ordering NLL(IWAE k=50) < NLL(IWAE k=5) < NLL(VAE): {'holds' if holds else 'does NOT hold'}."]
+    machines = sorted({f"{r['machine']} ({r['date']}, {r['dataset']}, {r['num_test']} test examples, k={r['eval_k']})" for r in results})
+    lines += ["", "Measured on:"] + [f"- {m}" for m in machines] + [""]
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
+        f.write("\n".join(lines))
+    return results
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.run_one:
+        result = run_one(args.run_one, args)
+        with open(os.path.join(args.results_dir, f"{args.run_one}.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        return 0
+    names = [n for n in args.models.split(",") if n]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise SystemExit(f"Unknown model(s) {unknown}. Expected names from {list(MODELS)}. Received: models={args.models!r}")
+    if args.epochs < 1:
+        raise SystemExit(f"epochs must be a positive integer. Received: epochs={args.epochs}")
+    os.makedirs(args.results_dir, exist_ok=True)
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--force", "--in-process")]
+    for name in names:
+        path = os.path.join(args.results_dir, f"{name}.json")
+        if os.path.exists(path) and not args.force:
+            print(f"{name}: result exists ({path}), skipped; --force reruns it")
+            continue
+        print(f"{name}: training {args.epochs} epochs, then evaluating with k={args.eval_k}", flush=True)
+        if args.in_process:
+            result = run_one(name, args)
+            with open(path, "w") as f:
+                json.dump(result, f, indent=2)
+        else:
+            subprocess.run([sys.executable, os.path.abspath(__file__), *passthrough, "--run-one", name], check=True)
+    command = "python benchmarks/benchmark.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--in-process",)
+    )
+    for r in write_table(args.results_dir, args.output, command.strip()):
+        print(
+            f"{r['model']}: NLL {r['test_nll']:.2f}, train {r['train_examples_per_second']:.0f} ex/s "
+            f"({r['train_matmul_fraction']:.2f} of matmul), eval {r['eval_examples_per_second']:.1f} ex/s "
+            f"({r['eval_matmul_fraction']:.2f} of matmul), peak {r['peak_memory_mib']:.0f} MiB"
+        )
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
