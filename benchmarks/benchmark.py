@@ -203,8 +203,8 @@ def write_table(results_dir, output, command):
         f"    {command}",
         "",
         "IWAE-paper architecture (784-200-200-50 tanh MLPs, diagonal Gaussian q, Bernoulli p(x|z)),",
-        "batch 100, Adam 1e-3, dynamically binarized training data, steps_per_execution 10; test NLL by
-importance sampling.",
+        "batch 100, Adam 1e-3, dynamically binarized training data, steps_per_execution 10;",
+        "test NLL by importance sampling.",
         "Test metrics are nats per example. Speeds are medians (training: per epoch, first epoch left out).",
         "",
         "| model | bound | epochs | test NLL | test ELBO | test IWAE-k | KL | active units | train ex/s | eval ex/s | peak MiB |",
