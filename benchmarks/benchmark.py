@@ -233,6 +233,7 @@ def write_table(results_dir, output, command):
     if {"vae", "iwae5", "iwae50"} <= set(nll):
         holds = nll["iwae50"] < nll["iwae5"] < nll["vae"]
         lines += ["", f"Expected ordering NLL(IWAE k=50) < NLL(IWAE k=5) < NLL(VAE): {'holds' if holds else 'does NOT hold'}."]
+    lines += ["", "Where the time goes inside a step: [profile.md](profile.md) (`benchmarks/profile_breakdown.py`)."]
     machines = sorted({f"{r['machine']} ({r['date']}, {r['dataset']}, {r['num_test']} test examples, k={r['eval_k']})" for r in results})
     lines += ["", "Measured on:"] + [f"- {m}" for m in machines] + [""]
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

@@ -27,6 +27,22 @@ def test_train_writes_model_history_metrics_and_encoder(tmp_path, capsys):
     assert "test NLL" in capsys.readouterr().out
 
 
+def test_fashion_mnist_from_idx_files_end_to_end(tmp_path):
+    import numpy as np
+
+    from vizoo.data import write_idx
+
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (120, 28, 28), dtype=np.uint8))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (30, 28, 28), dtype=np.uint8))
+    out = tmp_path / "run"
+    argv = TINY + ["--dataset", "fashion_mnist", "--data-dir", str(tmp_path), "--out-dir", str(out)]
+    assert cli.main(argv + ["--validation-size", "0"]) == 0
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["num_examples"] == 30 and metrics["data_source"] == str(tmp_path)
+
+
 def test_elbo_with_analytic_kl(tmp_path):
     assert cli.main(TINY + ["--loss", "elbo", "--analytic-kl", "--out-dir", str(tmp_path)]) == 0
 
@@ -42,6 +58,8 @@ def test_elbo_with_analytic_kl(tmp_path):
         (["--lr", "0"], "Received: lr=0.0"),
         (["--binarization", "fuzzy"], "Received: binarization='fuzzy'"),
         (["--analytic-kl"], "Received: loss='iwae'"),
+        (["--steps-per-execution", "0"], "Received: steps_per_execution=0"),
+        (["--data-dir", "/no/such/dir"], "Received: data_dir='/no/such/dir'"),
     ],
 )
 def test_bad_arguments_exit_with_a_named_error(argv, message, tmp_path, capsys):

@@ -119,7 +119,7 @@ def run(args):
         dataset=args.dataset,
         data_source=splits.source,
         binarization=args.binarization,
-        config={key: value for key, value in vars(args).items()},
+        config=dict(vars(args)),
     )
     with open(os.path.join(args.out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -1,0 +1,41 @@
+import importlib.util
+import json
+import os
+
+import pytest
+
+from tests.helpers import REPO_ROOT
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_benchmark_writes_the_table_and_resumes(tmp_path, capsys):
+    benchmark = load_script("benchmark")
+    argv = [
+        "--dataset", "digits", "--models", "vae,iwae5", "--epochs", "1", "--eval-k", "10", "--num-test", "40",
+        "--results-dir", str(tmp_path / "results"), "--output", str(tmp_path / "benchmarks.md"), "--in-process",
+    ]
+    assert benchmark.main(argv) == 0
+    table = (tmp_path / "benchmarks.md").read_text()
+    assert "| vae | ELBO k=1 | 1 |" in table and "| iwae5 | IWAE k=5 | 1 |" in table
+    assert "python benchmarks/benchmark.py --dataset digits" in table and "cores" in table
+    with open(tmp_path / "results" / "iwae5.json") as f:
+        result = json.load(f)
+    assert result["num_test"] == 40 and result["eval_k"] == 10
+    for key in ("test_nll", "train_examples_per_second", "eval_examples_per_second", "peak_memory_mib",
+                "train_matmul_fraction", "eval_matmul_fraction"):
+        assert result[key] > 0, key
+    # A second run skips the models that have results.
+    capsys.readouterr()
+    assert benchmark.main(argv) == 0
+    assert capsys.readouterr().out.count("skipped") == 2
+
+
+def test_unknown_model_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="Received: models='vae,gan'"):
+        load_script("benchmark").main(["--models", "vae,gan", "--results-dir", str(tmp_path)])
