@@ -1,13 +1,15 @@
-"""Keras layers: posteriors q(z|x), priors p(z), likelihoods p(x|z)."""
+"""Keras layers: posteriors q(z|x), priors p(z), likelihoods p(x|z), and the networks flows use."""
 
 from vizoo.layers.bernoulli_likelihood import BernoulliLikelihood
 from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.gaussian_likelihood import GaussianLikelihood
+from vizoo.layers.made import MADE
 from vizoo.layers.standard_normal_prior import StandardNormalPrior
 
 __all__ = [
     "BernoulliLikelihood",
     "DiagonalGaussianPosterior",
     "GaussianLikelihood",
+    "MADE",
     "StandardNormalPrior",
 ]
