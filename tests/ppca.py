@@ -18,8 +18,11 @@ COLUMN_NORMS = np.array([2.0, 1.0, 0.0])
 NOISE_SCALE = 0.5
 
 
-def ppca_parameters(seed=0):
+def ppca_parameters(seed=0, orthogonal=True):
+    """(W [D, d], b [D]); with orthogonal=False the exact posterior has a full covariance."""
     rng = np.random.default_rng(seed)
+    if not orthogonal:
+        return rng.normal(size=(DATA_DIM, 2)), rng.normal(size=DATA_DIM)
     q, _ = np.linalg.qr(rng.normal(size=(DATA_DIM, len(COLUMN_NORMS))))
     weights = q * COLUMN_NORMS  # [D, d], orthogonal columns
     bias = rng.normal(size=DATA_DIM)
@@ -35,6 +38,22 @@ def sample_data(num_examples, weights, bias, seed=1):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(num_examples, weights.shape[1]))
     return (z @ weights.T + bias + NOISE_SCALE * rng.normal(size=(num_examples, DATA_DIM))).astype("float32")
+
+
+def ppca_decoder_vae(weights, bias, posterior, seed=0):
+    """A VAE whose decoder is the pPCA model (frozen) and whose encoder is at its initialisation."""
+    model = VAE(
+        input_dim=DATA_DIM,
+        latent_dim=weights.shape[1],
+        hidden_units=[],
+        posterior=posterior,
+        likelihood=GaussianLikelihood(DATA_DIM, scale=NOISE_SCALE, name="likelihood"),
+        seed=seed,
+    )
+    model.build((None, DATA_DIM))
+    model.likelihood.loc_layer.set_weights([weights.T, bias])
+    model.likelihood.trainable = False
+    return model
 
 
 def ppca_vae(weights, bias, loc_offset=0.0, log_scale_offset=0.0, seed=0):

@@ -73,6 +73,23 @@ def test_training_the_encoder_with_the_elbo_finds_the_exact_posterior(reference)
     assert after == pytest.approx(log_px.mean(), abs=0.05)
 
 
+def test_full_covariance_posterior_set_to_the_exact_posterior_makes_bounds_exact():
+    weights, bias = ppca.ppca_parameters(seed=2, orthogonal=False)
+    x = ppca.sample_data(200, weights, bias)
+    model = ppca.ppca_decoder_vae(weights, bias, "full_covariance")
+    m = weights.T @ weights + ppca.NOISE_SCALE**2 * np.eye(2)
+    posterior_map = np.linalg.solve(m, weights.T)  # M^-1 W^T
+    scale = np.linalg.cholesky(ppca.NOISE_SCALE**2 * np.linalg.inv(m))
+    rows, cols = np.tril_indices(2)
+    raw = scale[rows, cols].copy()
+    raw[rows == cols] = np.log(raw[rows == cols])  # the layer stores log of L's diagonal
+    model.posterior.loc_layer.set_weights([posterior_map.T, -posterior_map @ bias])
+    model.posterior.tril_layer.set_weights([np.zeros((ppca.DATA_DIM, 3)), raw])
+    terms = model(x, num_samples=20)
+    log_w = np.asarray(terms["log_px_z"] + terms["log_pz"] - terms["log_qz"], "float64")
+    np.testing.assert_allclose(log_w, np.repeat(ppca.exact_log_px(x, weights, bias)[:, None], 20, axis=1), atol=2e-4)
+
+
 def test_active_units_count_the_informative_latents(reference):
     weights, bias, x, _ = reference
     result = evaluate.log_likelihood(ppca.ppca_vae(weights, bias), x, k=10)

@@ -70,3 +70,20 @@ def test_bad_version_is_named(exported, tmp_path):
     model, _, _ = exported
     with pytest.raises(ValueError, match="Received: version=0"):
         export_encoder(model, tmp_path, version=0)
+
+
+def test_full_covariance_encoder_exports_its_cholesky_factor(tmp_path):
+    import tensorflow as tf
+
+    model = VAE(input_dim=64, latent_dim=3, hidden_units=[8], posterior="full_covariance", seed=0)
+    x = (np.random.default_rng(0).random((4, 64)) < 0.3).astype("float32")
+    eps = np.random.default_rng(1).normal(size=(4, 2, 3)).astype("float32")
+    loaded = tf.saved_model.load(export_encoder(model, tmp_path / "encoder"))
+    served = loaded.signatures["serving_default"](x=tf.constant(x))
+    expected = model.posterior(model.encoder_layers[0](x))
+    assert sorted(served) == ["loc", "log_scale", "scale_tril"]
+    np.testing.assert_allclose(served["scale_tril"].numpy(), expected["scale_tril"], atol=1e-5)
+    sampled = loaded.signatures["sample"](x=tf.constant(x), eps=tf.constant(eps))
+    z, log_qz = model.posterior.transform(expected, eps)
+    np.testing.assert_allclose(sampled["z"].numpy(), z, atol=1e-5)
+    np.testing.assert_allclose(sampled["log_qz"].numpy(), log_qz, atol=1e-5)

@@ -13,8 +13,8 @@ def export_encoder(model, path, version=1):
 
     Signatures (all float32):
     - `serving_default`: `x [batch, input_dim]` -> `loc`, `log_scale`
-      (`[batch, latent_dim]`, the posterior's mean and log standard deviation;
-      for richer posteriors, those of its base Gaussian).
+      (`[batch, latent_dim]`, the posterior's mean and marginal log standard
+      deviations), plus what the posterior adds (full covariance: `scale_tril`).
     - `sample`: `x [batch, input_dim]`, `eps [batch, k, latent_dim]` (standard
       normal noise) -> `z [batch, k, latent_dim]`, `log_qz [batch, k]`. The noise
       is an input, so the graph is deterministic and has no random ops (it can
@@ -38,8 +38,7 @@ def export_encoder(model, path, version=1):
     eps_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="eps")
 
     def serve(x):
-        encoding = model.encode(x)
-        return {"loc": model.posterior.mean(encoding), "log_scale": encoding["log_scale"]}
+        return model.posterior.serving_outputs(model.encode(x))
 
     def sample(x, eps):
         z, log_qz = model.posterior.transform(model.encode(x), eps)

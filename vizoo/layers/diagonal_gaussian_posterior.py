@@ -20,6 +20,7 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
       their log-density `[batch, k]`;
     - `sample_noise(params, k, seed)` -> eps;
     - `mean(params)` -> E_q[z], `[batch, latent_dim]`;
+    - `serving_outputs(params)` -> dict an exported encoder serves;
     - `kl_divergence(params, prior)` -> closed-form KL(q || prior) `[batch]`, or None.
 
     Args:
@@ -62,6 +63,10 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
 
     def mean(self, params):
         return params["loc"]
+
+    def serving_outputs(self, params):
+        """What an exported encoder's `serving_default` returns."""
+        return {"loc": params["loc"], "log_scale": params["log_scale"]}
 
     def kl_divergence(self, params, prior):
         if not getattr(prior, "is_standard_normal", False):

@@ -4,6 +4,7 @@ from keras import ops
 from vizoo.layers import (
     BernoulliLikelihood,
     DiagonalGaussianPosterior,
+    FullCovarianceGaussianPosterior,
     GaussianLikelihood,
     StandardNormalPrior,
 )
@@ -11,7 +12,7 @@ from vizoo.models.latent_variable_model import LatentVariableModel
 from vizoo.utils import check_choice, check_positive_int
 
 LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
-POSTERIORS = {"diagonal": DiagonalGaussianPosterior}
+POSTERIORS = {"diagonal": DiagonalGaussianPosterior, "full_covariance": FullCovarianceGaussianPosterior}
 PRIORS = {"standard_normal": StandardNormalPrior}
 
 
@@ -47,7 +48,7 @@ class VAE(LatentVariableModel):
         activation: activation of the hidden layers (tanh, as in Burda et al.).
         likelihood: `"bernoulli"` (binary or [0, 1] data), `"gaussian"`
             (learned isotropic scale) or a likelihood layer instance.
-        posterior: `"diagonal"` or a posterior layer instance.
+        posterior: `"diagonal"`, `"full_covariance"` or a posterior layer instance.
         prior: `"standard_normal"` or a prior layer instance.
         seed: optional int seed of the model's sampling noise. (The noise
             generator's state is not saved in `.keras` files.)

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from tests.helpers import run_serialization_test
+from vizoo.layers import FullCovarianceGaussianPosterior, StandardNormalPrior
+
+
+@pytest.fixture
+def posterior_and_params():
+    posterior = FullCovarianceGaussianPosterior(3)
+    posterior.build((None, 4))
+    h = np.random.default_rng(0).normal(size=(2, 4)).astype("float32") * 2.0
+    return posterior, posterior(h)
+
+
+def test_scale_is_lower_triangular_with_a_positive_diagonal(posterior_and_params):
+    _, params = posterior_and_params
+    scale = np.asarray(params["scale_tril"])
+    assert np.all(np.triu(scale, k=1) == 0)
+    np.testing.assert_allclose(np.log(np.diagonal(scale, axis1=1, axis2=2)), params["log_diag"], rtol=1e-5)
+    assert np.count_nonzero(np.tril(scale, k=-1)) == 2 * 3  # every strictly-lower entry is used
+
+
+def test_log_density_matches_scipy(posterior_and_params):
+    posterior, params = posterior_and_params
+    eps = np.random.default_rng(1).normal(size=(2, 5, 3)).astype("float32")
+    z, log_qz = posterior.transform(params, eps)
+    for b in range(2):
+        scale = np.asarray(params["scale_tril"][b], "float64")
+        density = stats.multivariate_normal(np.asarray(params["loc"][b]), scale @ scale.T)
+        np.testing.assert_allclose(np.asarray(log_qz[b]), density.logpdf(np.asarray(z[b], "float64")), rtol=1e-4)
+
+
+def test_kl_and_serving_outputs_match_closed_forms(posterior_and_params):
+    posterior, params = posterior_and_params
+    kl = np.asarray(posterior.kl_divergence(params, StandardNormalPrior()))
+    served = posterior.serving_outputs(params)
+    for b in range(2):
+        scale = np.asarray(params["scale_tril"][b], "float64")
+        covariance, mu = scale @ scale.T, np.asarray(params["loc"][b], "float64")
+        expected = 0.5 * (np.trace(covariance) + mu @ mu - 3 - np.linalg.slogdet(covariance)[1])
+        assert kl[b] == pytest.approx(expected, rel=1e-4)
+        np.testing.assert_allclose(np.exp(served["log_scale"][b]), np.sqrt(np.diag(covariance)), rtol=1e-5)
+    assert posterior.kl_divergence(params, prior=object()) is None
+
+
+def test_extreme_encoder_outputs_stay_finite():
+    posterior = FullCovarianceGaussianPosterior(2)
+    posterior.build((None, 1))
+    # Entries in tril order L00, L10, L11: a huge off-diagonal entry is used as is (no exp).
+    posterior.tril_layer.set_weights([np.array([[5.0, 200.0, -50.0]], "float32"), np.zeros(3, "float32")])
+    scale = np.asarray(posterior(np.ones((1, 1), "float32"))["scale_tril"])
+    np.testing.assert_allclose(scale[0], [[np.exp(5.0), 0.0], [200.0, np.exp(-50.0)]], rtol=1e-5)
+
+
+def test_serialization():
+    run_serialization_test(FullCovarianceGaussianPosterior(4, name="q"))

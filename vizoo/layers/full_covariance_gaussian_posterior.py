@@ -1,0 +1,89 @@
+import keras
+import numpy as np
+from keras import ops
+
+from vizoo.utils import HALF_LOG_2PI, check_positive_int
+
+
+@keras.saving.register_keras_serializable(package="vizoo")
+class FullCovarianceGaussianPosterior(keras.layers.Layer):
+    """Amortized full-covariance Gaussian q(z|x) = N(mu(x), L(x) L(x)^T).
+
+    The encoder emits mu and the d(d+1)/2 entries of a lower-triangular
+    Cholesky factor L whose diagonal is exp(.) of its raw entries (so L is
+    always a valid scale). Samples are reparameterized, z = mu + L eps, and
+
+        log q(z|x) = log N(eps; 0, I) - sum_i log L_ii.
+
+    Same interface as `DiagonalGaussianPosterior` (see there). It represents
+    any Gaussian posterior, e.g. the exact one of a linear-Gaussian model.
+
+    Args:
+        latent_dim: int, dimension of z.
+
+    Call arguments:
+        h: encoder features, `[batch, features]`.
+
+    Returns:
+        dict with `loc` `[batch, d]`, `scale_tril` `[batch, d, d]` and
+        `log_diag` `[batch, d]` (log of L's diagonal).
+    """
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        d = self.latent_dim
+        self.loc_layer = keras.layers.Dense(d, name="loc", dtype=self.dtype_policy)
+        self.tril_layer = keras.layers.Dense(d * (d + 1) // 2, name="scale_tril", dtype=self.dtype_policy)
+        # L is gathered from [raw entries, exp(diagonal raw entries), 0]: strictly-lower
+        # entries from raw, the diagonal from exp(.), the upper triangle from the zero.
+        rows, cols = np.tril_indices(d)
+        n = len(rows)
+        on_diagonal = rows == cols
+        index = np.full((d, d), n + d)
+        index[rows[~on_diagonal], cols[~on_diagonal]] = np.arange(n)[~on_diagonal]
+        index[np.arange(d), np.arange(d)] = n + np.arange(d)
+        self._tril_index = index
+        self._diagonal_index = np.arange(n)[on_diagonal]  # in row order: L_00, L_11, ...
+
+    def build(self, h_shape):
+        self.loc_layer.build(h_shape)
+        self.tril_layer.build(h_shape)
+
+    def call(self, h):
+        loc = ops.cast(self.loc_layer(h), "float32")
+        raw = ops.cast(self.tril_layer(h), "float32")
+        log_diag = ops.take(raw, self._diagonal_index, axis=-1)
+        entries = ops.concatenate([raw, ops.exp(log_diag), ops.zeros_like(raw[..., :1])], axis=-1)
+        scale_tril = ops.take(entries, self._tril_index, axis=-1)  # [batch, d, d]
+        return {"loc": loc, "scale_tril": scale_tril, "log_diag": log_diag}
+
+    def sample_noise(self, params, k, seed=None):
+        batch = ops.shape(params["loc"])[0]
+        return keras.random.normal((batch, k, self.latent_dim), seed=seed)
+
+    def transform(self, params, eps):
+        z = params["loc"][:, None, :] + ops.einsum("bij,bkj->bki", params["scale_tril"], eps)
+        log_qz = ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI, axis=-1) - ops.sum(params["log_diag"], axis=-1)[:, None]
+        return z, log_qz
+
+    def mean(self, params):
+        return params["loc"]
+
+    def serving_outputs(self, params):
+        """Mean, marginal log standard deviations and the Cholesky factor, for export."""
+        marginal_variance = ops.sum(ops.square(params["scale_tril"]), axis=-1)
+        return {"loc": params["loc"], "log_scale": 0.5 * ops.log(marginal_variance), "scale_tril": params["scale_tril"]}
+
+    def kl_divergence(self, params, prior):
+        if not getattr(prior, "is_standard_normal", False):
+            return None
+        # KL(N(mu, LL^T) || N(0, I)) = 1/2 (tr(LL^T) + mu^T mu - d) - sum log L_ii.
+        trace = ops.sum(ops.square(params["scale_tril"]), axis=(-2, -1))
+        squared_norm = ops.sum(ops.square(params["loc"]), axis=-1)
+        return 0.5 * (trace + squared_norm - self.latent_dim) - ops.sum(params["log_diag"], axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config["latent_dim"] = self.latent_dim
+        return config
