@@ -15,6 +15,15 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_hidden_units(value, name="hidden_units"):
+    """Return `value` as a list of ints if it is a sequence of positive integers, else raise."""
+    if isinstance(value, (int, str)) or not all(
+        isinstance(u, numbers.Integral) and not isinstance(u, bool) and u > 0 for u in value
+    ):
+        raise ValueError(f"{name} must be a list of positive integers. Received: {name}={value!r}")
+    return [int(u) for u in value]
+
+
 def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"Unknown {name}. Expected one of {sorted(choices)}. Received: {name}={value!r}")

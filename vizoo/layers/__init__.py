@@ -5,6 +5,7 @@ from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.full_covariance_gaussian_posterior import FullCovarianceGaussianPosterior
 from vizoo.layers.gaussian_likelihood import GaussianLikelihood
 from vizoo.layers.made import MADE
+from vizoo.layers.posterior import Posterior
 from vizoo.layers.standard_normal_prior import StandardNormalPrior
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "FullCovarianceGaussianPosterior",
     "GaussianLikelihood",
     "MADE",
+    "Posterior",
     "StandardNormalPrior",
 ]

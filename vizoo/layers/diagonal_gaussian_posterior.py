@@ -1,27 +1,19 @@
 import keras
 from keras import ops
 
-from vizoo.utils import HALF_LOG_2PI, check_positive_int
+from vizoo.layers.posterior import Posterior
+from vizoo.utils import HALF_LOG_2PI
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
-class DiagonalGaussianPosterior(keras.layers.Layer):
+class DiagonalGaussianPosterior(Posterior):
     """Amortized diagonal Gaussian q(z|x) = N(mu(x), diag(sigma(x)^2)).
 
     Maps encoder features h to the posterior's parameters and draws
     reparameterized samples z = mu + sigma * eps with eps ~ N(0, I), so that
     gradients flow through the samples. sigma = exp(log_sigma), as in Burda et al.
 
-    Every posterior in vizoo has this interface, which is what models and
-    exported encoders rely on:
-    - `call(h)` -> dict of parameters (here `loc`, `log_scale`, each `[batch, latent_dim]`);
-    - `transform(params, eps)` -> `(z, log_qz)`: a deterministic map from base
-      noise eps `[batch, k, latent_dim]` to samples `[batch, k, latent_dim]` and
-      their log-density `[batch, k]`;
-    - `sample_noise(params, k, seed)` -> eps;
-    - `mean(params)` -> E_q[z], `[batch, latent_dim]`;
-    - `serving_outputs(params)` -> dict an exported encoder serves;
-    - `kl_divergence(params, prior)` -> closed-form KL(q || prior) `[batch]`, or None.
+    The interface every posterior has is `Posterior`'s.
 
     Args:
         latent_dim: int, dimension of z.
@@ -34,8 +26,7 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        super().__init__(latent_dim, **kwargs)
         self.loc_layer = keras.layers.Dense(latent_dim, name="loc", dtype=self.dtype_policy)
         self.log_scale_layer = keras.layers.Dense(latent_dim, name="log_scale", dtype=self.dtype_policy)
 
@@ -49,10 +40,6 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
         log_scale = ops.cast(self.log_scale_layer(h), "float32")
         return {"loc": loc, "log_scale": log_scale}
 
-    def sample_noise(self, params, k, seed=None):
-        batch = ops.shape(params["loc"])[0]
-        return keras.random.normal((batch, k, self.latent_dim), seed=seed)
-
     def transform(self, params, eps):
         loc = params["loc"][:, None, :]
         log_scale = params["log_scale"][:, None, :]
@@ -61,21 +48,9 @@ class DiagonalGaussianPosterior(keras.layers.Layer):
         log_qz = ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI - log_scale, axis=-1)
         return z, log_qz
 
-    def mean(self, params):
-        return params["loc"]
-
-    def serving_outputs(self, params):
-        """What an exported encoder's `serving_default` returns."""
-        return {"loc": params["loc"], "log_scale": params["log_scale"]}
-
     def kl_divergence(self, params, prior):
         if not getattr(prior, "is_standard_normal", False):
             return None
         loc, log_scale = params["loc"], params["log_scale"]
         # KL(N(mu, s^2) || N(0, 1)) = 1/2 (mu^2 + s^2 - 1) - log s, summed over dims.
         return ops.sum(0.5 * (ops.square(loc) + ops.exp(2.0 * log_scale) - 1.0) - log_scale, axis=-1)
-
-    def get_config(self):
-        config = super().get_config()
-        config["latent_dim"] = self.latent_dim
-        return config

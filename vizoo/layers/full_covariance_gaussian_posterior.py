@@ -2,11 +2,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from vizoo.utils import HALF_LOG_2PI, check_positive_int
+from vizoo.layers.posterior import Posterior
+from vizoo.utils import HALF_LOG_2PI
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
-class FullCovarianceGaussianPosterior(keras.layers.Layer):
+class FullCovarianceGaussianPosterior(Posterior):
     """Amortized full-covariance Gaussian q(z|x) = N(mu(x), L(x) L(x)^T).
 
     The encoder emits mu and the d(d+1)/2 entries of a lower-triangular
@@ -15,7 +16,7 @@ class FullCovarianceGaussianPosterior(keras.layers.Layer):
 
         log q(z|x) = log N(eps; 0, I) - sum_i log L_ii.
 
-    Same interface as `DiagonalGaussianPosterior` (see there). It represents
+    The interface is `Posterior`'s. It represents
     any Gaussian posterior, e.g. the exact one of a linear-Gaussian model.
 
     Args:
@@ -30,8 +31,7 @@ class FullCovarianceGaussianPosterior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        super().__init__(latent_dim, **kwargs)
         d = self.latent_dim
         self.loc_layer = keras.layers.Dense(d, name="loc", dtype=self.dtype_policy)
         self.tril_layer = keras.layers.Dense(d * (d + 1) // 2, name="scale_tril", dtype=self.dtype_policy)
@@ -58,17 +58,10 @@ class FullCovarianceGaussianPosterior(keras.layers.Layer):
         scale_tril = ops.take(entries, self._tril_index, axis=-1)  # [batch, d, d]
         return {"loc": loc, "scale_tril": scale_tril, "log_diag": log_diag}
 
-    def sample_noise(self, params, k, seed=None):
-        batch = ops.shape(params["loc"])[0]
-        return keras.random.normal((batch, k, self.latent_dim), seed=seed)
-
     def transform(self, params, eps):
         z = params["loc"][:, None, :] + ops.einsum("bij,bkj->bki", params["scale_tril"], eps)
         log_qz = ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI, axis=-1) - ops.sum(params["log_diag"], axis=-1)[:, None]
         return z, log_qz
-
-    def mean(self, params):
-        return params["loc"]
 
     def serving_outputs(self, params):
         """Mean, marginal log standard deviations and the Cholesky factor, for export."""
@@ -82,8 +75,3 @@ class FullCovarianceGaussianPosterior(keras.layers.Layer):
         trace = ops.sum(ops.square(params["scale_tril"]), axis=(-2, -1))
         squared_norm = ops.sum(ops.square(params["loc"]), axis=-1)
         return 0.5 * (trace + squared_norm - self.latent_dim) - ops.sum(params["log_diag"], axis=-1)
-
-    def get_config(self):
-        config = super().get_config()
-        config["latent_dim"] = self.latent_dim
-        return config

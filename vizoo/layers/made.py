@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vizoo.utils import check_choice, check_positive_int
+from vizoo.utils import check_choice, check_hidden_units, check_positive_int
 
 INPUT_ORDERS = ("natural", "reversed", "random")
 
@@ -102,11 +102,7 @@ class MADE(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.params = check_positive_int(params, "params")
-        if isinstance(hidden_units, int) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in hidden_units
-        ):
-            raise ValueError(f"hidden_units must be a list of positive integers. Received: hidden_units={hidden_units!r}")
-        self.hidden_units = [int(u) for u in hidden_units]
+        self.hidden_units = check_hidden_units(hidden_units)
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
         if isinstance(input_order, str):

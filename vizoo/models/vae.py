@@ -9,7 +9,7 @@ from vizoo.layers import (
     StandardNormalPrior,
 )
 from vizoo.models.latent_variable_model import LatentVariableModel
-from vizoo.utils import check_choice, check_positive_int
+from vizoo.utils import check_choice, check_hidden_units, check_positive_int
 
 LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
 POSTERIORS = {"diagonal": DiagonalGaussianPosterior, "full_covariance": FullCovarianceGaussianPosterior}
@@ -88,13 +88,7 @@ class VAE(LatentVariableModel):
         super().__init__(**kwargs)
         self.input_dim = check_positive_int(input_dim, "input_dim")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        if isinstance(hidden_units, int) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in hidden_units
-        ):
-            raise ValueError(
-                f"hidden_units must be a list of positive integers. Received: hidden_units={hidden_units!r}"
-            )
-        self.hidden_units = [int(u) for u in hidden_units]
+        self.hidden_units = check_hidden_units(hidden_units)
         self.activation = activation
         keras.activations.get(activation)  # fails early on an unknown name
         self.seed = seed
