@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vizoo.losses import BoundLoss, logmeanexp
 from vizoo.models.latent_variable_model import input_errors
 from vizoo.utils import check_positive_int
 
@@ -52,12 +53,12 @@ def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_co
         for _ in tf.range(num_chunks):
             eps = model.posterior.sample_noise(encoding, chunk, seed=seed_generator)
             terms = model.log_density_terms(x, encoding, eps)
-            log_w = terms["log_px_z"] + terms["log_pz"] - terms["log_qz"]  # [batch, chunk]
+            log_w = BoundLoss.log_weights(terms)  # [batch, chunk]
             log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_w, axis=1)]), axis=0)
             sum_log_w += tf.reduce_sum(log_w, axis=1)
             if num_groups:
                 grouped = tf.reshape(log_w[:, : num_groups * group], [-1, num_groups, group])
-                sum_iwae += tf.reduce_sum(tf.reduce_logsumexp(grouped, axis=2) - math.log(group), axis=1)
+                sum_iwae += tf.reduce_sum(logmeanexp(grouped, axis=2), axis=1)
             sum_kl += tf.reduce_sum(terms["log_qz"] - terms["log_pz"], axis=1)
             sum_reconstruction += tf.reduce_sum(terms["log_px_z"], axis=1)
         return {

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from vizoo.data.digits import load_digits_arrays
 from vizoo.data.idx import find_split_file, load_idx_directory
-from vizoo.data.tfds_source import load_tfds_arrays
+from vizoo.data.tfds_source import flatten_to_unit_interval, load_tfds_arrays
 from vizoo.utils import check_choice, check_positive_int
 
 BINARIZATIONS = ("dynamic", "static", "threshold", "none")
@@ -48,16 +48,11 @@ class DataSplits:
     source: str
 
 
-def _flat_unit(images):
-    """uint8 images `[n, ...]` -> float32 `[n, features]` in [0, 1]."""
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
-
-
 def _fashion_mnist(data_dir):
     for directory in (data_dir, DEBIAN_FASHION_MNIST_DIR):
         if directory and find_split_file(directory, "train"):
             train, test = load_idx_directory(directory)
-            return {"train": _flat_unit(train), "test": _flat_unit(test)}, directory
+            return {"train": flatten_to_unit_interval(train), "test": flatten_to_unit_interval(test)}, directory
     if data_dir and not os.path.isdir(os.path.join(data_dir, "fashion_mnist")):
         load_idx_directory(data_dir)  # raises: names the IDX files it looked for
     return load_tfds_arrays("fashion_mnist", data_dir), "tfds:fashion_mnist"

@@ -27,6 +27,11 @@ def network_available():
         return False
 
 
+def flatten_to_unit_interval(images, scale=255.0):
+    """Images `[n, ...]` of values 0..scale -> float32 `[n, features]` in [0, 1]."""
+    return (np.asarray(images).reshape(len(images), -1).astype(np.float32) / scale).clip(0.0, 1.0)
+
+
 def _images_to_unit_interval(images, name):
     images = np.asarray(images)
     if name == "omniglot":
@@ -36,8 +41,7 @@ def _images_to_unit_interval(images, name):
         gray = images.astype(np.float32).mean(axis=-1, keepdims=True) / 255.0
         images = 1.0 - tf.image.resize(gray, (28, 28), method="area").numpy()
         return images.reshape(len(images), -1).astype(np.float32)
-    scale = 1.0 if name in _BINARY else 255.0
-    return (images.reshape(len(images), -1).astype(np.float32) / scale).clip(0.0, 1.0)
+    return flatten_to_unit_interval(images, scale=1.0 if name in _BINARY else 255.0)
 
 
 def load_tfds_arrays(name, data_dir=None):

@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -144,8 +145,6 @@ class LatentVariableModel(keras.Model):
 
 
 def _is_numeric_leaf(data):
-    import numpy as np
-
     if isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__"):
         return True
     if isinstance(data, list):
