@@ -65,47 +65,33 @@ def layer_flops(input_dim):
     return encoder, decoder
 
 
+def median_seconds(fn, repeats=30):
+    """Median wall time of `fn()` after one warm-up call; `fn` must finish its work (e.g. call .numpy())."""
+    import numpy as np
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def matmul_gflops(rows, input_dim, repeats=30):
     """Median GFLOP/s of a plain tf.matmul [rows, 200] x [200, input_dim]."""
-    import numpy as np
     import tensorflow as tf
 
     a, b = tf.random.normal([rows, HIDDEN[0]]), tf.random.normal([HIDDEN[0], input_dim])
     matmul = tf.function(tf.matmul, autograph=False)
-    matmul(a, b).numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, b).numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * rows * HIDDEN[0] * input_dim / float(np.median(times)) / 1e9
-
-
-class EpochTimer:
-    """Wall time of each training epoch (Keras callback, built lazily to import keras late)."""
-
-    def __new__(cls):
-        import keras
-
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._start)
-
-        return _Timer()
+    seconds = median_seconds(lambda: matmul(a, b).numpy(), repeats)
+    return 2 * rows * HIDDEN[0] * input_dim / seconds / 1e9
 
 
 def run_one(name, args):
     """Train and evaluate one model; return its result dict."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     import vizoo
     from vizoo import evaluate
@@ -121,6 +107,19 @@ def run_one(name, args):
     model.initialize_output_bias(splits.train_mean)
     loss = ELBOLoss(k=k) if loss_name == "elbo" else IWAELoss(k=k)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss, steps_per_execution=STEPS_PER_EXECUTION)
+
+    class EpochTimer(keras.callbacks.Callback):
+        """Wall time of each training epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
 
     timer = EpochTimer()
     start = time.perf_counter()

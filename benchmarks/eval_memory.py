@@ -18,6 +18,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from benchmark import layer_flops  # noqa: E402  (this script's folder)
+
 
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -46,7 +48,7 @@ def main():
     seconds = time.perf_counter() - start
     peak = peak_rss_mib()
     # Decoder FLOPs per sample (2 per multiply-add) dominate; the encoder runs once per example.
-    flops = args.num_examples * args.k * 2 * (50 * 200 + 200 * 200 + 200 * 784)
+    flops = args.num_examples * args.k * layer_flops(784)[1]
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
     print("| examples | k | batch | seconds | examples/s | decoder GFLOP/s | peak RSS MiB | baseline RSS MiB | NLL |")

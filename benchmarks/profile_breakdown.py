@@ -16,24 +16,14 @@ For a sampling profile of the same code: py-spy record --native -- python benchm
 import argparse
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPEATS = 30
+from benchmark import layer_flops, median_seconds  # noqa: E402  (this script's folder)
 
 
 def median_ms(fn, *args):
-    import numpy as np
-
-    fn(*args)
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        out = fn(*args)
-        (out[0] if isinstance(out, (list, tuple)) else out).numpy()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * median_seconds(lambda: fn(*args).numpy())
 
 
 def main():
@@ -73,7 +63,8 @@ def main():
         "noise + z": (tf.function(lambda e: model.posterior.transform(e, model.posterior.sample_noise(e, chunk))[0]), encoding),
         "whole": (tf.function(lambda x: model.log_density_terms(x, model.encode(x), model.posterior.sample_noise(model.encode(x), chunk))["log_px_z"]), x),
     }
-    flops = 2 * batch * chunk * (50 * 200 + 200 * 200 + 200 * dim)
+    encoder_flops, decoder_flops = layer_flops(dim)
+    flops = batch * chunk * decoder_flops
     results = {name: median_ms(fn, arg) for name, (fn, arg) in pieces.items()}
     lines = [
         f"Evaluation chunk: batch {batch} x {chunk} samples = {batch * chunk} decoder rows, {flops / 1e6:.0f} MFLOP.",
@@ -88,7 +79,7 @@ def main():
     iterator = iter(data)
     model.make_train_function()
     step_ms = median_ms(lambda: model.train_function(iterator)["loss"])
-    train_flops = 3 * batch * (2 * (dim * 200 + 200 * 200 + 200 * 100) + 5 * 2 * (50 * 200 + 200 * 200 + 200 * dim))
+    train_flops = 3 * batch * (encoder_flops + 5 * decoder_flops)
     forward_ms = median_ms(tf.function(lambda x: model(x)["log_px_z"]), x)
     lines += [
         "",
@@ -104,15 +95,12 @@ def main():
 
     name = "fashion_mnist" if vizoo.data.idx.find_split_file(vizoo.data.DEBIAN_FASHION_MNIST_DIR, "train") else "digits"
     splits = vizoo.data.load(name, batch_size=batch)
-    for _ in splits.train:  # warm up
-        pass
-    epochs = []
-    for _ in range(3):
-        start = time.perf_counter()
+
+    def one_epoch():
         for _ in splits.train:
             pass
-        epochs.append(time.perf_counter() - start)
-    pipeline_rate = splits.num_train / float(np.median(epochs))
+
+    pipeline_rate = splits.num_train / median_seconds(one_epoch, repeats=3)
     lines += [
         "",
         f"Input pipeline alone ({name}, dynamic binarization, batch {batch}): "
