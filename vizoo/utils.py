@@ -8,10 +8,24 @@ import numpy as np
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+def as_seed_generator(seed):
+    """A `keras.random.SeedGenerator` from an int, None or a generator (returned as is)."""
+    import keras
+
+    return seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(seed)
+
+
 def check_positive_int(value, name):
     """Return `value` as an int if it is an integer >= 1, else raise ValueError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_non_negative_int(value, name):
+    """Return `value` as an int if it is an integer >= 0, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
     return int(value)
 
 

@@ -25,6 +25,8 @@ class DiagonalGaussianPosterior(Posterior):
         dict with `loc` and `log_scale`, each `[batch, latent_dim]`.
     """
 
+    has_density = True
+
     def __init__(self, latent_dim, **kwargs):
         super().__init__(latent_dim, **kwargs)
         self.loc_layer = keras.layers.Dense(latent_dim, name="loc", dtype=self.dtype_policy)
@@ -35,9 +37,9 @@ class DiagonalGaussianPosterior(Posterior):
         self.log_scale_layer.build(h_shape)
 
     def call(self, h):
-        # The probabilistic head stays in float32 under mixed precision.
-        loc = ops.cast(self.loc_layer(h), "float32")
-        log_scale = ops.cast(self.log_scale_layer(h), "float32")
+        # The probabilistic head stays in full precision (float32 under mixed precision).
+        loc = ops.cast(self.loc_layer(h), self.variable_dtype)
+        log_scale = ops.cast(self.log_scale_layer(h), self.variable_dtype)
         return {"loc": loc, "log_scale": log_scale}
 
     def transform(self, params, eps):
@@ -47,6 +49,12 @@ class DiagonalGaussianPosterior(Posterior):
         # log N(z; mu, sigma) = log N(eps; 0, 1) - log sigma, exact from eps.
         log_qz = ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI - log_scale, axis=-1)
         return z, log_qz
+
+    def log_prob(self, params, z):
+        """log q(z|x) for any z broadcastable against the parameters `[..., latent_dim]` -> `[...]`."""
+        loc, log_scale = params["loc"], params["log_scale"]
+        standardized = (z - loc) * ops.exp(-log_scale)
+        return ops.sum(-0.5 * ops.square(standardized) - HALF_LOG_2PI - log_scale, axis=-1)
 
     def kl_divergence(self, params, prior):
         if not getattr(prior, "is_standard_normal", False):

@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from vizoo.layers.posterior import Posterior
@@ -30,6 +31,8 @@ class FullCovarianceGaussianPosterior(Posterior):
         `log_diag` `[batch, d]` (log of L's diagonal).
     """
 
+    has_density = True
+
     def __init__(self, latent_dim, **kwargs):
         super().__init__(latent_dim, **kwargs)
         d = self.latent_dim
@@ -51,8 +54,8 @@ class FullCovarianceGaussianPosterior(Posterior):
         self.tril_layer.build(h_shape)
 
     def call(self, h):
-        loc = ops.cast(self.loc_layer(h), "float32")
-        raw = ops.cast(self.tril_layer(h), "float32")
+        loc = ops.cast(self.loc_layer(h), self.variable_dtype)
+        raw = ops.cast(self.tril_layer(h), self.variable_dtype)
         log_diag = ops.take(raw, self._diagonal_index, axis=-1)
         entries = ops.concatenate([raw, ops.exp(log_diag), ops.zeros_like(raw[..., :1])], axis=-1)
         scale_tril = ops.take(entries, self._tril_index, axis=-1)  # [batch, d, d]
@@ -62,6 +65,16 @@ class FullCovarianceGaussianPosterior(Posterior):
         z = params["loc"][:, None, :] + ops.einsum("bij,bkj->bki", params["scale_tril"], eps)
         log_qz = ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI, axis=-1) - ops.sum(params["log_diag"], axis=-1)[:, None]
         return z, log_qz
+
+    def log_prob(self, params, z):
+        """log q(z|x) for any z broadcastable against the parameters `[..., latent_dim]` -> `[...]`."""
+        diff = z - params["loc"]
+        scale_tril = params["scale_tril"]
+        batch_shape = tf.broadcast_dynamic_shape(tf.shape(diff)[:-1], tf.shape(scale_tril)[:-2])
+        scale_tril = tf.broadcast_to(scale_tril, tf.concat([batch_shape, tf.shape(scale_tril)[-2:]], 0))
+        diff = tf.broadcast_to(diff, tf.concat([batch_shape, tf.shape(diff)[-1:]], 0))
+        eps = tf.linalg.triangular_solve(scale_tril, diff[..., None], lower=True)[..., 0]  # L^-1 (z - mu)
+        return ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI, axis=-1) - ops.sum(params["log_diag"], axis=-1)
 
     def serving_outputs(self, params):
         """Mean, marginal log standard deviations and the Cholesky factor, for export."""

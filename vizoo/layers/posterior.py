@@ -14,11 +14,15 @@ class Posterior(keras.layers.Layer):
     - `sample_noise(params, k, seed)` -> eps ~ N(0, I);
     - `mean(params)` -> E_q[z], `[batch, latent_dim]`;
     - `serving_outputs(params)` -> the dict an exported encoder serves;
-    - `kl_divergence(params, prior)` -> closed-form KL(q || prior) `[batch]`, or None.
+    - `kl_divergence(params, prior)` -> closed-form KL(q || prior) `[batch]`, or None;
+    - `log_prob(params, z)` -> log q(z|x) at any z broadcastable against the
+      parameters, where `has_density` is True (Gaussians; not flows).
 
     Args:
         latent_dim: int, dimension of z.
     """
+
+    has_density = False
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
@@ -39,6 +43,12 @@ class Posterior(keras.layers.Layer):
 
     def kl_divergence(self, params, prior):
         return None
+
+    def log_prob(self, params, z):
+        raise NotImplementedError(
+            f"{type(self).__name__} has no closed-form log q(z|x) at arbitrary z (only at its own samples, "
+            "through transform). Use a Gaussian posterior (diagonal or full_covariance) where one is needed."
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -6,14 +6,31 @@ from vizoo.layers import (
     DiagonalGaussianPosterior,
     FullCovarianceGaussianPosterior,
     GaussianLikelihood,
+    IAFPosterior,
+    MAFPrior,
+    MixtureOfGaussiansPrior,
+    PlanarFlowPosterior,
+    RadialFlowPosterior,
     StandardNormalPrior,
+    VampPrior,
 )
 from vizoo.models.latent_variable_model import LatentVariableModel
 from vizoo.utils import check_choice, check_hidden_units, check_positive_int
 
 LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
-POSTERIORS = {"diagonal": DiagonalGaussianPosterior, "full_covariance": FullCovarianceGaussianPosterior}
-PRIORS = {"standard_normal": StandardNormalPrior}
+POSTERIORS = {
+    "diagonal": DiagonalGaussianPosterior,
+    "full_covariance": FullCovarianceGaussianPosterior,
+    "iaf": IAFPosterior,
+    "planar": PlanarFlowPosterior,
+    "radial": RadialFlowPosterior,
+}
+PRIORS = {
+    "standard_normal": StandardNormalPrior,
+    "mixture": MixtureOfGaussiansPrior,
+    "vamp": VampPrior,
+    "maf": MAFPrior,
+}
 
 
 def _component(value, name, registry, *args, dtype=None):
@@ -48,8 +65,11 @@ class VAE(LatentVariableModel):
         activation: activation of the hidden layers (tanh, as in Burda et al.).
         likelihood: `"bernoulli"` (binary or [0, 1] data), `"gaussian"`
             (learned isotropic scale) or a likelihood layer instance.
-        posterior: `"diagonal"`, `"full_covariance"` or a posterior layer instance.
-        prior: `"standard_normal"` or a prior layer instance.
+        posterior: `"diagonal"`, `"full_covariance"`, `"iaf"`, `"planar"`,
+            `"radial"` (each with its defaults) or a posterior layer instance,
+            e.g. `IAFPosterior(latent_dim, num_steps=2, hidden_units=[320, 320])`.
+        prior: `"standard_normal"`, `"mixture"`, `"vamp"`, `"maf"` or a prior
+            layer instance, e.g. `VampPrior(num_components=500)`.
         seed: optional int seed of the model's sampling noise. (The noise
             generator's state is not saved in `.keras` files.)
 
@@ -105,6 +125,12 @@ class VAE(LatentVariableModel):
         self.posterior = _component(posterior, "posterior", POSTERIORS, self.latent_dim, dtype=policy)
         self.prior = _component(prior, "prior", PRIORS, dtype=policy)
         self.likelihood = _component(likelihood, "likelihood", LIKELIHOODS, self.input_dim, dtype=policy)
+        if getattr(self.posterior, "latent_dim", self.latent_dim) != self.latent_dim:
+            raise ValueError(
+                f"The posterior's latent_dim must be the model's ({self.latent_dim}). "
+                f"Received: posterior.latent_dim={self.posterior.latent_dim}"
+            )
+        self.prior.bind(self)
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
 
     def build(self, input_shape=None):
@@ -121,6 +147,8 @@ class VAE(LatentVariableModel):
 
         build_stack(self.encoder_layers, self.posterior, (None, self.input_dim))
         build_stack(self.decoder_layers, self.likelihood, (None, self.latent_dim))
+        if not self.prior.built:
+            self.prior.build((None, self.latent_dim))
         self.built = True
 
     def encode(self, x):
@@ -151,11 +179,11 @@ class VAE(LatentVariableModel):
         return terms
 
     def generate(self, num_examples, seed=None):
-        """Mean of p(x|z) for `num_examples` draws z ~ N(0, I), `[num_examples, input_dim]`."""
+        """Mean of p(x|z) for `num_examples` draws z ~ p(z), `[num_examples, input_dim]`."""
         num_examples = check_positive_int(num_examples, "num_examples")
-        if not getattr(self.prior, "is_standard_normal", False):
-            raise NotImplementedError("generate() needs a prior with a sampler; this one has none yet.")
-        z = keras.random.normal((num_examples, self.latent_dim), seed=self.seed_generator if seed is None else seed)
+        if not self.built:
+            self.build((None, self.input_dim))
+        z = self.prior.sample(num_examples, seed=self.seed_generator if seed is None else seed)
         return self.likelihood.mean(self.decode(z))
 
     def initialize_output_bias(self, data_mean):

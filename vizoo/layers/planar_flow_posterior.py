@@ -1,0 +1,57 @@
+import keras
+from keras import ops
+
+from vizoo.layers.flow_posterior import AmortizedFlowPosterior
+
+
+def planar_step(z, u, w, b):
+    """One planar flow step f(z) = z + u_hat tanh(w^T z + b) and its log |det df/dz|.
+
+    u_hat = u + (m(w^T u) - w^T u) w / |w|^2 with m(a) = -1 + softplus(a)
+    enforces w^T u_hat > -1, which makes f invertible (Rezende & Mohamed 2015,
+    appendix A). Shapes: z, u, w `[..., d]`, b `[..., 1]` (broadcasting);
+    returns z' `[..., d]` and log_det `[...]`.
+    """
+    wu = ops.sum(w * u, axis=-1, keepdims=True)
+    u_hat = u + (ops.softplus(wu) - 1.0 - wu) * w / ops.sum(ops.square(w), axis=-1, keepdims=True)
+    activation = ops.tanh(ops.sum(w * z, axis=-1, keepdims=True) + b)
+    # det(I + u_hat psi^T) = 1 + psi^T u_hat with psi = (1 - tanh^2) w; positive by the constraint.
+    log_det = ops.log(1.0 + (1.0 - ops.square(activation[..., 0])) * ops.sum(w * u_hat, axis=-1))
+    return z + u_hat * activation, log_det
+
+
+@keras.saving.register_keras_serializable(package="vizoo")
+class PlanarFlowPosterior(AmortizedFlowPosterior):
+    """Planar normalizing flow posterior (Rezende & Mohamed 2015), amortized per example.
+
+    z_0 ~ N(mu(x), diag sigma(x)^2), then T planar steps
+    z_t = z_{t-1} + u_hat_t tanh(w_t^T z_{t-1} + b_t), whose parameters
+    (u_t, w_t, b_t) the encoder emits for each example; see `planar_step`
+    for the invertibility constraint. log q(z_T|x) = log q(z_0|x) - sum_t
+    log |1 + u_hat_t^T psi_t(z_{t-1})|.
+
+    Args:
+        latent_dim: int, dimension of z.
+        num_steps: int >= 0, number of planar steps T.
+
+    Call arguments:
+        h: encoder features, `[batch, features]`.
+
+    Returns:
+        dict with `loc`, `log_scale` (`[batch, latent_dim]`) and `flow`
+        (`[batch, num_steps, 2 * latent_dim + 1]`: u, w, b of each step).
+
+    Reference:
+        Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015.
+    """
+
+    def __init__(self, latent_dim, num_steps=4, **kwargs):
+        super().__init__(latent_dim, num_steps, **kwargs)
+
+    @staticmethod
+    def params_per_step(latent_dim):
+        return 2 * latent_dim + 1
+
+    def step(self, z, step_params):
+        d = self.latent_dim
+        return planar_step(z, step_params[..., :d], step_params[..., d : 2 * d], step_params[..., 2 * d :])

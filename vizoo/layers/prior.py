@@ -1,0 +1,38 @@
+import keras
+
+
+class Prior(keras.layers.Layer):
+    """Base of vizoo's priors p(z).
+
+    The interface models rely on:
+    - `log_prob(z)`: z `[..., latent_dim]` -> `[...]` (summed over the latent
+      dimensions); `call(z)` is the same;
+    - `sample(num_examples, seed)` -> z `[num_examples, latent_dim]`;
+    - `bind(model)`: called by the model that owns the prior, for priors that
+      are defined through the model (VampPrior uses its encoder);
+    - `is_standard_normal`: True only for N(0, I), where posteriors may use a
+      closed-form KL.
+
+    The latent dimension comes from `build((None, latent_dim))`.
+    """
+
+    is_standard_normal = False
+
+    def build(self, z_shape):
+        self.latent_dim = int(z_shape[-1])
+
+    def bind(self, model):
+        pass
+
+    def log_prob(self, z):
+        raise NotImplementedError
+
+    def sample(self, num_examples, seed=None):
+        raise NotImplementedError
+
+    def call(self, z):
+        return self.log_prob(z)
+
+    def get_config(self):
+        # Explicit: Keras' automatic config cannot serialize a dtype policy object.
+        return super().get_config()

@@ -1,0 +1,100 @@
+import math
+import weakref
+
+import keras
+from keras import ops
+
+from vizoo.layers.prior import Prior
+from vizoo.utils import as_seed_generator, check_array, check_positive_int
+
+
+@keras.saving.register_keras_serializable(package="vizoo")
+class VampPrior(Prior):
+    """VampPrior (Tomczak & Welling 2018): the aggregate posterior of K learned pseudo-inputs.
+
+        p(z) = 1/K sum_k q(z | u_k),
+
+    where q is the model's own encoder and posterior and the pseudo-inputs
+    u_k (`[K, input_dim]`) are trained with the model. The model binds
+    itself to the prior (`bind`), so the prior has no encoder of its own and
+    follows the encoder as it trains. The posterior must have a closed-form
+    density at any z (diagonal or full-covariance Gaussian); a flow posterior
+    can't be a VampPrior component. Initialize the pseudo-inputs from training
+    examples with `initialize_pseudo_inputs(x)` (train.py does).
+
+    Args:
+        num_components: int K, number of pseudo-inputs (500 in the paper).
+        pseudo_inputs_initializer: initializer of the pseudo-inputs.
+
+    Example:
+        >>> model = VAE(784, 40, prior=VampPrior(num_components=500))
+        >>> model.prior.initialize_pseudo_inputs(x_train[:500])
+
+    Reference:
+        Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018.
+    """
+
+    def __init__(self, num_components=500, pseudo_inputs_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_components = check_positive_int(num_components, "num_components")
+        self.pseudo_inputs_initializer = keras.initializers.get(
+            pseudo_inputs_initializer or keras.initializers.RandomUniform(0.0, 1.0)
+        )
+        self._model = None
+
+    def bind(self, model):
+        if not getattr(model.posterior, "has_density", False):
+            raise ValueError(
+                "VampPrior needs a posterior with a closed-form density at any z (diagonal or full_covariance). "
+                f"Received: posterior={type(model.posterior).__name__}"
+            )
+        self.input_dim = model.input_dim
+        self._model = weakref.ref(model)  # a weak reference: the model owns the prior, not the reverse
+
+    def _owner(self):
+        model = self._model() if self._model is not None else None
+        if model is None:
+            raise ValueError("VampPrior is used through a model: pass it as VAE(..., prior=VampPrior(...)).")
+        return model
+
+    def build(self, z_shape):
+        super().build(z_shape)
+        self._owner()
+        self.pseudo_inputs = self.add_weight(
+            name="pseudo_inputs", shape=(self.num_components, self.input_dim), initializer=self.pseudo_inputs_initializer
+        )
+
+    def initialize_pseudo_inputs(self, x):
+        """Set the pseudo-inputs to K examples `[K, input_dim]` (e.g. a random draw of training data)."""
+        x = check_array(x, "x", num_features=self.input_dim)
+        if len(x) != self.num_components:
+            raise ValueError(
+                f"x must have num_components={self.num_components} rows. Received: x.shape={x.shape}"
+            )
+        self.pseudo_inputs.assign(x)
+
+    def components(self):
+        """The posterior parameters of the K components, q(z | u_k)."""
+        return self._owner().encode(self.pseudo_inputs)
+
+    def log_prob(self, z):
+        model = self._owner()
+        # [..., 1, d] against each component's [K, d]: log q(z | u_k), [..., K].
+        component = model.posterior.log_prob(self.components(), ops.cast(z, self.variable_dtype)[..., None, :])
+        return ops.logsumexp(component, axis=-1) - math.log(self.num_components)
+
+    def sample(self, num_examples, seed=None):
+        seed = as_seed_generator(seed)
+        posterior = self._owner().posterior
+        chosen = keras.random.randint((num_examples,), 0, self.num_components, seed=seed)
+        params = {key: ops.take(value, chosen, axis=0) for key, value in self.components().items()}
+        eps = posterior.sample_noise(params, 1, seed=seed)
+        return posterior.transform(params, eps)[0][:, 0, :]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_components=self.num_components,
+            pseudo_inputs_initializer=keras.initializers.serialize(self.pseudo_inputs_initializer),
+        )
+        return config
