@@ -1,0 +1,189 @@
+"""Flow posteriors (IAF, planar, radial) and the Gaussians, checked against autodiff Jacobians."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import run_serialization_test
+from vizoo.layers import (
+    MADE,
+    DiagonalGaussianPosterior,
+    FullCovarianceGaussianPosterior,
+    IAFPosterior,
+    PlanarFlowPosterior,
+    RadialFlowPosterior,
+)
+from vizoo.layers.planar_flow_posterior import planar_step
+from vizoo.layers.radial_flow_posterior import radial_inverse, radial_step
+
+LATENT_DIM, FEATURES = 3, 4
+
+POSTERIORS = {
+    "diagonal": lambda **kw: DiagonalGaussianPosterior(LATENT_DIM, **kw),
+    "full_covariance": lambda **kw: FullCovarianceGaussianPosterior(LATENT_DIM, **kw),
+    "iaf_gated": lambda **kw: IAFPosterior(LATENT_DIM, num_steps=3, hidden_units=[8, 8], **kw),
+    "iaf_affine": lambda **kw: IAFPosterior(LATENT_DIM, num_steps=2, hidden_units=[8], gated=False, **kw),
+    "iaf_context_head": lambda **kw: IAFPosterior(LATENT_DIM, num_steps=2, hidden_units=[8], context_units=5, **kw),
+    "planar": lambda **kw: PlanarFlowPosterior(LATENT_DIM, num_steps=4, **kw),
+    "radial": lambda **kw: RadialFlowPosterior(LATENT_DIM, num_steps=4, **kw),
+}
+
+
+def built(make, dtype="float64", seed=0):
+    posterior = make(dtype=dtype)
+    posterior.build((None, FEATURES))
+    h = np.random.default_rng(seed).normal(size=(5, FEATURES)).astype(dtype)
+    return posterior, posterior(h), h
+
+
+def log_standard_normal(eps):
+    return np.sum(-0.5 * np.asarray(eps) ** 2 - 0.5 * np.log(2 * np.pi), axis=-1)
+
+
+@pytest.mark.parametrize("name", sorted(POSTERIORS))
+def test_log_density_is_base_density_minus_log_det_of_the_autodiff_jacobian(name):
+    posterior, params, _ = built(POSTERIORS[name])
+    eps = tf.constant(np.random.default_rng(1).normal(size=(5, LATENT_DIM)))
+    with tf.GradientTape() as tape:
+        tape.watch(eps)
+        z, log_qz = posterior.transform(params, eps[:, None, :])
+        z = z[:, 0, :]
+    jacobian = tape.batch_jacobian(z, eps).numpy()  # dz / d eps, [batch, d, d], float64
+    expected = log_standard_normal(eps) - np.linalg.slogdet(jacobian)[1]
+    np.testing.assert_allclose(log_qz.numpy()[:, 0], expected, atol=1e-6, rtol=0)
+    assert z.dtype == tf.float64
+
+
+@pytest.mark.parametrize("name", ["iaf_gated", "iaf_affine", "planar", "radial"])
+def test_many_samples_per_example_use_that_example_s_parameters(name):
+    posterior, params, _ = built(POSTERIORS[name])
+    eps = np.random.default_rng(2).normal(size=(5, 6, LATENT_DIM))
+    z, log_qz = posterior.transform(params, eps)
+    assert z.shape == (5, 6, LATENT_DIM) and log_qz.shape == (5, 6)
+    for j in (0, 4):  # each sample alone gives the same values
+        z_j, log_qz_j = posterior.transform(params, eps[:, j : j + 1])
+        np.testing.assert_allclose(z_j[:, 0], z[:, j], atol=1e-10)
+        np.testing.assert_allclose(log_qz_j[:, 0], log_qz[:, j], atol=1e-10)
+
+
+@pytest.mark.parametrize("make", [IAFPosterior, PlanarFlowPosterior, RadialFlowPosterior])
+def test_zero_steps_is_the_diagonal_posterior(make):
+    flow = make(LATENT_DIM, num_steps=0)
+    flow.build((None, FEATURES))
+    diagonal = DiagonalGaussianPosterior(LATENT_DIM)
+    diagonal.build((None, FEATURES))
+    for name in ("loc_layer", "log_scale_layer"):
+        getattr(flow, name).set_weights(getattr(diagonal, name).get_weights())
+    h = np.random.default_rng(3).normal(size=(5, FEATURES)).astype("float32")
+    eps = np.random.default_rng(4).normal(size=(5, 7, LATENT_DIM)).astype("float32")
+    for actual, expected in zip(flow.transform(flow(h), eps), diagonal.transform(diagonal(h), eps)):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_iaf_inverse_undoes_forward():
+    posterior, params, _ = built(POSTERIORS["iaf_gated"])
+    z_0 = np.random.default_rng(5).normal(size=(5, 2, LATENT_DIM))
+    bijector = posterior.bijector(params)
+    np.testing.assert_allclose(bijector.inverse(bijector.forward(z_0)), z_0, atol=1e-10)
+
+
+def test_one_iaf_step_is_autoregressive_in_made_order():
+    posterior, params, _ = built(lambda **kw: IAFPosterior(4, num_steps=1, hidden_units=[16], **kw))
+    z_0 = tf.constant(np.random.default_rng(6).normal(size=(5, 4)))
+    with tf.GradientTape() as tape:
+        tape.watch(z_0)
+        z_1 = posterior.flow(params, z_0[:, None, :])[0][:, 0, :]
+    jacobian = tape.batch_jacobian(z_1, z_0).numpy()
+    assert np.all(np.triu(jacobian, k=1) == 0)  # z_1[i] depends on z_0[j] for j <= i only
+    assert np.all(np.abs(np.tril(jacobian, k=-1)[:, 1:, :]).sum(axis=(1, 2)) > 0)
+
+
+def test_iaf_evaluates_each_made_once_per_transform(monkeypatch):
+    calls = []
+    original = MADE.call
+    monkeypatch.setattr(MADE, "call", lambda self, *a, **kw: calls.append(self.name) or original(self, *a, **kw))
+    for name in ("iaf_gated", "iaf_affine"):
+        posterior, params, _ = built(POSTERIORS[name])
+        calls.clear()
+        posterior.transform(params, np.zeros((5, 2, LATENT_DIM)))
+        assert sorted(calls) == [f"made_{t}" for t in range(posterior.num_steps)]
+
+
+def test_iaf_depends_on_the_context_and_trains_every_network():
+    posterior, _, h = built(POSTERIORS["iaf_gated"])
+    eps = np.random.default_rng(7).normal(size=(5, 2, LATENT_DIM))
+    params = posterior(h)
+    other = dict(params, context=params["context"] + 1.0)  # same base Gaussian, another h
+    assert not np.allclose(posterior.transform(params, eps)[0], posterior.transform(other, eps)[0])
+    with tf.GradientTape() as tape:
+        z, log_qz = posterior.transform(posterior(h), eps)
+        objective = tf.reduce_sum(z**2) + tf.reduce_sum(log_qz)
+    gradients = tape.gradient(objective, posterior.trainable_weights)
+    for weight, gradient in zip(posterior.trainable_weights, gradients):
+        assert gradient is not None and np.any(gradient.numpy() != 0), weight.path
+
+
+def test_gated_iaf_starts_near_the_identity_with_the_forget_bias():
+    for forget_bias, expected in ((5.0, True), (-5.0, False)):
+        posterior, params, _ = built(lambda **kw: IAFPosterior(LATENT_DIM, 2, [8], forget_bias=forget_bias, **kw))
+        z_0 = np.random.default_rng(8).normal(size=(5, 1, LATENT_DIM))
+        z_t, _ = posterior.flow(params, z_0)
+        # With sigma = sigmoid(s + 5) ~ 0.99 each step nearly keeps z (up to the reversal permutation).
+        assert np.allclose(np.asarray(z_t)[..., ::-1], z_0, atol=0.1) == expected
+
+
+def test_planar_constraint_keeps_the_step_invertible_for_adversarial_parameters():
+    z = np.random.default_rng(9).normal(size=(200, 2))
+    w = np.array([[3.0, 0.0]])
+    u = np.array([[-40.0, 1.0]])  # w.u = -120 would fold the plane without the constraint
+    _, log_det = planar_step(z, u, w, np.zeros((1, 1)))
+    assert np.all(np.isfinite(log_det))
+    # Along w the map is strictly increasing: an invertible step.
+    line = np.linspace(-5, 5, 1001)[:, None] * w / 3.0
+    moved, _ = planar_step(line, u, w, np.zeros((1, 1)))
+    assert np.all(np.diff(np.asarray(moved) @ w[0]) > 0)
+
+
+def test_radial_inverse_undoes_the_step():
+    rng = np.random.default_rng(10)
+    z, z_ref = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
+    for a, b in ((0.3, -2.0), (-1.0, 3.0), (2.0, 0.0)):
+        a_, b_ = np.full((50, 1), a), np.full((50, 1), b)
+        y, _ = radial_step(z, z_ref, a_, b_)
+        np.testing.assert_allclose(radial_inverse(y, z_ref, a_, b_), z, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["iaf_gated", "iaf_affine", "iaf_context_head", "planar", "radial"])
+def test_serialization(name):
+    posterior, _, h = built(POSTERIORS[name], dtype="float32")
+    restored = run_serialization_test(posterior)
+    restored.build((None, FEATURES))
+    restored.set_weights(posterior.get_weights())
+    eps = np.random.default_rng(11).normal(size=(5, 2, LATENT_DIM)).astype("float32")
+    for actual, expected in zip(restored.transform(restored(h), eps), posterior.transform(posterior(h), eps)):
+        np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def test_flow_serving_outputs_and_no_closed_form_density():
+    posterior, params, _ = built(POSTERIORS["planar"])
+    served = posterior.serving_outputs(params)
+    assert sorted(served) == ["base_loc", "base_log_scale", "loc"]
+    np.testing.assert_allclose(served["loc"], posterior.transform(params, np.zeros((5, 1, LATENT_DIM)))[0][:, 0])
+    assert posterior.kl_divergence(params, prior=None) is None and not posterior.has_density
+    with pytest.raises(NotImplementedError, match="PlanarFlowPosterior has no closed-form"):
+        posterior.log_prob(params, np.zeros((5, LATENT_DIM)))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: IAFPosterior(3, num_steps=-1), "Received: num_steps=-1"),
+        (lambda: IAFPosterior(3, hidden_units=[]), "Received: hidden_units=\\[\\]"),
+        (lambda: IAFPosterior(3, context_units=0), "Received: context_units=0"),
+        (lambda: PlanarFlowPosterior(3, num_steps=1.5), "Received: num_steps=1.5"),
+        (lambda: RadialFlowPosterior(0), "Received: latent_dim=0"),
+    ],
+)
+def test_bad_arguments_are_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
