@@ -13,6 +13,8 @@ setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
+        "tensorflow-probability>=0.25,<0.26",
+        "tf-keras>=2.21,<2.22",  # tensorflow-probability 0.25 imports it; vizoo itself never does
         "numpy>=1.26,<3",
         "scikit-learn>=1.5,<2",
         "tensorflow-datasets>=4.9,<4.10",
@@ -20,7 +22,7 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        "test": ["pytest>=8,<10"],
+        "test": ["pytest>=8,<10", "scipy>=1.11,<2"],
     },
     entry_points={"console_scripts": ["vizoo-train=vizoo.cli:main"]},
 )

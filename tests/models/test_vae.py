@@ -137,9 +137,10 @@ def test_keras_file_round_trip_in_a_fresh_process(binary_data, tmp_path):
     np.savez(tmp_path / "expected.npz", x=binary_data, eps=eps, **{k: np.asarray(v) for k, v in expected.items()})
     output = run_in_fresh_process(
         f"""
-        import warnings; warnings.simplefilter("error")  # no silent skips while loading
+        import warnings
         import keras, numpy as np
         import vizoo
+        warnings.simplefilter("error")  # no silent skips while loading
         data = np.load({str(tmp_path / "expected.npz")!r})
         model = keras.models.load_model({str(path)!r})
         x, eps = data["x"], data["eps"]
@@ -153,6 +154,87 @@ def test_keras_file_round_trip_in_a_fresh_process(binary_data, tmp_path):
         """
     )
     assert output.startswith("ok")
+
+
+POSTERIORS_AND_PRIORS = [
+    ("full_covariance", "standard_normal"),
+    ("iaf", "standard_normal"),
+    ("planar", "mixture"),
+    ("radial", "maf"),
+    ("diagonal", "vamp"),
+    ("full_covariance", "vamp"),
+]
+
+
+@pytest.mark.parametrize("posterior, prior", POSTERIORS_AND_PRIORS)
+@pytest.mark.parametrize("loss", [ELBOLoss(k=2), IWAELoss(k=3)], ids=["elbo", "iwae"])
+def test_every_posterior_and_prior_trains_with_every_bound(posterior, prior, loss, binary_data):
+    model = small_vae(posterior=posterior, prior=prior)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
+    before = float(model.evaluate(binary_data, verbose=0))
+    history = model.fit(binary_data, batch_size=32, epochs=2, verbose=0)
+    terms = model(binary_data[:4])
+    assert terms["log_qz"].shape == (4, loss.k)
+    assert ("kl" in terms) == (posterior == "full_covariance" and prior == "standard_normal")
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert float(model.evaluate(binary_data, verbose=0)) < before
+    assert np.asarray(model.generate(3, seed=0)).shape == (3, 64)
+
+
+def test_a_flow_posterior_trains_in_mixed_precision_and_under_xla(binary_data):
+    model = small_vae(posterior="iaf", prior="maf", dtype="mixed_float16")
+    model.compile(optimizer="adam", loss=IWAELoss(k=2), jit_compile=True)
+    history = model.fit(binary_data, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    terms = model(binary_data[:2])
+    assert all(value.dtype == "float32" for value in terms.values())
+    assert model.posterior.networks[0].compute_dtype == "float32"  # flows keep full precision
+
+
+def test_posterior_latent_dim_must_match_the_model():
+    from vizoo.layers import IAFPosterior
+
+    with pytest.raises(ValueError, match="Received: posterior.latent_dim=3"):
+        small_vae(posterior=IAFPosterior(3))
+
+
+def test_keras_file_round_trip_of_flows_and_learned_priors(binary_data, tmp_path):
+    from vizoo.layers import IAFPosterior, VampPrior
+
+    models = {
+        "iaf_maf": small_vae(posterior=IAFPosterior(4, num_steps=2, hidden_units=[8], name="posterior"), prior="maf"),
+        "vamp": small_vae(posterior="full_covariance", prior=VampPrior(num_components=5, name="prior")),
+    }
+    eps = np.random.default_rng(0).normal(size=(4, 2, 4)).astype("float32")
+    for name, model in models.items():
+        model.compile(optimizer="adam", loss=IWAELoss(k=2))
+        model.fit(binary_data, epochs=1, verbose=0)
+        model.save(tmp_path / f"{name}.keras")
+        expected = model.log_density_terms(binary_data[:4], model.encode(binary_data[:4]), eps)
+        np.savez(tmp_path / f"{name}.npz", **{k: np.asarray(v) for k, v in expected.items()})
+    np.savez(tmp_path / "inputs.npz", x=binary_data, eps=eps)
+    output = run_in_fresh_process(
+        f"""
+        import warnings
+        import keras, numpy as np
+        import vizoo
+        warnings.simplefilter("error")  # no silent skips while loading
+        inputs = np.load({str(tmp_path / "inputs.npz")!r})
+        x, eps = inputs["x"], inputs["eps"]
+        for name in {sorted(models)!r}:
+            expected = np.load({str(tmp_path)!r} + f"/{{name}}.npz")
+            model = keras.models.load_model({str(tmp_path)!r} + f"/{{name}}.keras")
+            terms = model.log_density_terms(x[:4], model.encode(x[:4]), eps)
+            for key, value in terms.items():
+                np.testing.assert_allclose(np.asarray(value), expected[key], atol=1e-5, err_msg=name + key)
+            model.fit(x, epochs=1, verbose=0)
+            print(name, type(model.posterior).__name__, type(model.prior).__name__)
+        """
+    )
+    assert output.splitlines() == [
+        "iaf_maf IAFPosterior MAFPrior",
+        "vamp FullCovarianceGaussianPosterior VampPrior",
+    ]
 
 
 # ------------------------------------------------------------------ bad input

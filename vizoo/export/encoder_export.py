@@ -12,11 +12,14 @@ def export_encoder(model, path, version=1):
     """Write the model's encoder q(z|x) to `<path>/<version>/` (TensorFlow Serving layout).
 
     Signatures (all float32):
-    - `serving_default`: `x [batch, input_dim]` -> `loc`, `log_scale`
-      (`[batch, latent_dim]`, the posterior's mean and marginal log standard
-      deviations), plus what the posterior adds (full covariance: `scale_tril`).
+    - `serving_default`: `x [batch, input_dim]` -> the posterior's
+      `serving_outputs`, each `[batch, ...]`. Gaussians: `loc` and `log_scale`
+      (mean and marginal log standard deviations; full covariance adds
+      `scale_tril`). Flows (IAF, planar, radial): `loc` (the flow's image of
+      the base mean), `base_loc` and `base_log_scale`.
     - `sample`: `x [batch, input_dim]`, `eps [batch, k, latent_dim]` (standard
-      normal noise) -> `z [batch, k, latent_dim]`, `log_qz [batch, k]`. The noise
+      normal noise) -> `z [batch, k, latent_dim]` (for flows, z_T) and
+      `log_qz [batch, k]` (log q(z|x), exact for every posterior). The noise
       is an input, so the graph is deterministic and has no random ops (it can
       be converted to ONNX).
 

@@ -24,7 +24,10 @@ class VampPrior(Prior):
 
     Args:
         num_components: int K, number of pseudo-inputs (500 in the paper).
-        pseudo_inputs_initializer: initializer of the pseudo-inputs.
+        input_dim: int, size of a pseudo-input; by default the model's (set
+            when the model binds the prior).
+        pseudo_inputs_initializer: initializer of the pseudo-inputs
+            (default uniform on [0, 1]).
 
     Example:
         >>> model = VAE(784, 40, prior=VampPrior(num_components=500))
@@ -34,9 +37,10 @@ class VampPrior(Prior):
         Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018.
     """
 
-    def __init__(self, num_components=500, pseudo_inputs_initializer=None, **kwargs):
+    def __init__(self, num_components=500, input_dim=None, pseudo_inputs_initializer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_components = check_positive_int(num_components, "num_components")
+        self.input_dim = None if input_dim is None else check_positive_int(input_dim, "input_dim")
         self.pseudo_inputs_initializer = keras.initializers.get(
             pseudo_inputs_initializer or keras.initializers.RandomUniform(0.0, 1.0)
         )
@@ -47,6 +51,10 @@ class VampPrior(Prior):
             raise ValueError(
                 "VampPrior needs a posterior with a closed-form density at any z (diagonal or full_covariance). "
                 f"Received: posterior={type(model.posterior).__name__}"
+            )
+        if self.input_dim is not None and self.input_dim != model.input_dim:
+            raise ValueError(
+                f"VampPrior's input_dim must be the model's ({model.input_dim}). Received: input_dim={self.input_dim}"
             )
         self.input_dim = model.input_dim
         self._model = weakref.ref(model)  # a weak reference: the model owns the prior, not the reverse
@@ -59,7 +67,8 @@ class VampPrior(Prior):
 
     def build(self, z_shape):
         super().build(z_shape)
-        self._owner()
+        if self.input_dim is None:
+            self._owner()  # explains how to use it
         self.pseudo_inputs = self.add_weight(
             name="pseudo_inputs", shape=(self.num_components, self.input_dim), initializer=self.pseudo_inputs_initializer
         )
@@ -95,6 +104,7 @@ class VampPrior(Prior):
         config = super().get_config()
         config.update(
             num_components=self.num_components,
+            input_dim=self.input_dim,
             pseudo_inputs_initializer=keras.initializers.serialize(self.pseudo_inputs_initializer),
         )
         return config
