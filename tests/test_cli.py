@@ -2,6 +2,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.helpers import run_in_fresh_process
@@ -48,6 +49,32 @@ def test_elbo_with_analytic_kl(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "flags, posterior, prior",
+    [
+        (["--posterior", "iaf", "--flow-steps", "1", "--flow-hidden-units", "8", "--loss", "elbo"],
+         "IAFPosterior", "StandardNormalPrior"),
+        (["--posterior", "planar", "--prior", "maf", "--prior-flow-steps", "1"], "PlanarFlowPosterior", "MAFPrior"),
+        (["--posterior", "full_covariance", "--prior", "vamp", "--prior-components", "7"],
+         "FullCovarianceGaussianPosterior", "VampPrior"),
+    ],
+    ids=["iaf", "planar_maf", "full_covariance_vamp"],
+)
+def test_posterior_and_prior_flags(flags, posterior, prior, tmp_path, capsys):
+    import keras
+
+    out = tmp_path / "run"
+    code = cli.main(TINY + ["--epochs", "1", "--out-dir", str(out)] + flags)
+    assert code == 0
+    model = keras.models.load_model(out / "model.keras")
+    assert (type(model.posterior).__name__, type(model.prior).__name__) == (posterior, prior)
+    if prior == "VampPrior":  # pseudo-inputs start as binarized training examples; one epoch moves them little
+        pseudo_inputs = model.prior.pseudo_inputs.numpy()
+        assert pseudo_inputs.shape == (7, 64)
+        assert np.all(np.minimum(np.abs(pseudo_inputs), np.abs(pseudo_inputs - 1.0)) < 0.05)
+    assert os.path.exists(out / "encoder" / "1" / "saved_model.pb")
+
+
+@pytest.mark.parametrize(
     "argv, message",
     [
         (["--dataset", "imagenet"], "Received: dataset='imagenet'"),
@@ -58,6 +85,14 @@ def test_elbo_with_analytic_kl(tmp_path):
         (["--lr", "0"], "Received: lr=0.0"),
         (["--binarization", "fuzzy"], "Received: binarization='fuzzy'"),
         (["--analytic-kl"], "Received: loss='iwae'"),
+        (["--loss", "elbo", "--analytic-kl", "--posterior", "iaf"], "Received: posterior='iaf', prior='standard_normal'"),
+        (["--posterior", "gaussian"], "Received: posterior='gaussian'"),
+        (["--prior", "flow"], "Received: prior='flow'"),
+        (["--flow-steps", "2"], "Received: posterior='diagonal'"),
+        (["--posterior", "radial", "--flow-steps", "0"], "Received: flow_steps=0"),
+        (["--prior", "maf", "--prior-components", "3"], "Received: prior='maf'"),
+        (["--prior", "vamp", "--prior-components", "5000"], "Received: prior_components=5000"),
+        (["--prior", "vamp", "--posterior", "planar"], "Received: posterior=PlanarFlowPosterior"),
         (["--steps-per-execution", "0"], "Received: steps_per_execution=0"),
         (["--data-dir", "/no/such/dir"], "Received: data_dir='/no/such/dir'"),
     ],

@@ -12,6 +12,9 @@ import time
 # Registries of what the command line can name; later models and losses add here.
 MODELS = ("vae",)
 LOSSES = ("elbo", "iwae")
+POSTERIORS = ("diagonal", "full_covariance", "iaf", "planar", "radial")
+PRIORS = ("standard_normal", "mixture", "vamp", "maf")
+FLOW_POSTERIORS = ("iaf", "planar", "radial")
 
 
 def build_parser():
@@ -27,6 +30,21 @@ def build_parser():
     parser.add_argument("--latent-dim", type=int, default=50, help="dimension of z")
     parser.add_argument("--hidden-units", type=int, nargs="*", default=[200, 200], help="MLP hidden layer sizes")
     parser.add_argument("--activation", default="tanh", help="hidden activation")
+    parser.add_argument("--posterior", default="diagonal", help=f"q(z|x), one of {list(POSTERIORS)}")
+    parser.add_argument(
+        "--flow-steps", type=int, default=None, help="steps of a flow posterior (default: IAF 2, planar/radial 4)"
+    )
+    parser.add_argument(
+        "--flow-hidden-units", type=int, nargs="+", default=[320, 320], help="hidden layers of each IAF step's MADE"
+    )
+    parser.add_argument("--prior", default="standard_normal", help=f"p(z), one of {list(PRIORS)}")
+    parser.add_argument(
+        "--prior-components",
+        type=int,
+        default=None,
+        help="mixture components (default 10) or VampPrior pseudo-inputs (default 500, drawn from training data)",
+    )
+    parser.add_argument("--prior-flow-steps", type=int, default=2, help="MAF steps of the maf prior")
     parser.add_argument("--epochs", type=int, default=100, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=100, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -60,12 +78,75 @@ def _check_args(args):
 
     check_choice(args.model, "model", MODELS)
     check_choice(args.loss, "loss", LOSSES)
-    for name in ("k", "latent_dim", "epochs", "batch_size", "eval_k", "steps_per_execution"):
+    check_choice(args.posterior, "posterior", POSTERIORS)
+    check_choice(args.prior, "prior", PRIORS)
+    for name in ("k", "latent_dim", "epochs", "batch_size", "eval_k", "steps_per_execution", "prior_flow_steps"):
         check_positive_int(getattr(args, name), name)
+    for name in ("flow_steps", "prior_components"):
+        if getattr(args, name) is not None:
+            check_positive_int(getattr(args, name), name)
+    if args.flow_steps is not None and args.posterior not in FLOW_POSTERIORS:
+        raise ValueError(
+            f"flow_steps applies to the flow posteriors {list(FLOW_POSTERIORS)}. Received: posterior={args.posterior!r}"
+        )
+    if args.prior_components is not None and args.prior not in ("mixture", "vamp"):
+        raise ValueError(f"prior_components applies to the mixture and vamp priors. Received: prior={args.prior!r}")
     if not args.lr > 0:
         raise ValueError(f"lr must be positive. Received: lr={args.lr}")
     if args.analytic_kl and args.loss != "elbo":
         raise ValueError(f"analytic_kl applies to the ELBO loss only. Received: loss={args.loss!r}")
+    if args.analytic_kl and (args.posterior not in ("diagonal", "full_covariance") or args.prior != "standard_normal"):
+        raise ValueError(
+            "analytic_kl needs a Gaussian posterior and the standard normal prior (a closed-form KL). "
+            f"Received: posterior={args.posterior!r}, prior={args.prior!r}"
+        )
+
+
+def build_posterior(args):
+    """The posterior layer that --posterior, --flow-steps and --flow-hidden-units describe."""
+    from vizoo import layers
+
+    steps = {} if args.flow_steps is None else {"num_steps": args.flow_steps}
+    if args.posterior == "iaf":
+        return layers.IAFPosterior(args.latent_dim, hidden_units=args.flow_hidden_units, name="posterior", **steps)
+    if args.posterior == "planar":
+        return layers.PlanarFlowPosterior(args.latent_dim, name="posterior", **steps)
+    if args.posterior == "radial":
+        return layers.RadialFlowPosterior(args.latent_dim, name="posterior", **steps)
+    return args.posterior  # a Gaussian, by name
+
+
+def build_prior(args):
+    """The prior layer that --prior, --prior-components and --prior-flow-steps describe."""
+    from vizoo import layers
+
+    components = {} if args.prior_components is None else {"num_components": args.prior_components}
+    if args.prior == "mixture":
+        return layers.MixtureOfGaussiansPrior(name="prior", **components)
+    if args.prior == "vamp":
+        return layers.VampPrior(name="prior", **components)
+    if args.prior == "maf":
+        return layers.MAFPrior(num_steps=args.prior_flow_steps, name="prior")
+    return "standard_normal"
+
+
+def first_examples(dataset, num_examples):
+    """The first `num_examples` x of a batched dataset of x or (x, ...) tuples, as numpy."""
+    import numpy as np
+
+    batches, count = [], 0
+    for batch in dataset:
+        x = batch[0] if isinstance(batch, tuple) else batch
+        batches.append(np.asarray(x))
+        count += len(batches[-1])
+        if count >= num_examples:
+            break
+    x = np.concatenate(batches)
+    if len(x) < num_examples:
+        raise ValueError(
+            f"prior_components must not exceed the training examples ({len(x)}). Received: prior_components={num_examples}"
+        )
+    return x[:num_examples]
 
 
 def run(args):
@@ -92,9 +173,13 @@ def run(args):
         hidden_units=args.hidden_units,
         activation=args.activation,
         likelihood="bernoulli",
+        posterior=build_posterior(args),
+        prior=build_prior(args),
         seed=args.seed,
     )
     model.initialize_output_bias(splits.train_mean)
+    if args.prior == "vamp":  # pseudo-inputs start as training examples (shuffled, binarized)
+        model.prior.initialize_pseudo_inputs(first_examples(splits.train, model.prior.num_components))
     loss = IWAELoss(k=args.k) if args.loss == "iwae" else ELBOLoss(k=args.k, analytic_kl=args.analytic_kl)
     model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss, steps_per_execution=args.steps_per_execution)
 
