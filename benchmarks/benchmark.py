@@ -6,6 +6,11 @@ with each bound, then evaluated on the test set with k=5000 importance samples:
 
     python benchmarks/benchmark.py --epochs 10                  # vae, iwae5, iwae50
     python benchmarks/benchmark.py --epochs 10 --models iwae5   # one model
+    python benchmarks/benchmark.py --epochs 5 --num-test 2000 --models posteriors \
+        --results-dir benchmarks/results/posteriors --output docs/benchmarks_posteriors.md
+
+`--models posteriors` is every posterior (diagonal, full covariance, IAF,
+planar) with the ELBO and IWAE-5, for the posterior comparison.
 
 Each model runs in its own process (so its peak memory is its own) and leaves
 `<results-dir>/<model>.json`; models already there are skipped (the run is
@@ -33,8 +38,20 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = {"vae": ("elbo", 1), "iwae5": ("iwae", 5), "iwae50": ("iwae", 50)}
+# name: (bound, k, posterior). Posteriors besides the diagonal one are named after it.
+MODELS = {
+    "vae": ("elbo", 1, "diagonal"),
+    "iwae5": ("iwae", 5, "diagonal"),
+    "iwae50": ("iwae", 50, "diagonal"),
+    **{f"{model}_{posterior}": (bound, k, posterior)
+       for posterior in ("full_covariance", "iaf", "planar")
+       for model, bound, k in (("vae", "elbo", 1), ("iwae5", "iwae", 5))},
+}
+GROUPS = {"posteriors": [name for name, (_, k, _) in MODELS.items() if k in (1, 5)]}
 LATENT_DIM, HIDDEN = 50, [200, 200]  # Burda et al.'s one-layer architecture
+# Flow posteriors: IAF as Kingma et al. (2 steps, MADE with 2 x 320 hidden units, gated);
+# planar: 8 steps (Rezende & Mohamed report 10 to 80; each step is cheap).
+IAF_STEPS, IAF_HIDDEN, PLANAR_STEPS = 2, [320, 320], 8
 BATCH_SIZE, LEARNING_RATE = 100, 1e-3
 # Training steps per compiled call: on 2 CPU cores, 10 gave 1.6x the examples/s
 # of 1 for IWAE k=5 (per-step dispatch costs ~10 ms); it changes no math.
@@ -43,7 +60,7 @@ STEPS_PER_EXECUTION = 10
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}, or a group: {list(GROUPS)}")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--data-dir", default=None)
@@ -98,12 +115,20 @@ def run_one(name, args):
     from vizoo.losses import ELBOLoss, IWAELoss
     from vizoo.models import VAE
 
-    loss_name, k = MODELS[name]
+    from vizoo.layers import IAFPosterior, PlanarFlowPosterior
+
+    loss_name, k, posterior = MODELS[name]
+    if posterior == "iaf":
+        posterior = IAFPosterior(LATENT_DIM, num_steps=IAF_STEPS, hidden_units=IAF_HIDDEN, name="posterior")
+    elif posterior == "planar":
+        posterior = PlanarFlowPosterior(LATENT_DIM, num_steps=PLANAR_STEPS, name="posterior")
     keras.utils.set_random_seed(args.seed)
     splits = vizoo.data.load(
         args.dataset, batch_size=BATCH_SIZE, binarization="dynamic", seed=args.seed, data_dir=args.data_dir
     )
-    model = VAE(input_dim=splits.input_dim, latent_dim=LATENT_DIM, hidden_units=HIDDEN, seed=args.seed)
+    model = VAE(
+        input_dim=splits.input_dim, latent_dim=LATENT_DIM, hidden_units=HIDDEN, posterior=posterior, seed=args.seed
+    )
     model.initialize_output_bias(splits.train_mean)
     loss = ELBOLoss(k=k) if loss_name == "elbo" else IWAELoss(k=k)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss, steps_per_execution=STEPS_PER_EXECUTION)
@@ -146,6 +171,7 @@ def run_one(name, args):
     return {
         "model": name,
         "loss": f"{loss_name.upper()} k={k}",
+        "posterior": MODELS[name][2],
         "epochs": args.epochs,
         "dataset": f"{args.dataset} (dynamic binarization, source {splits.source})",
         "num_train": splits.num_train,
@@ -201,17 +227,19 @@ def write_table(results_dir, output, command):
         "",
         f"    {command}",
         "",
-        "IWAE-paper architecture (784-200-200-50 tanh MLPs, diagonal Gaussian q, Bernoulli p(x|z)),",
+        "IWAE-paper architecture (784-200-200-50 tanh MLPs, Bernoulli p(x|z), N(0, I) prior),",
         "batch 100, Adam 1e-3, dynamically binarized training data, steps_per_execution 10;",
-        "test NLL by importance sampling.",
+        "test NLL by importance sampling. q(z|x) is a diagonal Gaussian unless the posterior column",
+        f"says otherwise (IAF: {IAF_STEPS} gated steps, MADE {IAF_HIDDEN}, context = encoder features;",
+        f"planar: {PLANAR_STEPS} steps). GFLOP/s count the encoder and decoder dense layers only.",
         "Test metrics are nats per example. Speeds are medians (training: per epoch, first epoch left out).",
         "",
-        "| model | bound | epochs | test NLL | test ELBO | test IWAE-k | KL | active units | train ex/s | eval ex/s | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | posterior | bound | epochs | test NLL | test ELBO | test IWAE-k | KL | active units | train ex/s | eval ex/s | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['model']} | {r['loss']} | {r['epochs']} | {r['test_nll']:.2f} | {r['test_elbo']:.2f} "
+            f"| {r['model']} | {r.get('posterior', 'diagonal')} | {r['loss']} | {r['epochs']} | {r['test_nll']:.2f} | {r['test_elbo']:.2f} "
             f"| {r['test_iwae_k']:.2f} | {r['test_kl']:.2f} | {r['active_units']}/{LATENT_DIM} "
             f"| {r['train_examples_per_second']:.0f} | {r['eval_examples_per_second']:.1f} | {r['peak_memory_mib']:.0f} |"
         )
@@ -232,6 +260,10 @@ def write_table(results_dir, output, command):
     if {"vae", "iwae5", "iwae50"} <= set(nll):
         holds = nll["iwae50"] < nll["iwae5"] < nll["vae"]
         lines += ["", f"Expected ordering NLL(IWAE k=50) < NLL(IWAE k=5) < NLL(VAE): {'holds' if holds else 'does NOT hold'}."]
+    for bound in ("vae", "iwae5"):
+        if {bound, f"{bound}_iaf"} <= set(nll):
+            gain = nll[bound] - nll[f"{bound}_iaf"]
+            lines += ["", f"IAF vs diagonal ({bound}): test NLL {'lower' if gain > 0 else 'NOT lower'} by {gain:.2f} nats."]
     lines += ["", "Where the time goes inside a step: [profile.md](profile.md) (`benchmarks/profile_breakdown.py`)."]
     machines = sorted({f"{r['machine']} ({r['date']}, {r['dataset']}, {r['num_test']} test examples, k={r['eval_k']})" for r in results})
     lines += ["", "Measured on:"] + [f"- {m}" for m in machines] + [""]
@@ -248,10 +280,10 @@ def main(argv=None):
         with open(os.path.join(args.results_dir, f"{args.run_one}.json"), "w") as f:
             json.dump(result, f, indent=2)
         return 0
-    names = [n for n in args.models.split(",") if n]
+    names = [m for n in args.models.split(",") if n for m in GROUPS.get(n, [n])]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
-        raise SystemExit(f"Unknown model(s) {unknown}. Expected names from {list(MODELS)}. Received: models={args.models!r}")
+        raise SystemExit(f"Unknown model(s) {unknown}. Expected names from {list(MODELS) + list(GROUPS)}. Received: models={args.models!r}")
     if args.epochs < 1:
         raise SystemExit(f"epochs must be a positive integer. Received: epochs={args.epochs}")
     os.makedirs(args.results_dir, exist_ok=True)

@@ -22,7 +22,7 @@ def test_tiny_benchmark_writes_the_table_and_resumes(tmp_path, capsys):
     ]
     assert benchmark.main(argv) == 0
     table = (tmp_path / "benchmarks.md").read_text()
-    assert "| vae | ELBO k=1 | 1 |" in table and "| iwae5 | IWAE k=5 | 1 |" in table
+    assert "| vae | diagonal | ELBO k=1 | 1 |" in table and "| iwae5 | diagonal | IWAE k=5 | 1 |" in table
     assert "python benchmarks/benchmark.py --dataset digits" in table and "cores" in table
     with open(tmp_path / "results" / "iwae5.json") as f:
         result = json.load(f)
