@@ -15,18 +15,20 @@ def as_seed_generator(seed):
     return seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(seed)
 
 
+def _check_int(value, name, minimum, kind):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a {kind} integer. Received: {name}={value!r}")
+    return int(value)
+
+
 def check_positive_int(value, name):
     """Return `value` as an int if it is an integer >= 1, else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-    return int(value)
+    return _check_int(value, name, 1, "positive")
 
 
 def check_non_negative_int(value, name):
     """Return `value` as an int if it is an integer >= 0, else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
-    return int(value)
+    return _check_int(value, name, 0, "non-negative")
 
 
 def check_hidden_units(value, name="hidden_units"):

@@ -34,9 +34,6 @@ def export_encoder(model, path, version=1):
     Returns:
         The path of the written version directory.
     """
-    version = check_positive_int(version, "version")
-    if not model.built:
-        model.build((None, model.input_dim))
     x_spec = tf.TensorSpec([None, model.input_dim], tf.float32, name="x")
     eps_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="eps")
 
@@ -47,10 +44,20 @@ def export_encoder(model, path, version=1):
         z, log_qz = model.posterior.transform(model.encode(x), eps)
         return {"z": z, "log_qz": log_qz}
 
+    return write_saved_model(
+        model, path, version, {"serving_default": (serve, [x_spec]), "sample": (sample, [x_spec, eps_spec])}
+    )
+
+
+def write_saved_model(model, path, version, endpoints):
+    """Write `endpoints` (name -> (fn, input_signature)) of `model` to `<path>/<version>/`."""
+    version = check_positive_int(version, "version")
+    if not model.built:
+        model.build((None, model.input_dim))
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=[x_spec])
-    archive.add_endpoint("sample", sample, input_signature=[x_spec, eps_spec])
+    for name, (fn, input_signature) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=input_signature)
     target = os.path.join(os.fspath(path), str(version))
     archive.write_out(target, verbose=False)
     return target

@@ -1,11 +1,8 @@
 """Export a trained model's prior density log p(z) as a TensorFlow SavedModel."""
 
-import os
-
-import keras
 import tensorflow as tf
 
-from vizoo.utils import check_positive_int
+from vizoo.export.encoder_export import write_saved_model
 
 
 def export_prior(model, path, version=1):
@@ -24,18 +21,9 @@ def export_prior(model, path, version=1):
     Returns:
         The path of the written version directory.
     """
-    version = check_positive_int(version, "version")
-    if not model.built:
-        model.build((None, model.input_dim))
+    z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
 
     def log_prob(z):
         return {"log_pz": model.prior.log_prob(z)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serving_default", log_prob, input_signature=[tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")]
-    )
-    target = os.path.join(os.fspath(path), str(version))
-    archive.write_out(target, verbose=False)
-    return target
+    return write_saved_model(model, path, version, {"serving_default": (log_prob, [z_spec])})

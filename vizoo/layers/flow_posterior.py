@@ -77,7 +77,7 @@ class AmortizedFlowPosterior(FlowPosterior):
     def step(self, z, step_params):
         raise NotImplementedError
 
-    def __init__(self, latent_dim, num_steps, **kwargs):
+    def __init__(self, latent_dim, num_steps=4, **kwargs):
         super().__init__(latent_dim, num_steps, **kwargs)
         self._step_size = self.params_per_step(self.latent_dim)
         # One head for all steps (at least one unit, so that num_steps=0 still builds).

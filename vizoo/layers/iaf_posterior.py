@@ -1,29 +1,13 @@
 import keras
-import numpy as np
 import tensorflow_probability as tfp
 from keras import ops
 
+from vizoo.layers.autoregressive_flow import chain_with_reversals, memoize_last
 from vizoo.layers.flow_posterior import FlowPosterior
 from vizoo.layers.made import MADE
 from vizoo.utils import check_hidden_units, check_positive_int
 
 tfb = tfp.bijectors
-
-
-def memoize_last(network):
-    """`network` with its last result cached by input identity.
-
-    `Invert(MaskedAutoregressiveFlow)` asks its network for the same z twice
-    (once for the transform, once for the log-det); this makes that one evaluation.
-    """
-    cache = {}
-
-    def memoized(z, **kwargs):
-        if cache.get("z") is not z:
-            cache["z"], cache["out"] = z, network(z, **kwargs)
-        return cache["out"]
-
-    return memoized
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
@@ -101,7 +85,6 @@ class IAFPosterior(FlowPosterior):
             MADE(params=2, hidden_units=self.hidden_units, activation=activation, name=f"made_{t}", dtype=precision)
             for t in range(self.num_steps)
         ]
-        self._reversal = np.arange(self.latent_dim)[::-1]
 
     def build(self, h_shape):
         super().build(h_shape)
@@ -134,12 +117,7 @@ class IAFPosterior(FlowPosterior):
     def bijector(self, params):
         """The TFP bijector z_0 -> z_T for the encodings `params` (z `[batch, k, latent_dim]`)."""
         context = params["context"][:, None, :]  # broadcasts over the k samples
-        steps = []
-        for t, network in enumerate(self.networks):
-            if t:
-                steps.append(tfb.Permute(permutation=self._reversal))
-            steps.append(self._step(network, context))
-        return tfb.Chain(steps[::-1])  # Chain applies its last bijector first
+        return chain_with_reversals([self._step(network, context) for network in self.networks], self.latent_dim)
 
     def flow(self, params, z):
         if not self.num_steps:

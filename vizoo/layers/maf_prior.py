@@ -1,9 +1,8 @@
 import keras
-import numpy as np
 import tensorflow_probability as tfp
 from keras import ops
 
-from vizoo.layers.iaf_posterior import memoize_last
+from vizoo.layers.autoregressive_flow import chain_with_reversals, memoize_last
 from vizoo.layers.made import MADE
 from vizoo.layers.prior import Prior
 from vizoo.utils import HALF_LOG_2PI, check_hidden_units, check_non_negative_int
@@ -55,12 +54,8 @@ class MAFPrior(Prior):
 
     def bijector(self):
         """The TFP bijector u -> z."""
-        steps = []
-        for t, network in enumerate(self.networks):
-            if t:
-                steps.append(tfb.Permute(permutation=np.arange(self.latent_dim)[::-1]))
-            steps.append(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=memoize_last(network)))
-        return tfb.Chain(steps[::-1])  # Chain applies its last bijector first
+        steps = [tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=memoize_last(network)) for network in self.networks]
+        return chain_with_reversals(steps, self.latent_dim)
 
     def log_prob(self, z):
         z = ops.cast(z, self.variable_dtype)

@@ -32,7 +32,7 @@ class PlanarFlowPosterior(AmortizedFlowPosterior):
 
     Args:
         latent_dim: int, dimension of z.
-        num_steps: int >= 0, number of planar steps T.
+        num_steps: int >= 0 (default 4), number of planar steps T.
 
     Call arguments:
         h: encoder features, `[batch, features]`.
@@ -44,9 +44,6 @@ class PlanarFlowPosterior(AmortizedFlowPosterior):
     Reference:
         Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015.
     """
-
-    def __init__(self, latent_dim, num_steps=4, **kwargs):
-        super().__init__(latent_dim, num_steps, **kwargs)
 
     @staticmethod
     def params_per_step(latent_dim):

@@ -52,7 +52,7 @@ class RadialFlowPosterior(AmortizedFlowPosterior):
 
     Args:
         latent_dim: int, dimension of z.
-        num_steps: int >= 0, number of radial steps T.
+        num_steps: int >= 0 (default 4), number of radial steps T.
 
     Call arguments:
         h: encoder features, `[batch, features]`.
@@ -64,9 +64,6 @@ class RadialFlowPosterior(AmortizedFlowPosterior):
     Reference:
         Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015.
     """
-
-    def __init__(self, latent_dim, num_steps=4, **kwargs):
-        super().__init__(latent_dim, num_steps, **kwargs)
 
     @staticmethod
     def params_per_step(latent_dim):
