@@ -39,3 +39,13 @@ def test_tiny_benchmark_writes_the_table_and_resumes(tmp_path, capsys):
 def test_unknown_model_is_named(tmp_path):
     with pytest.raises(SystemExit, match="Received: models='vae,gan'"):
         load_script("benchmark").main(["--models", "vae,gan", "--results-dir", str(tmp_path)])
+
+
+def test_ppca_full_covariance_table(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["ppca_full_covariance.py", "--steps", "30"])
+    load_script("ppca_full_covariance").main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 4
+    for row in rows:  # every setting starts below log p(x) and trains towards it
+        start, *_, end = (float(cell) for cell in row.strip("| ").split(" | ")[2:])
+        assert 0 < end < start
