@@ -38,20 +38,26 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# name: (bound, k, posterior). Posteriors besides the diagonal one are named after it.
+# name: (bound, k, posterior, loss options); bounds and posteriors are names in vizoo's
+# registries (vizoo.losses.LOSSES, vizoo.layers.POSTERIORS). Posteriors besides the
+# diagonal one are named after it; gradient estimators after the estimator.
 MODELS = {
-    "vae": ("elbo", 1, "diagonal"),
-    "iwae5": ("iwae", 5, "diagonal"),
-    "iwae50": ("iwae", 50, "diagonal"),
-    **{f"{model}_{posterior}": (bound, k, posterior)
+    "vae": ("elbo", 1, "diagonal", {}),
+    "iwae5": ("iwae", 5, "diagonal", {}),
+    "iwae50": ("iwae", 50, "diagonal", {}),
+    "iwae50_dreg": ("iwae", 50, "diagonal", {"gradient_estimator": "dreg"}),
+    **{f"{model}_{posterior}": (bound, k, posterior, {})
        for posterior in ("full_covariance", "iaf", "planar")
        for model, bound, k in (("vae", "elbo", 1), ("iwae5", "iwae", 5))},
 }
-GROUPS = {"posteriors": [name for name, (_, k, _) in MODELS.items() if k in (1, 5)]}
+GROUPS = {
+    "posteriors": [name for name, (_, k, _, options) in MODELS.items() if k in (1, 5) and not options],
+    "dreg": ["iwae50", "iwae50_dreg"],
+}
 LATENT_DIM, HIDDEN = 50, [200, 200]  # Burda et al.'s one-layer architecture
 # Flow posteriors: IAF as Kingma et al. (2 steps, MADE with 2 x 320 hidden units, gated);
 # planar: 8 steps (Rezende & Mohamed report 10 to 80; each step is cheap).
-IAF_STEPS, IAF_HIDDEN, PLANAR_STEPS = 2, [320, 320], 8
+POSTERIOR_OPTIONS = {"iaf": {"num_steps": 2, "hidden_units": [320, 320]}, "planar": {"num_steps": 8}}
 BATCH_SIZE, LEARNING_RATE = 100, 1e-3
 # Training steps per compiled call: on 2 CPU cores, 10 gave 1.6x the examples/s
 # of 1 for IWAE k=5 (per-step dispatch costs ~10 ms); it changes no math.
@@ -112,16 +118,12 @@ def run_one(name, args):
 
     import vizoo
     from vizoo import evaluate
-    from vizoo.losses import ELBOLoss, IWAELoss
+    from vizoo.layers import POSTERIORS
+    from vizoo.losses import LOSSES
     from vizoo.models import VAE
 
-    from vizoo.layers import IAFPosterior, PlanarFlowPosterior
-
-    loss_name, k, posterior = MODELS[name]
-    if posterior == "iaf":
-        posterior = IAFPosterior(LATENT_DIM, num_steps=IAF_STEPS, hidden_units=IAF_HIDDEN, name="posterior")
-    elif posterior == "planar":
-        posterior = PlanarFlowPosterior(LATENT_DIM, num_steps=PLANAR_STEPS, name="posterior")
+    loss_name, k, posterior, loss_options = MODELS[name]
+    posterior = POSTERIORS[posterior](LATENT_DIM, name="posterior", **POSTERIOR_OPTIONS.get(posterior, {}))
     keras.utils.set_random_seed(args.seed)
     splits = vizoo.data.load(
         args.dataset, batch_size=BATCH_SIZE, binarization="dynamic", seed=args.seed, data_dir=args.data_dir
@@ -130,7 +132,7 @@ def run_one(name, args):
         input_dim=splits.input_dim, latent_dim=LATENT_DIM, hidden_units=HIDDEN, posterior=posterior, seed=args.seed
     )
     model.initialize_output_bias(splits.train_mean)
-    loss = ELBOLoss(k=k) if loss_name == "elbo" else IWAELoss(k=k)
+    loss = LOSSES[loss_name](k=k, **loss_options)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss, steps_per_execution=STEPS_PER_EXECUTION)
 
     class EpochTimer(keras.callbacks.Callback):
@@ -170,7 +172,7 @@ def run_one(name, args):
     matmul_eval = matmul_gflops(eval_rows, splits.input_dim)
     return {
         "model": name,
-        "loss": f"{loss_name.upper()} k={k}",
+        "loss": f"{loss_name.upper()} k={k}" + "".join(f", {value}" for value in loss_options.values()),
         "posterior": MODELS[name][2],
         "epochs": args.epochs,
         "dataset": f"{args.dataset} (dynamic binarization, source {splits.source})",
@@ -230,8 +232,9 @@ def write_table(results_dir, output, command):
         "IWAE-paper architecture (784-200-200-50 tanh MLPs, Bernoulli p(x|z), N(0, I) prior),",
         "batch 100, Adam 1e-3, dynamically binarized training data, steps_per_execution 10;",
         "test NLL by importance sampling. q(z|x) is a diagonal Gaussian unless the posterior column",
-        f"says otherwise (IAF: {IAF_STEPS} gated steps, MADE {IAF_HIDDEN}, context = encoder features;",
-        f"planar: {PLANAR_STEPS} steps). GFLOP/s count the encoder and decoder dense layers only.",
+        f"says otherwise (IAF: {POSTERIOR_OPTIONS['iaf']['num_steps']} gated steps, MADE "
+        f"{POSTERIOR_OPTIONS['iaf']['hidden_units']}, context = encoder features;",
+        f"planar: {POSTERIOR_OPTIONS['planar']['num_steps']} steps). GFLOP/s count the encoder and decoder dense layers only.",
         "Test metrics are nats per example. Speeds are medians (training: per epoch, first epoch left out).",
         "",
         "| model | posterior | bound | epochs | test NLL | test ELBO | test IWAE-k | KL | active units | train ex/s | eval ex/s | peak MiB |",

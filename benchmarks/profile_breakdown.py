@@ -61,7 +61,7 @@ def main():
         "decoder": (tf.function(lambda z: model.decode(z)["logits"]), z),
         "log p(x|z)": (tf.function(lambda l: model.likelihood.log_prob(x, {"logits": l})), logits),
         "noise + z": (tf.function(lambda e: model.posterior.transform(e, model.posterior.sample_noise(e, chunk))[0]), encoding),
-        "whole": (tf.function(lambda x: model.log_density_terms(x, model.encode(x), model.posterior.sample_noise(model.encode(x), chunk))["log_px_z"]), x),
+        "whole": (tf.function(lambda x: model.sample_terms(x, chunk, terms=("log_px_z",))["log_px_z"]), x),
     }
     encoder_flops, decoder_flops = layer_flops(dim)
     flops = batch * chunk * decoder_flops

@@ -4,17 +4,20 @@ Wiring only: the math lives in vizoo.models, vizoo.losses and vizoo.evaluate.
 """
 
 import argparse
+import inspect
 import json
 import os
 import sys
 import time
 
-# Registries of what the command line can name; later models and losses add here.
-MODELS = ("vae",)
-LOSSES = ("elbo", "iwae")
-POSTERIORS = ("diagonal", "full_covariance", "iaf", "planar", "radial")
-PRIORS = ("standard_normal", "mixture", "vamp", "maf")
-FLOW_POSTERIORS = ("iaf", "planar", "radial")
+from vizoo.layers import POSTERIORS, PRIORS, FlowPosterior, GaussianPosterior
+from vizoo.losses import LOSSES
+from vizoo.models import MODELS
+
+
+def _accepts(cls, argument):
+    """Whether `cls(...)` takes the keyword `argument` (so options follow the registries, not lists here)."""
+    return argument in inspect.signature(cls.__init__).parameters
 
 
 def build_parser():
@@ -27,6 +30,12 @@ def build_parser():
     parser.add_argument("--loss", default="iwae", help=f"training bound, one of {list(LOSSES)}")
     parser.add_argument("--k", type=int, default=5, help="samples per example in the training bound")
     parser.add_argument("--analytic-kl", action="store_true", help="ELBO with the closed-form KL term")
+    parser.add_argument(
+        "--gradient-estimator",
+        default=None,
+        help="encoder gradient of the IWAE bound: dreg (Tucker et al. 2019) or stl (Roeder et al. 2017); "
+        "default the plain reparameterized gradient",
+    )
     parser.add_argument("--latent-dim", type=int, default=50, help="dimension of z")
     parser.add_argument("--hidden-units", type=int, nargs="*", default=[200, 200], help="MLP hidden layer sizes")
     parser.add_argument("--activation", default="tanh", help="hidden activation")
@@ -85,49 +94,51 @@ def _check_args(args):
     for name in ("flow_steps", "prior_components"):
         if getattr(args, name) is not None:
             check_positive_int(getattr(args, name), name)
-    if args.flow_steps is not None and args.posterior not in FLOW_POSTERIORS:
-        raise ValueError(
-            f"flow_steps applies to the flow posteriors {list(FLOW_POSTERIORS)}. Received: posterior={args.posterior!r}"
-        )
-    if args.prior_components is not None and args.prior not in ("mixture", "vamp"):
-        raise ValueError(f"prior_components applies to the mixture and vamp priors. Received: prior={args.prior!r}")
+    posterior, prior = POSTERIORS[args.posterior], PRIORS[args.prior]
+    if args.flow_steps is not None and not issubclass(posterior, FlowPosterior):
+        flows = [name for name, cls in POSTERIORS.items() if issubclass(cls, FlowPosterior)]
+        raise ValueError(f"flow_steps applies to the flow posteriors {flows}. Received: posterior={args.posterior!r}")
+    if args.prior_components is not None and not _accepts(prior, "num_components"):
+        choices = [name for name, cls in PRIORS.items() if _accepts(cls, "num_components")]
+        raise ValueError(f"prior_components applies to the priors {choices}. Received: prior={args.prior!r}")
     if not args.lr > 0:
         raise ValueError(f"lr must be positive. Received: lr={args.lr}")
-    if args.analytic_kl and args.loss != "elbo":
-        raise ValueError(f"analytic_kl applies to the ELBO loss only. Received: loss={args.loss!r}")
-    if args.analytic_kl and (args.posterior not in ("diagonal", "full_covariance") or args.prior != "standard_normal"):
+    for option in ("analytic_kl", "gradient_estimator"):
+        if getattr(args, option) and not _accepts(LOSSES[args.loss], option):
+            choices = [name for name, cls in LOSSES.items() if _accepts(cls, option)]
+            raise ValueError(f"{option} applies to the losses {choices}. Received: loss={args.loss!r}")
+    if args.analytic_kl and not (issubclass(posterior, GaussianPosterior) and prior.is_standard_normal):
         raise ValueError(
             "analytic_kl needs a Gaussian posterior and the standard normal prior (a closed-form KL). "
             f"Received: posterior={args.posterior!r}, prior={args.prior!r}"
         )
+    build_loss(args)  # its own arguments' errors, before any data is loaded
 
 
 def build_posterior(args):
     """The posterior layer that --posterior, --flow-steps and --flow-hidden-units describe."""
-    from vizoo import layers
-
-    steps = {} if args.flow_steps is None else {"num_steps": args.flow_steps}
-    if args.posterior == "iaf":
-        return layers.IAFPosterior(args.latent_dim, hidden_units=args.flow_hidden_units, name="posterior", **steps)
-    if args.posterior == "planar":
-        return layers.PlanarFlowPosterior(args.latent_dim, name="posterior", **steps)
-    if args.posterior == "radial":
-        return layers.RadialFlowPosterior(args.latent_dim, name="posterior", **steps)
-    return args.posterior  # a Gaussian, by name
+    cls = POSTERIORS[args.posterior]
+    options = {} if args.flow_steps is None else {"num_steps": args.flow_steps}
+    if _accepts(cls, "hidden_units"):
+        options["hidden_units"] = args.flow_hidden_units
+    return cls(args.latent_dim, name="posterior", **options)
 
 
 def build_prior(args):
     """The prior layer that --prior, --prior-components and --prior-flow-steps describe."""
-    from vizoo import layers
+    cls = PRIORS[args.prior]
+    options = {}
+    if args.prior_components is not None:
+        options["num_components"] = args.prior_components
+    if _accepts(cls, "num_steps"):
+        options["num_steps"] = args.prior_flow_steps
+    return cls(name="prior", **options)
 
-    components = {} if args.prior_components is None else {"num_components": args.prior_components}
-    if args.prior == "mixture":
-        return layers.MixtureOfGaussiansPrior(name="prior", **components)
-    if args.prior == "vamp":
-        return layers.VampPrior(name="prior", **components)
-    if args.prior == "maf":
-        return layers.MAFPrior(num_steps=args.prior_flow_steps, name="prior")
-    return "standard_normal"
+
+def build_loss(args):
+    """The bound that --loss, --k, --analytic-kl and --gradient-estimator describe."""
+    options = {option: getattr(args, option) for option in ("analytic_kl", "gradient_estimator") if getattr(args, option)}
+    return LOSSES[args.loss](k=args.k, **options)
 
 
 def first_examples(dataset, num_examples):
@@ -155,8 +166,6 @@ def run(args):
     import keras
 
     import vizoo
-    from vizoo.losses import ELBOLoss, IWAELoss
-    from vizoo.models import VAE
 
     keras.utils.set_random_seed(args.seed)
     splits = vizoo.data.load(
@@ -167,7 +176,7 @@ def run(args):
         data_dir=args.data_dir,
         validation_size=args.validation_size,
     )
-    model = VAE(
+    model = MODELS[args.model](
         input_dim=splits.input_dim,
         latent_dim=args.latent_dim,
         hidden_units=args.hidden_units,
@@ -180,8 +189,9 @@ def run(args):
     model.initialize_output_bias(splits.train_mean)
     if args.prior == "vamp":  # pseudo-inputs start as training examples (shuffled, binarized)
         model.prior.initialize_pseudo_inputs(first_examples(splits.train, model.prior.num_components))
-    loss = IWAELoss(k=args.k) if args.loss == "iwae" else ELBOLoss(k=args.k, analytic_kl=args.analytic_kl)
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss, steps_per_execution=args.steps_per_execution)
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr), loss=build_loss(args), steps_per_execution=args.steps_per_execution
+    )
 
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.perf_counter()

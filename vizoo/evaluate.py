@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from vizoo.losses import BoundLoss, logmeanexp
-from vizoo.models.latent_variable_model import input_errors
+from vizoo.data.checks import input_errors
 from vizoo.utils import check_positive_int
 
 # Default cap on the largest [batch, chunk, input_dim] tensor of one chunk, in
@@ -46,13 +46,11 @@ def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_co
         jit_compile=jit_compile,
     )
     def statistics(x):
-        encoding = model.encode(x)
         zeros = tf.zeros(tf.shape(x)[:1], tf.float32)
         log_sum_w = zeros + float("-inf")
         sum_log_w, sum_iwae, sum_kl, sum_reconstruction = zeros, zeros, zeros, zeros
         for _ in tf.range(num_chunks):
-            eps = model.posterior.sample_noise(encoding, chunk, seed=seed_generator)
-            terms = model.log_density_terms(x, encoding, eps)
+            terms = model.sample_terms(x, chunk, seed=seed_generator, terms=("log_px_z", "log_pz", "log_qz"))
             log_w = BoundLoss.log_weights(terms)  # [batch, chunk]
             log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_w, axis=1)]), axis=0)
             sum_log_w += tf.reduce_sum(log_w, axis=1)
@@ -67,7 +65,7 @@ def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_co
             "sum_iwae": sum_iwae,
             "sum_kl": sum_kl,
             "sum_reconstruction": sum_reconstruction,
-            "posterior_mean": tf.cast(model.posterior.mean(encoding), tf.float32),
+            "posterior_mean": tf.cast(model.posterior_mean(x), tf.float32),
         }
 
     return statistics, num_chunks * num_groups

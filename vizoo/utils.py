@@ -41,8 +41,9 @@ def check_hidden_units(value, name="hidden_units"):
 
 
 def check_choice(value, name, choices):
+    """Return `value` if it is one of `choices` (a registry's names, say), else raise ValueError."""
     if value not in choices:
-        raise ValueError(f"Unknown {name}. Expected one of {sorted(choices)}. Received: {name}={value!r}")
+        raise ValueError(f"Unknown {name}. Expected one of {sorted(choices, key=str)}. Received: {name}={value!r}")
     return value
 
 

@@ -73,7 +73,7 @@ def test_zero_steps_is_the_diagonal_posterior(make):
     diagonal = DiagonalGaussianPosterior(LATENT_DIM)
     diagonal.build((None, FEATURES))
     for name in ("loc_layer", "log_scale_layer"):
-        getattr(flow, name).set_weights(getattr(diagonal, name).get_weights())
+        getattr(flow.base, name).set_weights(getattr(diagonal, name).get_weights())
     h = np.random.default_rng(3).normal(size=(5, FEATURES)).astype("float32")
     eps = np.random.default_rng(4).normal(size=(5, 7, LATENT_DIM)).astype("float32")
     for actual, expected in zip(flow.transform(flow(h), eps), diagonal.transform(diagonal(h), eps)):
@@ -171,7 +171,7 @@ def test_flow_serving_outputs_and_no_closed_form_density():
     np.testing.assert_allclose(served["loc"], posterior.transform(params, np.zeros((5, 1, LATENT_DIM)))[0][:, 0])
     assert posterior.kl_divergence(params, prior=None) is None and not posterior.has_density
     with pytest.raises(NotImplementedError, match="PlanarFlowPosterior has no closed-form"):
-        posterior.log_prob(params, np.zeros((5, LATENT_DIM)))
+        posterior.log_prob(np.zeros((5, LATENT_DIM)), params)
 
 
 @pytest.mark.parametrize(

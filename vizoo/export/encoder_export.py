@@ -35,14 +35,13 @@ def export_encoder(model, path, version=1):
         The path of the written version directory.
     """
     x_spec = tf.TensorSpec([None, model.input_dim], tf.float32, name="x")
-    eps_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="eps")
+    eps_spec = tf.TensorSpec([None, None, *model.posterior.noise_shape], tf.float32, name="eps")
 
     def serve(x):
         return model.posterior.serving_outputs(model.encode(x))
 
     def sample(x, eps):
-        z, log_qz = model.posterior.transform(model.encode(x), eps)
-        return {"z": z, "log_qz": log_qz}
+        return model.sample_terms(x, noise=eps, terms=("z", "log_qz"))
 
     return write_saved_model(
         model, path, version, {"serving_default": (serve, [x_spec]), "sample": (sample, [x_spec, eps_spec])}

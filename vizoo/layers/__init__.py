@@ -1,11 +1,18 @@
-"""Keras layers: posteriors q(z|x), priors p(z), likelihoods p(x|z), and the networks flows use."""
+"""Keras layers: posteriors q(z|x), priors p(z), likelihoods p(x|z), and the networks flows use.
+
+`POSTERIORS`, `PRIORS` and `LIKELIHOODS` are the registries of what models,
+the command line and the benchmarks name: a new component registers here and
+nowhere else.
+"""
 
 from vizoo.layers.bernoulli_likelihood import BernoulliLikelihood
 from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.flow_posterior import AmortizedFlowPosterior, FlowPosterior
 from vizoo.layers.full_covariance_gaussian_posterior import FullCovarianceGaussianPosterior
 from vizoo.layers.gaussian_likelihood import GaussianLikelihood
+from vizoo.layers.gaussian_posterior import GaussianPosterior
 from vizoo.layers.iaf_posterior import IAFPosterior
+from vizoo.layers.likelihood import Likelihood
 from vizoo.layers.made import MADE
 from vizoo.layers.maf_prior import MAFPrior
 from vizoo.layers.mixture_of_gaussians_prior import MixtureOfGaussiansPrior
@@ -16,14 +23,34 @@ from vizoo.layers.radial_flow_posterior import RadialFlowPosterior
 from vizoo.layers.standard_normal_prior import StandardNormalPrior
 from vizoo.layers.vamp_prior import VampPrior
 
+LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
+POSTERIORS = {
+    "diagonal": DiagonalGaussianPosterior,
+    "full_covariance": FullCovarianceGaussianPosterior,
+    "iaf": IAFPosterior,
+    "planar": PlanarFlowPosterior,
+    "radial": RadialFlowPosterior,
+}
+PRIORS = {
+    "standard_normal": StandardNormalPrior,
+    "mixture": MixtureOfGaussiansPrior,
+    "vamp": VampPrior,
+    "maf": MAFPrior,
+}
+
 __all__ = [
+    "LIKELIHOODS",
+    "POSTERIORS",
+    "PRIORS",
     "AmortizedFlowPosterior",
     "BernoulliLikelihood",
     "DiagonalGaussianPosterior",
     "FlowPosterior",
     "FullCovarianceGaussianPosterior",
     "GaussianLikelihood",
+    "GaussianPosterior",
     "IAFPosterior",
+    "Likelihood",
     "MADE",
     "MAFPrior",
     "MixtureOfGaussiansPrior",

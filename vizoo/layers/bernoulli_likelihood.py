@@ -1,11 +1,11 @@
 import keras
 from keras import ops
 
-from vizoo.utils import check_positive_int
+from vizoo.layers.likelihood import Likelihood
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
-class BernoulliLikelihood(keras.layers.Layer):
+class BernoulliLikelihood(Likelihood):
     """Factorized Bernoulli p(x|z) on logits, for binary (or [0, 1]) data.
 
     A dense head maps decoder features to one logit per data dimension;
@@ -25,8 +25,7 @@ class BernoulliLikelihood(keras.layers.Layer):
     requires_unit_interval = True
 
     def __init__(self, output_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.output_dim = check_positive_int(output_dim, "output_dim")
+        super().__init__(output_dim, **kwargs)
         self.logits_layer = keras.layers.Dense(output_dim, name="logits", dtype=self.dtype_policy)
 
     def build(self, h_shape):
@@ -57,8 +56,3 @@ class BernoulliLikelihood(keras.layers.Layer):
                 f"data_mean must have {self.output_dim} values. Received: data_mean.shape={mean.shape}"
             )
         self.logits_layer.bias.assign(np.log(mean) - np.log1p(-mean))
-
-    def get_config(self):
-        config = super().get_config()
-        config["output_dim"] = self.output_dim
-        return config

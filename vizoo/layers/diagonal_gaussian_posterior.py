@@ -1,19 +1,20 @@
 import keras
 from keras import ops
 
-from vizoo.layers.posterior import Posterior
+from vizoo.layers.gaussian_posterior import GaussianPosterior
 from vizoo.utils import HALF_LOG_2PI
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
-class DiagonalGaussianPosterior(Posterior):
+class DiagonalGaussianPosterior(GaussianPosterior):
     """Amortized diagonal Gaussian q(z|x) = N(mu(x), diag(sigma(x)^2)).
 
     Maps encoder features h to the posterior's parameters and draws
     reparameterized samples z = mu + sigma * eps with eps ~ N(0, I), so that
     gradients flow through the samples. sigma = exp(log_sigma), as in Burda et al.
 
-    The interface every posterior has is `Posterior`'s.
+    The interface every posterior has is `Posterior`'s; the Gaussian defaults
+    are `GaussianPosterior`'s.
 
     Args:
         latent_dim: int, dimension of z.
@@ -24,8 +25,6 @@ class DiagonalGaussianPosterior(Posterior):
     Returns:
         dict with `loc` and `log_scale`, each `[batch, latent_dim]`.
     """
-
-    has_density = True
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(latent_dim, **kwargs)
@@ -50,14 +49,14 @@ class DiagonalGaussianPosterior(Posterior):
         log_qz = ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI - log_scale, axis=-1)
         return z, log_qz
 
-    def log_prob(self, params, z):
+    def log_prob(self, z, params):
         """log q(z|x) for any z broadcastable against the parameters `[..., latent_dim]` -> `[...]`."""
         loc, log_scale = params["loc"], params["log_scale"]
         standardized = (z - loc) * ops.exp(-log_scale)
         return ops.sum(-0.5 * ops.square(standardized) - HALF_LOG_2PI - log_scale, axis=-1)
 
     def kl_divergence(self, params, prior):
-        if not getattr(prior, "is_standard_normal", False):
+        if not self.has_analytic_kl(prior):
             return None
         loc, log_scale = params["loc"], params["log_scale"]
         # KL(N(mu, s^2) || N(0, 1)) = 1/2 (mu^2 + s^2 - 1) - log s, summed over dims.

@@ -6,38 +6,47 @@ from vizoo.layers.posterior import Posterior
 from vizoo.utils import check_non_negative_int
 
 
-class FlowPosterior(DiagonalGaussianPosterior):
+class FlowPosterior(Posterior):
     """Base of normalizing-flow posteriors: a diagonal Gaussian pushed through T invertible steps.
 
         z_0 = mu(x) + sigma(x) * eps,   z_T = f_T(... f_1(z_0)),
         log q(z_T|x) = log q(z_0|x) - sum_t log |det df_t / dz_{t-1}|.
 
-    The encoder's features h give the base Gaussian (as in
-    `DiagonalGaussianPosterior`) and, per example, whatever the steps are
-    conditioned on. Subclasses implement `flow(params, z) -> (z_T, log_det)`
-    with z `[batch, k, latent_dim]` and log_det `[batch, k]`. With
-    `num_steps=0` the posterior is the diagonal Gaussian.
+    The flow composes its base Gaussian (`self.base`, a
+    `DiagonalGaussianPosterior` named "base") rather than being one: the
+    encoder's features h give the base's `loc` and `log_scale` and, per
+    example, whatever the steps are conditioned on. Subclasses implement
+    `flow(params, z) -> (z_T, log_det)` with z `[batch, k, latent_dim]` and
+    log_det `[batch, k]`. With `num_steps=0` the posterior is the diagonal
+    Gaussian. log q is known at the flow's own samples only (`has_density`
+    is False).
 
     Args:
         latent_dim: int, dimension of z.
         num_steps: int >= 0, number of flow steps T.
     """
 
-    has_density = False  # q(z_T|x) is known at the flow's own samples only
-
     def __init__(self, latent_dim, num_steps, **kwargs):
         super().__init__(latent_dim, **kwargs)
         self.num_steps = check_non_negative_int(num_steps, "num_steps")
+        self.base = DiagonalGaussianPosterior(self.latent_dim, name="base", dtype=self.dtype_policy)
+
+    def build(self, h_shape):
+        self.base.build(h_shape)
+
+    def call(self, h):
+        return dict(self.base(h))
 
     def flow(self, params, z):
         raise NotImplementedError
 
+    def sample_noise(self, params, k, seed=None):
+        return self.base.sample_noise(params, k, seed=seed)
+
     def transform(self, params, eps):
-        z_0, log_q0 = super().transform(params, eps)
+        z_0, log_q0 = self.base.transform(params, eps)
         z, log_det = self.flow(params, z_0)
         return z, log_q0 - log_det
-
-    log_prob = Posterior.log_prob  # not the base Gaussian's
 
     def mean(self, params):
         """The flow's image of the base mean: a location summary (E_q[z] has no closed form)."""
@@ -45,9 +54,6 @@ class FlowPosterior(DiagonalGaussianPosterior):
 
     def serving_outputs(self, params):
         return {"loc": self.mean(params), "base_loc": params["loc"], "base_log_scale": params["log_scale"]}
-
-    def kl_divergence(self, params, prior):
-        return None  # no closed form: the losses use the Monte-Carlo log-weights
 
     def _zero_log_det(self, z):
         return ops.zeros_like(z[..., 0])

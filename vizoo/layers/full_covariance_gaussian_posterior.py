@@ -3,12 +3,12 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from vizoo.layers.posterior import Posterior
+from vizoo.layers.gaussian_posterior import GaussianPosterior
 from vizoo.utils import HALF_LOG_2PI
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
-class FullCovarianceGaussianPosterior(Posterior):
+class FullCovarianceGaussianPosterior(GaussianPosterior):
     """Amortized full-covariance Gaussian q(z|x) = N(mu(x), L(x) L(x)^T).
 
     The encoder emits mu and the d(d+1)/2 entries of a lower-triangular
@@ -17,7 +17,7 @@ class FullCovarianceGaussianPosterior(Posterior):
 
         log q(z|x) = log N(eps; 0, I) - sum_i log L_ii.
 
-    The interface is `Posterior`'s. It represents
+    The interface is `Posterior`'s (Gaussian defaults from `GaussianPosterior`). It represents
     any Gaussian posterior, e.g. the exact one of a linear-Gaussian model.
 
     Args:
@@ -30,8 +30,6 @@ class FullCovarianceGaussianPosterior(Posterior):
         dict with `loc` `[batch, d]`, `scale_tril` `[batch, d, d]` and
         `log_diag` `[batch, d]` (log of L's diagonal).
     """
-
-    has_density = True
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(latent_dim, **kwargs)
@@ -66,7 +64,7 @@ class FullCovarianceGaussianPosterior(Posterior):
         log_qz = ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI, axis=-1) - ops.sum(params["log_diag"], axis=-1)[:, None]
         return z, log_qz
 
-    def log_prob(self, params, z):
+    def log_prob(self, z, params):
         """log q(z|x) for any z broadcastable against the parameters `[..., latent_dim]` -> `[...]`."""
         diff = z - params["loc"]
         scale_tril = params["scale_tril"]
@@ -82,7 +80,7 @@ class FullCovarianceGaussianPosterior(Posterior):
         return {"loc": params["loc"], "log_scale": 0.5 * ops.log(marginal_variance), "scale_tril": params["scale_tril"]}
 
     def kl_divergence(self, params, prior):
-        if not getattr(prior, "is_standard_normal", False):
+        if not self.has_analytic_kl(prior):
             return None
         # KL(N(mu, LL^T) || N(0, I)) = 1/2 (tr(LL^T) + mu^T mu - d) - sum log L_ii.
         trace = ops.sum(ops.square(params["scale_tril"]), axis=(-2, -1))

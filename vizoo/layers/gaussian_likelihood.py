@@ -3,11 +3,12 @@ import math
 import keras
 from keras import ops
 
-from vizoo.utils import HALF_LOG_2PI, check_positive_int
+from vizoo.layers.likelihood import Likelihood
+from vizoo.utils import HALF_LOG_2PI
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
-class GaussianLikelihood(keras.layers.Layer):
+class GaussianLikelihood(Likelihood):
     """Isotropic Gaussian p(x|z) = N(x; mu(z), s^2 I) for real-valued data.
 
     With a decoder of no hidden layers this is probabilistic PCA
@@ -26,11 +27,8 @@ class GaussianLikelihood(keras.layers.Layer):
         dict with `loc`, `[..., output_dim]` (float32).
     """
 
-    requires_unit_interval = False
-
     def __init__(self, output_dim, scale=None, initial_scale=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.output_dim = check_positive_int(output_dim, "output_dim")
+        super().__init__(output_dim, **kwargs)
         for name, value in (("scale", scale), ("initial_scale", initial_scale)):
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive float. Received: {name}={value!r}")
@@ -69,5 +67,5 @@ class GaussianLikelihood(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(output_dim=self.output_dim, scale=self.scale, initial_scale=self.initial_scale)
+        config.update(scale=self.scale, initial_scale=self.initial_scale)
         return config

@@ -4,47 +4,71 @@ from vizoo.utils import check_positive_int
 
 
 class Posterior(keras.layers.Layer):
-    """Base of vizoo's amortized posteriors q(z|x): standard-normal base noise eps -> z.
+    """Neutral base of vizoo's amortized posteriors q(z|x): base noise -> z.
 
-    The interface models and exported encoders rely on:
-    - `call(h)` -> dict of parameters from encoder features h (always `loc`);
-    - `transform(params, eps)` -> `(z, log_qz)`: a deterministic map from base
-      noise eps `[batch, k, latent_dim]` to samples `[batch, k, latent_dim]` and
-      their log-density `[batch, k]` (subclasses implement it);
-    - `sample_noise(params, k, seed)` -> eps ~ N(0, I);
-    - `mean(params)` -> E_q[z], `[batch, latent_dim]`;
+    A posterior turns encoder features into parameters, and parameters plus
+    base noise into samples with their log-density. Nothing here assumes a
+    Gaussian (see `GaussianPosterior` for the Gaussian defaults), so discrete
+    and hierarchical posteriors implement the same interface:
+
+    - `call(h)` -> dict of parameters from encoder features h `[batch, features]`;
+    - `noise_shape` -> the shape of one sample's base noise (`(latent_dim,)`
+      for Gaussians and flows); exported encoders take noise of shape
+      `[batch, k, *noise_shape]` as an input;
+    - `sample_noise(params, k, seed)` -> base noise `[batch, k, *noise_shape]`;
+    - `transform(params, eps)` -> `(z, log_qz)`: a deterministic map from the
+      noise to samples `[batch, k, latent_dim]` and their log-density `[batch, k]`;
+    - `log_prob(z, params)` -> log q(z|x) at any z broadcastable against the
+      parameters, where `has_density` is True (value first, as for priors and
+      likelihoods);
+    - `mean(params)` -> E_q[z] (or a location summary), `[batch, latent_dim]`;
     - `serving_outputs(params)` -> the dict an exported encoder serves;
-    - `kl_divergence(params, prior)` -> closed-form KL(q || prior) `[batch]`, or None;
-    - `log_prob(params, z)` -> log q(z|x) at any z broadcastable against the
-      parameters, where `has_density` is True (Gaussians; not flows).
+    - `has_analytic_kl(prior)` / `kl_divergence(params, prior)` -> closed-form
+      KL(q || prior) `[batch]` where there is one.
+
+    Flags the models and losses read:
+    - `reparameterized`: z is a differentiable function of the parameters and
+      the noise (False for discrete or score-function posteriors, which
+      reparameterization-only losses refuse);
+    - `exact_density`: `transform`'s log q is exact (False where it is an
+      estimate, e.g. a hierarchical posterior's bound on log q);
+    - `has_density`: `log_prob` works at arbitrary z.
 
     Args:
         latent_dim: int, dimension of z.
     """
 
+    reparameterized = True
+    exact_density = True
     has_density = False
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
 
+    @property
+    def noise_shape(self):
+        return (self.latent_dim,)
+
     def sample_noise(self, params, k, seed=None):
-        batch = keras.ops.shape(params["loc"])[0]
-        return keras.random.normal((batch, k, self.latent_dim), seed=seed)
+        raise NotImplementedError
 
     def transform(self, params, eps):
         raise NotImplementedError
 
     def mean(self, params):
-        return params["loc"]
+        raise NotImplementedError
 
     def serving_outputs(self, params):
-        return {"loc": params["loc"], "log_scale": params["log_scale"]}
+        raise NotImplementedError
+
+    def has_analytic_kl(self, prior):
+        return False
 
     def kl_divergence(self, params, prior):
         return None
 
-    def log_prob(self, params, z):
+    def log_prob(self, z, params):
         raise NotImplementedError(
             f"{type(self).__name__} has no closed-form log q(z|x) at arbitrary z (only at its own samples, "
             "through transform). Use a Gaussian posterior (diagonal or full_covariance) where one is needed."

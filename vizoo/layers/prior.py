@@ -11,12 +11,16 @@ class Prior(keras.layers.Layer):
     - `bind(model)`: called by the model that owns the prior, for priors that
       are defined through the model (VampPrior uses its encoder);
     - `is_standard_normal`: True only for N(0, I), where posteriors may use a
-      closed-form KL.
+      closed-form KL;
+    - `shares_inference_variables`: True where log p(z) depends on the
+      encoder's variables (VampPrior), which encoder-only gradient estimators
+      (STL, DReG) do not account for.
 
     The latent dimension comes from `build((None, latent_dim))`.
     """
 
     is_standard_normal = False
+    shares_inference_variables = False
 
     def build(self, z_shape):
         self.latent_dim = int(z_shape[-1])

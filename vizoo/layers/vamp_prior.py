@@ -37,6 +37,8 @@ class VampPrior(Prior):
         Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018.
     """
 
+    shares_inference_variables = True  # its components are the model's own encoder
+
     def __init__(self, num_components=500, input_dim=None, pseudo_inputs_initializer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_components = check_positive_int(num_components, "num_components")
@@ -89,7 +91,7 @@ class VampPrior(Prior):
     def log_prob(self, z):
         model = self._owner()
         # [..., 1, d] against each component's [K, d]: log q(z | u_k), [..., K].
-        component = model.posterior.log_prob(self.components(), ops.cast(z, self.variable_dtype)[..., None, :])
+        component = model.posterior.log_prob(ops.cast(z, self.variable_dtype)[..., None, :], self.components())
         return ops.logsumexp(component, axis=-1) - math.log(self.num_components)
 
     def sample(self, num_examples, seed=None):

@@ -1,7 +1,13 @@
-"""Bounds on log p(x) as Keras losses (negated, in nats per example)."""
+"""Bounds on log p(x) as Keras losses (negated, in nats per example).
 
-from vizoo.losses.bound_loss import BoundLoss, logmeanexp
+`LOSSES` is the registry of the losses that the command line, the benchmarks
+and configs name: a new family registers here and nowhere else.
+"""
+
+from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, logmeanexp
 from vizoo.losses.elbo_loss import ELBOLoss
 from vizoo.losses.iwae_loss import IWAELoss
 
-__all__ = ["BoundLoss", "ELBOLoss", "IWAELoss", "logmeanexp"]
+LOSSES = {"elbo": ELBOLoss, "iwae": IWAELoss}
+
+__all__ = ["GRADIENT_GROUPS", "LOSSES", "BoundLoss", "ELBOLoss", "IWAELoss", "logmeanexp"]

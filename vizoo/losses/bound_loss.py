@@ -2,8 +2,14 @@
 
 import keras
 from keras import ops
+from keras.src.losses.loss import reduce_weighted_values  # the reduction Keras applies to every loss
 
 from vizoo.utils import check_positive_int
+
+# Variable groups a loss may give surrogates of its own (`objectives`): the
+# decoder/prior (`generative`), the encoder/posterior (`inference`) and
+# baselines or other variance-reduction networks (`control`).
+GRADIENT_GROUPS = ("generative", "inference", "control")
 
 
 class BoundLoss(keras.losses.Loss):
@@ -15,13 +21,28 @@ class BoundLoss(keras.losses.Loss):
     (shape `[batch]`); the loss value is its negation, averaged over the batch
     (weighted by `sample_weight` when given).
 
+    The contract with models:
+    - `required_terms`: the term names `bound` and `objectives` read. A model
+      compiled with the loss computes exactly these (e.g. the closed-form `kl`
+      only when a loss asks for it), so they are known before the forward pass.
+    - `objectives(terms)`: optional per-variable-group surrogates. `None` (the
+      default) means one group: every variable follows the gradient of the
+      bound. A dict `{group: surrogate [batch]}` (groups in `GRADIENT_GROUPS`)
+      sends each named group the gradient of its own surrogate, and every
+      other variable the bound's. The value reported is always the bound:
+      `-(bound + sum_g (s_g - stop_gradient(s_g)))`, whose gradient on
+      group g's variables is the surrogate's. Estimators such as DReG or
+      VIMCO live here, never in the reported number.
+    - `requires_reparameterization`: the gradient flows through the samples
+      z, so the model's posterior must be reparameterized (compiling with a
+      score-function posterior is refused with a named error).
+
     The loss's `k` is the number of samples per example the model draws when it
     is compiled with this loss: `model.compile(loss=IWAELoss(k=5))` alone sets
     it for `fit` and `evaluate`.
 
     Args:
         k: int, number of samples of z per example (>= 1).
-        required_terms: tuple of the term names `bound` reads.
         name, reduction, dtype: as for `keras.losses.Loss`.
 
     Call arguments:
@@ -32,6 +53,7 @@ class BoundLoss(keras.losses.Loss):
     """
 
     required_terms = ("log_px_z", "log_pz", "log_qz")
+    requires_reparameterization = True
 
     def __init__(self, k=1, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -43,28 +65,55 @@ class BoundLoss(keras.losses.Loss):
         return self._k
 
     def __call__(self, y_true=None, y_pred=None, sample_weight=None):
-        if not isinstance(y_pred, dict):
-            raise ValueError(
-                f"{type(self).__name__} reduces the dict of log-density terms "
-                "returned by a vizoo model (keys log_px_z, log_pz, log_qz, ...). "
-                f"Received: y_pred of type {type(y_pred).__name__}"
-            )
+        self._check_terms(y_pred)
         # The bounds are unsupervised: y_true is ignored and may be None.
         return super().__call__({}, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
-        missing = [name for name in self.required_terms if name not in y_pred]
+        return -self.bound(y_pred)
+
+    def _check_terms(self, terms):
+        if not isinstance(terms, dict):
+            raise ValueError(
+                f"{type(self).__name__} reduces the dict of log-density terms "
+                "returned by a vizoo model (keys log_px_z, log_pz, log_qz, ...). "
+                f"Received: y_pred of type {type(terms).__name__}"
+            )
+        missing = [name for name in self.required_terms if name not in terms]
         if missing:
             raise ValueError(
                 f"{type(self).__name__} needs the terms {list(self.required_terms)} "
                 f"from the model; missing {missing}. Received: terms with keys "
-                f"{sorted(y_pred)}"
+                f"{sorted(terms)}"
             )
-        return -self.bound(y_pred)
 
     def bound(self, terms):
         """The bound for each example, shape `[batch]`."""
         raise NotImplementedError
+
+    def objectives(self, terms):
+        """Per-group surrogate objectives `{group: [batch]}` to maximize, or None for the bound alone."""
+        return None
+
+    def group_losses(self, terms, sample_weight=None):
+        """`{group: scalar}`: each group's negated surrogate, reduced like the loss; None for one group.
+
+        Only gradients of these scalars are used (their values are not the bound).
+        """
+        self._check_terms(terms)
+        objectives = self.objectives(terms)
+        if objectives is None:
+            return None
+        unknown = sorted(set(objectives) - set(GRADIENT_GROUPS))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}.objectives must name groups among {list(GRADIENT_GROUPS)}. "
+                f"Received: groups {unknown}"
+            )
+        return {
+            group: reduce_weighted_values(-surrogate, sample_weight, reduction=self.reduction, dtype=self.dtype)
+            for group, surrogate in objectives.items()
+        }
 
     @staticmethod
     def log_weights(terms):

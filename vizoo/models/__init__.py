@@ -1,6 +1,12 @@
-"""Keras models whose call returns log-density terms for vizoo's bounds."""
+"""Keras models whose `sample_terms` returns log-density terms for vizoo's bounds.
+
+`MODELS` is the registry of the model families the command line and the
+benchmarks name: a new family registers here and nowhere else.
+"""
 
 from vizoo.models.latent_variable_model import LatentVariableModel
 from vizoo.models.vae import VAE
 
-__all__ = ["LatentVariableModel", "VAE"]
+MODELS = {"vae": VAE}
+
+__all__ = ["MODELS", "LatentVariableModel", "VAE"]

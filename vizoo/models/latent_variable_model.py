@@ -1,34 +1,54 @@
 """Base class of vizoo's models: the Keras plumbing between a model's terms and a bound loss."""
 
-import contextlib
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+from keras.src.losses import loss as loss_module
 
-from vizoo.losses.bound_loss import BoundLoss
+from vizoo.data.checks import check_data, check_input_shape, input_errors
+from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss
 from vizoo.utils import check_array, check_positive_int
 
-# Marks vizoo's own in-pipeline input checks so that fit/evaluate/predict can
-# turn them into a ValueError instead of a TensorFlow traceback.
-_CHECK_MARK = "vizoo input check: "
+# The terms every model returns; the losses read these unless they say otherwise.
+CORE_TERMS = ("log_px_z", "log_pz", "log_qz")
 
 
 class LatentVariableModel(keras.Model):
     """A latent-variable model whose `call(x)` returns log-density terms.
 
-    Subclasses implement `encode(x)` (posterior parameters), `log_density_terms(
-    x, encoding, eps)` and own a `posterior` layer (which draws base noise eps).
-    `call(x)` returns a dict of per-sample terms shaped `[batch, k]`:
-    `log_px_z`, `log_pz`, `log_qz` (and `kl`, `[batch, 1]`, where closed form).
+    The contract every family implements:
+    - `sample_terms(x, num_samples, seed=None, terms=None, encoding=None,
+      **sampler_options)`: the one sampling entry point. Draws `num_samples`
+      z per example and returns a dict of per-sample terms shaped
+      `[batch, k]`: `log_px_z` (log p(x|z_i)), `log_pz` (log p(z_i)),
+      `log_qz` (log q(z_i|x)), and on request `log_qz_detached` (log q at the
+      same z_i with q's parameters stopped, for STL/DReG) or `kl`
+      (`[batch, 1]`, closed-form KL(q || p)). `call`, `evaluate` and the
+      exporters all go through it. Subclasses implement `_sample_terms`.
+    - `term_support(name)`: None if the model can compute term `name`, else
+      the reason it cannot; `available_terms` lists those it can.
+    - `posterior_mean(x)`: E_q[z|x] (or a location summary), for active units.
+    - `gradient_groups()`: `{group: [variables]}` for the groups of
+      `vizoo.losses.GRADIENT_GROUPS` (`generative`, `inference`, `control`),
+      so that a loss's per-group surrogates reach their own variables.
 
     The number of samples k comes from the compiled loss
     (`model.compile(loss=IWAELoss(k=5))`), or from `num_samples=` in a direct
-    call; with neither it is 1. `fit(x)` needs no targets: the loss reduces the
-    terms itself (`fit(x, x)` works too, the targets are ignored).
+    call; with neither it is 1. Which terms are computed comes from the
+    compiled loss's `required_terms`; a direct call with no compiled loss
+    returns every term that costs no extra pass (the three log-densities and
+    `kl` where it has a closed form). `fit(x)` needs no targets: the loss
+    reduces the terms itself (`fit(x, x)` works too, the targets are ignored).
 
-    Data given to `fit`, `evaluate` and `predict` is checked before use:
+    Training uses one forward pass and one gradient tape per step. With a
+    loss whose `objectives` is None (one group) the step is Keras's own; with
+    per-group surrogates each group's variables get their surrogate's gradient
+    while the reported loss stays the exact bound.
+
+    Data given to `fit`, `evaluate`, `predict` or a direct call is checked:
     wrong feature size, non-finite values, or values outside [0, 1] for a
     Bernoulli likelihood raise a ValueError naming the argument and the value.
     """
@@ -43,13 +63,30 @@ class LatentVariableModel(keras.Model):
         return loss.k if isinstance(loss, BoundLoss) else 1
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None and not isinstance(loss, BoundLoss):
+        if loss is not None:
+            self.check_loss(loss)
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def check_loss(self, loss):
+        """Raise a ValueError unless this model can be trained with `loss` (terms, reparameterization)."""
+        if not isinstance(loss, BoundLoss):
             raise ValueError(
                 f"{type(self).__name__} is trained with a vizoo bound, e.g. "
                 "loss=vizoo.losses.IWAELoss(k=5) or ELBOLoss(). "
                 f"Received: loss={loss!r}"
             )
-        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        posterior = getattr(self, "posterior", None)
+        if loss.requires_reparameterization and not getattr(posterior, "reparameterized", True):
+            raise ValueError(
+                f"{type(loss).__name__} differentiates through the samples z, but "
+                f"{type(posterior).__name__} is not reparameterized (its samples are discrete or "
+                "score-function only): use a score-function loss. "
+                f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
+            )
+        for name in loss.required_terms:
+            reason = self.term_support(name)
+            if reason is not None:
+                raise ValueError(f"{_describe(loss)} needs the term {name!r}, which this model cannot give: {reason}")
 
     def compile_from_config(self, config):
         # `compile` is overridden, so Keras's default would skip compiling on load.
@@ -61,18 +98,86 @@ class LatentVariableModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # Keras's default hands `y` to the compiled loss and fails for y=None;
         # the bounds are unsupervised, so the loss reduces the terms alone.
-        if not isinstance(getattr(self, "loss", None), BoundLoss):
-            raise ValueError(
-                f"{type(self).__name__} has no bound to train on: call "
-                "model.compile(optimizer=..., loss=IWAELoss(k=5)) first."
-            )
-        total = self.loss(None, y_pred, sample_weight)
+        total = self._compiled_bound()(None, y_pred, sample_weight)
         for extra in self.losses:
             total = total + self._aggregate_additional_loss(extra)
         return total
 
+    def _compiled_bound(self):
+        loss = getattr(self, "loss", None)
+        if not isinstance(loss, BoundLoss):
+            raise ValueError(
+                f"{type(self).__name__} has no bound to train on: call "
+                "model.compile(optimizer=..., loss=IWAELoss(k=5)) first."
+            )
+        return loss
+
+    # ---------------------------------------------------------------- training
+    def train_step(self, data):
+        """One forward pass, one tape; each gradient group follows its own surrogate.
+
+        With one group (the loss's `objectives` is None) this is exactly
+        Keras's `train_step`. Otherwise the reported loss is still the bound,
+        and the variables of each group the loss names get the gradient of
+        that group's surrogate (plus any `add_loss` terms); the others get the
+        bound's.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        bound = self._compiled_bound()
+        with tf.GradientTape(persistent=True) as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            self._loss_tracker.update_state(
+                loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
+            )
+            group_losses = bound.group_losses(y_pred, sample_weight)
+            if group_losses is not None:  # add_loss terms (regularizers) join every group's objective
+                extra = [self._aggregate_additional_loss(value) for value in self.losses]
+                group_losses = {group: value + sum(extra) for group, value in group_losses.items()}
+            scale = self.optimizer.scale_loss if self.optimizer is not None else (lambda value: value)
+            loss = scale(loss)
+            group_losses = {g: scale(v) for g, v in (group_losses or {}).items()}
+        if not self.trainable_weights:
+            warnings.warn("The model does not have any trainable weights.")
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        pairs = []
+        if not group_losses:
+            variables = self.trainable_weights
+            pairs = list(zip(tape.gradient(loss, variables), variables))
+        else:
+            for group, variables in self._trainable_groups().items():
+                if variables:
+                    pairs += zip(tape.gradient(group_losses.get(group, loss), variables), variables)
+        del tape
+        self.optimizer.apply_gradients(pairs)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def gradient_groups(self):
+        """`{group: [variables]}` over `GRADIENT_GROUPS`; by default all are `generative`."""
+        return {"generative": list(self.trainable_variables)}
+
+    def _trainable_groups(self):
+        groups = self.gradient_groups()
+        unknown = sorted(set(groups) - set(GRADIENT_GROUPS))
+        if unknown:
+            raise ValueError(f"gradient_groups must use the groups {list(GRADIENT_GROUPS)}. Received: {unknown}")
+        trainable = {id(v) for v in self.trainable_weights}
+        seen = {}
+        for group, variables in groups.items():
+            for variable in variables:
+                if id(variable) in seen:
+                    raise ValueError(
+                        f"Variable {variable.path} is in the gradient groups {seen[id(variable)]!r} and {group!r}: "
+                        "each variable belongs to one group."
+                    )
+                seen[id(variable)] = group
+        missing = [v.path for v in self.trainable_weights if id(v) not in seen]
+        if missing:
+            raise ValueError(f"Trainable variables in no gradient group: {missing}")
+        return {g: [v for v in variables if id(v) in trainable] for g, variables in groups.items()}
+
     # --------------------------------------------------------------- forward
-    def call(self, inputs, training=None, num_samples=None, seed=None):
+    def call(self, inputs, training=None, num_samples=None, seed=None, terms=None):
         """Log-density terms for `num_samples` (default: the loss's k) samples per example.
 
         Args:
@@ -80,51 +185,102 @@ class LatentVariableModel(keras.Model):
             num_samples: int, samples of z per example; default `self.num_samples`.
             seed: optional seed or `keras.random.SeedGenerator` for the noise;
                 default the model's own generator.
+            terms: optional names of the terms to compute; default those the
+                compiled loss needs (with no loss: every term that costs no
+                extra pass).
 
         Returns:
             dict of `[batch, k]` tensors (`kl`: `[batch, 1]`).
         """
-        k = self.num_samples if num_samples is None else check_positive_int(num_samples, "num_samples")
-        x = self._check_input_shape(inputs)
-        encoding = self.encode(x)
-        eps = self.posterior.sample_noise(encoding, k, seed=self.seed_generator if seed is None else seed)
-        return self.log_density_terms(x, encoding, eps)
+        k = self.num_samples if num_samples is None else num_samples
+        return self.sample_terms(self._check_inputs(inputs), k, seed=seed, terms=terms)
 
-    def _check_input_shape(self, inputs):
+    def sample_terms(self, x, num_samples=None, seed=None, terms=None, encoding=None, noise=None, **sampler_options):
+        """Draw `num_samples` z per example of x and return the requested terms.
+
+        Args:
+            x: `[batch, input_dim]` data (already checked).
+            num_samples: int k >= 1 (may be left out when `noise` is given).
+            seed: optional int or `keras.random.SeedGenerator`; default the
+                model's own generator.
+            terms: names of the terms to compute; default as for `call`.
+                Besides the log-densities, `"z"` gives the samples themselves,
+                `[batch, k, latent_dim]`.
+            encoding: optional result of `self.encode(x)`, to reuse when the
+                same x is sampled many times (evaluation draws chunks).
+            noise: optional base noise `[batch, k, *posterior.noise_shape]`
+                to use instead of drawing it (deterministic graphs: export).
+            **sampler_options: family-specific options (e.g. the number of
+                reverse samples of a hierarchical posterior).
+
+        Returns:
+            dict of `[batch, k]` terms (`kl`: `[batch, 1]`).
+        """
+        if noise is None or num_samples is not None:
+            num_samples = check_positive_int(num_samples, "num_samples")
+        if noise is not None and num_samples not in (None, noise.shape[1]):
+            raise ValueError(
+                f"num_samples must match the noise's second axis ({noise.shape[1]}). Received: num_samples={num_samples}"
+            )
+        terms = self._requested_terms(terms)
+        seed = self.seed_generator if seed is None else seed
+        return self._sample_terms(x, num_samples, seed, terms, encoding, noise, **sampler_options)
+
+    def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
+        raise NotImplementedError
+
+    def posterior_mean(self, x):
+        """E_q[z|x] `[batch, latent_dim]` (flows: the image of the base mean)."""
+        raise NotImplementedError
+
+    def term_support(self, name):
+        """None if `sample_terms` can compute term `name`, else the reason it cannot (a sentence)."""
+        return None if name in CORE_TERMS + ("z",) else f"{type(self).__name__} has no term {name!r}."
+
+    @property
+    def available_terms(self):
+        """Names of every term this model can compute."""
+        candidates = CORE_TERMS + ("log_qz_detached", "kl")
+        return tuple(name for name in candidates if self.term_support(name) is None)
+
+    def _requested_terms(self, terms):
+        if terms is None:
+            loss = getattr(self, "loss", None)
+            if isinstance(loss, BoundLoss):
+                return tuple(dict.fromkeys(CORE_TERMS + tuple(loss.required_terms)))
+            return tuple(name for name in CORE_TERMS + ("kl",) if self.term_support(name) is None)
+        if isinstance(terms, str):
+            terms = (terms,)
+        terms = tuple(terms)
+        for name in terms:
+            reason = self.term_support(name)
+            if reason is not None:
+                raise ValueError(f"Cannot compute the term {name!r}: {reason} Received: terms={list(terms)}")
+        return terms
+
+    def _check_inputs(self, inputs):
+        if tf.executing_eagerly() and not isinstance(inputs, keras.KerasTensor):
+            # A direct call on concrete data: check its values too (fit/evaluate/predict
+            # check their data in the pipeline and trace `call` symbolically).
+            values = check_array(np.asarray(inputs), "inputs", None, self._needs_unit_interval)
+            self.check_input_shape(values.shape)
+            return ops.convert_to_tensor(values)
         x = ops.convert_to_tensor(inputs)
         self.check_input_shape(x.shape)
         return x
 
     def check_input_shape(self, shape):
         """Raise a ValueError unless `shape` is `(batch, input_dim)` (None entries allowed)."""
-        shape = tuple(shape)
-        if len(shape) != 2 or shape[-1] not in (None, self.input_dim):
-            raise ValueError(
-                f"{type(self).__name__} expects inputs of shape (batch, {self.input_dim}) "
-                f"(input_dim={self.input_dim}). Received: inputs.shape={shape}"
-            )
+        check_input_shape(shape, self.input_dim, type(self).__name__)
 
     # ------------------------------------------------------------ data checks
     @property
     def _needs_unit_interval(self):
-        return getattr(self.likelihood, "requires_unit_interval", False)
+        return getattr(getattr(self, "likelihood", None), "requires_unit_interval", False)
 
     def check_data(self, data, name="x"):
-        """Check data for this model; return it (numpy arrays as float32, datasets wrapped).
-
-        Arrays are checked at once; a `tf.data.Dataset` of x, (x, y) or
-        (x, y, sample_weight) is checked per batch as it streams, and its
-        feature size at once. Other inputs (generators, PyDataset) pass as is.
-        """
-        if data is None:
-            return None
-        if isinstance(data, tf.data.Dataset):
-            return _checked_dataset(data, name, self.input_dim, self._needs_unit_interval)
-        if isinstance(data, tuple):  # Keras' (x,), (x, y) or (x, y, sample_weight)
-            return (self.check_data(data[0], name),) + data[1:] if data else data
-        if _is_numeric_leaf(data):
-            return check_array(data, name, self.input_dim, self._needs_unit_interval)
-        return data
+        """Check data for this model (see `vizoo.data.checks.check_data`); return it."""
+        return check_data(data, name, self.input_dim, self._needs_unit_interval)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         x = self.check_data(x, "x")
@@ -144,72 +300,6 @@ class LatentVariableModel(keras.Model):
             return super().predict(x, *args, **kwargs)
 
 
-def _is_numeric_leaf(data):
-    if isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__"):
-        return True
-    if isinstance(data, list):
-        try:
-            return np.asarray(data).dtype != object
-        except ValueError:
-            return False
-    return False
-
-
-def _checked_dataset(dataset, name, num_features, unit_interval):
-    spec = dataset.element_spec
-    x_spec = spec[0] if isinstance(spec, tuple) else spec
-    if not isinstance(x_spec, tf.TensorSpec):
-        return dataset
-    shape = x_spec.shape
-    if shape.rank is not None and (shape.rank != 2 or shape[-1] not in (None, num_features)):
-        raise ValueError(
-            f"{name} must yield batches of shape (batch, {num_features}). "
-            f"Received: {name} with element shape {tuple(shape)}"
-        )
-
-    def check(x):
-        x = tf.cast(x, tf.float32)
-        asserts = [
-            tf.debugging.Assert(
-                tf.reduce_all(tf.math.is_finite(x)),
-                [f"{_CHECK_MARK}{name} must be finite. Received: a batch of {name} containing non-finite values"],
-            )
-        ]
-        if unit_interval:
-            low, high = tf.reduce_min(x), tf.reduce_max(x)
-            asserts.append(
-                tf.debugging.Assert(
-                    tf.logical_and(low >= 0.0, high <= 1.0),
-                    [
-                        f"{_CHECK_MARK}{name} must lie in [0, 1] for the Bernoulli likelihood. "
-                        f"Received: a batch of {name} with min=",
-                        low,
-                        ", max=",
-                        high,
-                    ],
-                )
-            )
-        with tf.control_dependencies(asserts):
-            return tf.identity(x)
-
-    def check_element(*element):
-        if len(element) == 1:
-            return check(element[0])
-        return (check(element[0]),) + element[1:]
-
-    return dataset.map(check_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-@contextlib.contextmanager
-def input_errors():
-    """Turn a failed vizoo input check inside TensorFlow into a ValueError."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as error:
-        text = str(error.message)
-        if _CHECK_MARK not in text:
-            raise
-        # TensorFlow prints the assert's data as "[part] [part] ...": join the parts.
-        text = text[text.index(_CHECK_MARK) + len(_CHECK_MARK) :].split("\n")[0]
-        text = "".join(text.rstrip().removesuffix("]").split("] ["))
-        raise ValueError(text.strip()) from None
+def _describe(loss):
+    options = {key: value for key, value in loss.get_config().items() if key not in ("name", "reduction", "dtype")}
+    return f"{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"

@@ -1,36 +1,14 @@
 import keras
 from keras import ops
 
-from vizoo.layers import (
-    BernoulliLikelihood,
-    DiagonalGaussianPosterior,
-    FullCovarianceGaussianPosterior,
-    GaussianLikelihood,
-    IAFPosterior,
-    MAFPrior,
-    MixtureOfGaussiansPrior,
-    PlanarFlowPosterior,
-    RadialFlowPosterior,
-    StandardNormalPrior,
-    VampPrior,
-)
+from vizoo.layers import LIKELIHOODS, POSTERIORS, PRIORS, BernoulliLikelihood
 from vizoo.models.latent_variable_model import LatentVariableModel
 from vizoo.utils import check_choice, check_hidden_units, check_positive_int
 
-LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
-POSTERIORS = {
-    "diagonal": DiagonalGaussianPosterior,
-    "full_covariance": FullCovarianceGaussianPosterior,
-    "iaf": IAFPosterior,
-    "planar": PlanarFlowPosterior,
-    "radial": RadialFlowPosterior,
-}
-PRIORS = {
-    "standard_normal": StandardNormalPrior,
-    "mixture": MixtureOfGaussiansPrior,
-    "vamp": VampPrior,
-    "maf": MAFPrior,
-}
+
+def _stopped_per_sample(params):
+    """Posterior parameters `[batch, ...]` with their gradient stopped, broadcastable over k: `[batch, 1, ...]`."""
+    return {key: ops.expand_dims(ops.stop_gradient(value), axis=1) for key, value in params.items()}
 
 
 def _component(value, name, registry, *args, dtype=None):
@@ -165,18 +143,54 @@ class VAE(LatentVariableModel):
             h = layer(h)
         return self.likelihood(h)
 
-    def log_density_terms(self, x, encoding, eps):
-        """Terms for data x, posterior parameters and base noise eps `[batch, k, latent_dim]`."""
-        z, log_qz = self.posterior.transform(encoding, eps)
-        terms = {
-            "log_px_z": self.likelihood.log_prob(x, self.decode(z)),
-            "log_pz": self.prior.log_prob(z),
-            "log_qz": log_qz,
+    def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
+        if sampler_options:
+            raise ValueError(
+                f"{type(self.posterior).__name__} takes no sampler options. Received: {sorted(sampler_options)}"
+            )
+        encoding = self.encode(x) if encoding is None else encoding
+        eps = self.posterior.sample_noise(encoding, num_samples, seed=seed) if noise is None else noise
+        z, log_qz = self.posterior.transform(encoding, eps)  # [batch, k, latent_dim], [batch, k]
+        values = {"z": lambda: z, "log_qz": lambda: log_qz}
+        values["log_px_z"] = lambda: self.likelihood.log_prob(x, self.decode(z))
+        values["log_pz"] = lambda: self.prior.log_prob(z)
+        # log q at the same z with q's parameters stopped (z still carries their gradient): STL/DReG.
+        values["log_qz_detached"] = lambda: self.posterior.log_prob(z, _stopped_per_sample(encoding))
+        values["kl"] = lambda: ops.expand_dims(self.posterior.kl_divergence(encoding, self.prior), axis=-1)
+        return {name: values[name]() for name in terms}
+
+    def term_support(self, name):
+        if name == "kl" and not self.posterior.has_analytic_kl(self.prior):
+            return (
+                f"KL({type(self.posterior).__name__} || {type(self.prior).__name__}) has no closed form "
+                "(it needs a Gaussian posterior and the standard normal prior)."
+            )
+        if name == "log_qz_detached":
+            if not self.posterior.has_density:
+                return (
+                    f"{type(self.posterior).__name__} knows log q(z|x) only at its own samples, not at z with "
+                    "its parameters stopped; use a Gaussian posterior (diagonal or full_covariance)."
+                )
+            if self.prior.shares_inference_variables:
+                return (
+                    f"{type(self.prior).__name__} is defined through the encoder, so the encoder's gradient has "
+                    "a prior part that STL/DReG do not estimate; use another prior."
+                )
+        if name in ("kl", "log_qz_detached"):
+            return None
+        return super().term_support(name)
+
+    def posterior_mean(self, x):
+        return self.posterior.mean(self.encode(x))
+
+    def gradient_groups(self):
+        def variables(layers):
+            return [v for layer in layers for v in layer.trainable_variables]
+
+        return {
+            "generative": variables(self.decoder_layers + [self.likelihood, self.prior]),
+            "inference": variables(self.encoder_layers + [self.posterior]),
         }
-        kl = self.posterior.kl_divergence(encoding, self.prior)
-        if kl is not None:
-            terms["kl"] = ops.expand_dims(kl, axis=-1)
-        return terms
 
     def generate(self, num_examples, seed=None):
         """Mean of p(x|z) for `num_examples` draws z ~ p(z), `[num_examples, input_dim]`."""

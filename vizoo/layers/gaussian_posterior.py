@@ -1,0 +1,32 @@
+import keras
+
+from vizoo.layers.posterior import Posterior
+
+
+class GaussianPosterior(Posterior):
+    """Base of the Gaussian posteriors: standard-normal base noise and a density at any z.
+
+    Gives the Gaussian defaults of the `Posterior` interface: eps ~ N(0, I)
+    of shape `[batch, k, latent_dim]`, E_q[z] = `loc`, an exported encoder
+    serving `loc` and `log_scale`, and a closed-form KL against the standard
+    normal prior. Subclasses implement `call`, `transform`, `log_prob` and
+    `kl_divergence`.
+
+    Args:
+        latent_dim: int, dimension of z.
+    """
+
+    has_density = True
+
+    def sample_noise(self, params, k, seed=None):
+        batch = keras.ops.shape(params["loc"])[0]
+        return keras.random.normal((batch, k) + self.noise_shape, seed=seed)
+
+    def mean(self, params):
+        return params["loc"]
+
+    def serving_outputs(self, params):
+        return {"loc": params["loc"], "log_scale": params["log_scale"]}
+
+    def has_analytic_kl(self, prior):
+        return bool(getattr(prior, "is_standard_normal", False))

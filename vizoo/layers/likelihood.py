@@ -1,0 +1,37 @@
+import keras
+
+from vizoo.utils import check_positive_int
+
+
+class Likelihood(keras.layers.Layer):
+    """Base of vizoo's likelihoods p(x|z): decoder features -> parameters -> log-density.
+
+    The interface models rely on:
+    - `call(h)` -> dict of parameters from decoder features h `[..., features]`
+      (kept in float32 under mixed precision);
+    - `log_prob(x, params)`: x `[batch, D]`, params from features
+      `[batch, k, features]` -> `[batch, k]` (value first, as for priors and
+      posteriors);
+    - `mean(params)` -> E[x|z], `[..., D]`;
+    - `requires_unit_interval`: data must lie in [0, 1] (checked by models).
+
+    Args:
+        output_dim: int, data dimension D.
+    """
+
+    requires_unit_interval = False
+
+    def __init__(self, output_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.output_dim = check_positive_int(output_dim, "output_dim")
+
+    def log_prob(self, x, params):
+        raise NotImplementedError
+
+    def mean(self, params):
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config["output_dim"] = self.output_dim
+        return config
