@@ -46,11 +46,15 @@ def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_co
         jit_compile=jit_compile,
     )
     def statistics(x):
+        # Encoded once per batch and reused by every chunk of samples.
+        encoding = model.encode(x)
         zeros = tf.zeros(tf.shape(x)[:1], tf.float32)
         log_sum_w = zeros + float("-inf")
         sum_log_w, sum_iwae, sum_kl, sum_reconstruction = zeros, zeros, zeros, zeros
         for _ in tf.range(num_chunks):
-            terms = model.sample_terms(x, chunk, seed=seed_generator, terms=("log_px_z", "log_pz", "log_qz"))
+            terms = model.sample_terms(
+                x, chunk, seed=seed_generator, terms=("log_px_z", "log_pz", "log_qz"), encoding=encoding
+            )
             log_w = BoundLoss.log_weights(terms)  # [batch, chunk]
             log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_w, axis=1)]), axis=0)
             sum_log_w += tf.reduce_sum(log_w, axis=1)

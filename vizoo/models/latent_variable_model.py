@@ -21,7 +21,7 @@ class LatentVariableModel(keras.Model):
 
     The contract every family implements:
     - `sample_terms(x, num_samples, seed=None, terms=None, encoding=None,
-      **sampler_options)`: the one sampling entry point. Draws `num_samples`
+      noise=None, **sampler_options)`: the one sampling entry point. Draws `num_samples`
       z per example and returns a dict of per-sample terms shaped
       `[batch, k]`: `log_px_z` (log p(x|z_i)), `log_pz` (log p(z_i)),
       `log_qz` (log q(z_i|x)), and on request `log_qz_detached` (log q at the

@@ -58,8 +58,10 @@ class VAE(LatentVariableModel):
 
     Returns:
         dict of log-density terms: `log_px_z`, `log_pz`, `log_qz`, each
-        `[batch, k]`, and `kl` (`[batch, 1]`, closed-form KL(q || p)) when the
-        posterior and prior have one.
+        `[batch, k]`, plus what the compiled loss asks for: `kl` (`[batch, 1]`,
+        closed-form KL(q || p), for Gaussian posteriors with the N(0, I) prior)
+        or `log_qz_detached` (STL/DReG). See `LatentVariableModel` for the
+        contract (`sample_terms`, `gradient_groups`).
 
     Example:
         >>> model = VAE(input_dim=784, latent_dim=50, hidden_units=[200, 200])
