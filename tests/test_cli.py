@@ -48,6 +48,14 @@ def test_elbo_with_analytic_kl(tmp_path):
     assert cli.main(TINY + ["--loss", "elbo", "--analytic-kl", "--out-dir", str(tmp_path)]) == 0
 
 
+def test_iwae_with_dreg(tmp_path):
+    import keras
+
+    assert cli.main(TINY + ["--epochs", "1", "--gradient-estimator", "dreg", "--out-dir", str(tmp_path)]) == 0
+    loss = keras.models.load_model(tmp_path / "model.keras").loss
+    assert (type(loss).__name__, loss.k, loss.gradient_estimator) == ("IWAELoss", 5, "dreg")
+
+
 @pytest.mark.parametrize(
     "flags, posterior, prior",
     [
@@ -94,6 +102,9 @@ def test_posterior_and_prior_flags(flags, posterior, prior, tmp_path, capsys):
         (["--prior", "vamp", "--prior-components", "5000"], "Received: prior_components=5000"),
         (["--prior", "vamp", "--posterior", "planar"], "Received: posterior=PlanarFlowPosterior"),
         (["--steps-per-execution", "0"], "Received: steps_per_execution=0"),
+        (["--gradient-estimator", "dreg", "--loss", "elbo"], "Received: loss='elbo'"),
+        (["--gradient-estimator", "reinforce"], "Received: gradient_estimator='reinforce'"),
+        (["--gradient-estimator", "dreg", "--posterior", "planar"], "needs the term 'log_qz_detached'"),
         (["--data-dir", "/no/such/dir"], "Received: data_dir='/no/such/dir'"),
     ],
 )

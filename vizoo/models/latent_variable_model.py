@@ -140,16 +140,18 @@ class LatentVariableModel(keras.Model):
         if not self.trainable_weights:
             warnings.warn("The model does not have any trainable weights.")
             return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        pairs = []
+        variables = self.trainable_weights
         if not group_losses:
-            variables = self.trainable_weights
-            pairs = list(zip(tape.gradient(loss, variables), variables))
+            gradients = tape.gradient(loss, variables)
         else:
-            for group, variables in self._trainable_groups().items():
-                if variables:
-                    pairs += zip(tape.gradient(group_losses.get(group, loss), variables), variables)
+            by_variable = {}
+            for group, members in self._trainable_groups().items():
+                if members:
+                    by_variable.update(zip(map(id, members), tape.gradient(group_losses.get(group, loss), members)))
+            # In the model's variable order: the optimizer's slots (and saved state) follow it.
+            gradients = [by_variable[id(variable)] for variable in variables]
         del tape
-        self.optimizer.apply_gradients(pairs)
+        self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def gradient_groups(self):
