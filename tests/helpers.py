@@ -8,6 +8,7 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,3 +44,313 @@ def assert_terms_close(a, b, atol=1e-5):
     assert sorted(a) == sorted(b)
     for key in a:
         np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), atol=atol, err_msg=key)
+
+
+# ------------------------------------------------------------------ components
+# Every posterior, prior, bound loss and model goes through one of the run_*_test
+# helpers below, so a check (serialization, .keras, XLA, mixed precision, samples
+# consistent with the density) can't be forgotten by one component.
+
+FEATURES = 4  # encoder features a posterior is built on in run_posterior_test
+
+
+def _as64(value):
+    return np.asarray(value, dtype="float64")
+
+
+def _log_standard_normal(eps):
+    return np.sum(-0.5 * _as64(eps) ** 2 - 0.5 * np.log(2 * np.pi), axis=-1)
+
+
+def _assert_every_weight_has_a_gradient(target, layer, tape):
+    gradients = tape.gradient(target, layer.trainable_weights)
+    for weight, gradient in zip(layer.trainable_weights, gradients):
+        assert gradient is not None and np.any(np.asarray(gradient) != 0), f"no gradient reaches {weight.path}"
+
+
+def run_posterior_test(make, batch=5, k=3, mean_is_expectation=False, seed=0):
+    """The checks every posterior q(z|x) passes; `make(**kwargs)` builds one (kwargs: dtype).
+
+    - shapes: `call(h)` parameters, noise `[batch, k, *noise_shape]`, z
+      `[batch, k, latent_dim]`, log q `[batch, k]`, `mean` `[batch, latent_dim]`;
+    - samples consistent with the density (float64): for a reparameterized
+      posterior with standard-normal noise of the latent size and an exact
+      density, log q = log N(eps) - log|det dz/deps| of the autodiff Jacobian;
+      where `has_density`, `log_prob(z, params)` at the samples equals log q;
+      with `mean_is_expectation`, `mean` is the sample mean within 5 standard
+      errors;
+    - each sample uses its own noise only (a slice of the noise gives the same
+      sample), and every trainable weight gets a gradient;
+    - serialization round trip (same samples with the same weights), XLA
+      (`jit_compile=True`) equal to eager, and under mixed_float16 the samples
+      and densities stay float32.
+
+    Returns the float64 posterior and its parameters, for further checks.
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    posterior = make(dtype="float64")
+    posterior.build((None, FEATURES))
+    h = tf.constant(rng.normal(size=(batch, FEATURES)))
+    params = posterior(h)
+    eps = posterior.sample_noise(params, k, seed=seed)
+    assert tuple(eps.shape) == (batch, k, *posterior.noise_shape), eps.shape
+    z, log_qz = posterior.transform(params, eps)
+    latent_dim = posterior.latent_dim
+    assert tuple(z.shape) == (batch, k, latent_dim) and tuple(log_qz.shape) == (batch, k)
+    assert z.dtype == tf.float64 and log_qz.dtype == tf.float64
+    assert np.all(np.isfinite(log_qz))
+    assert tuple(posterior.mean(params).shape) == (batch, latent_dim)
+
+    # Samples and density agree.
+    if posterior.reparameterized and posterior.exact_density and tuple(posterior.noise_shape) == (latent_dim,):
+        eps0 = tf.constant(rng.normal(size=(batch, latent_dim)))
+        with tf.GradientTape() as tape:
+            tape.watch(eps0)
+            z0, log_q0 = posterior.transform(params, eps0[:, None, :])
+            z0 = z0[:, 0, :]
+        jacobian = tape.batch_jacobian(z0, eps0).numpy()
+        expected = _log_standard_normal(eps0) - np.linalg.slogdet(jacobian)[1]
+        np.testing.assert_allclose(_as64(log_q0)[:, 0], expected, atol=1e-6, rtol=0, err_msg="change of variables")
+    if posterior.has_density:
+        per_sample = {key: value[:, None] for key, value in params.items()}
+        np.testing.assert_allclose(_as64(posterior.log_prob(z, per_sample)), _as64(log_qz), atol=1e-6, rtol=0)
+    if mean_is_expectation:
+        many = posterior.transform(params, posterior.sample_noise(params, 20000, seed=seed + 1))[0]
+        standard_error = np.std(many, axis=1) / np.sqrt(many.shape[1])
+        assert np.all(np.abs(np.mean(many, axis=1) - _as64(posterior.mean(params))) < 5 * standard_error + 1e-9)
+
+    # One sample, one noise slice.
+    for j in (0, k - 1):
+        z_j, log_qz_j = posterior.transform(params, eps[:, j : j + 1])
+        np.testing.assert_allclose(_as64(z_j)[:, 0], _as64(z)[:, j], atol=1e-10)
+        np.testing.assert_allclose(_as64(log_qz_j)[:, 0], _as64(log_qz)[:, j], atol=1e-10)
+
+    if posterior.reparameterized:
+        with tf.GradientTape() as tape:
+            z_g, log_qz_g = posterior.transform(posterior(h), eps)
+            target = tf.reduce_sum(tf.square(z_g)) + tf.reduce_sum(log_qz_g)
+        _assert_every_weight_has_a_gradient(target, posterior, tape)
+
+    # Serialization, XLA, mixed precision (float32 instances).
+    float32 = make(dtype="float32")
+    float32.build((None, FEATURES))
+    restored = run_serialization_test(float32)
+    restored.build((None, FEATURES))
+    restored.set_weights(float32.get_weights())
+    h32 = tf.cast(h, "float32")
+    eps32 = tf.cast(eps, "float32")
+    expected = float32.transform(float32(h32), eps32)
+    for actual, wanted in zip(restored.transform(restored(h32), eps32), expected):
+        np.testing.assert_allclose(actual, wanted, atol=1e-6, err_msg="restored from config")
+    compiled = tf.function(lambda h_, eps_: float32.transform(float32(h_), eps_), jit_compile=True)
+    for actual, wanted in zip(compiled(h32, eps32), expected):
+        np.testing.assert_allclose(actual, wanted, atol=1e-4, rtol=1e-4, err_msg="XLA")
+    mixed = make(dtype="mixed_float16")
+    mixed.build((None, FEATURES))
+    outputs = mixed.transform(mixed(tf.cast(h, "float16")), eps32)
+    assert [value.dtype for value in outputs] == [tf.float32, tf.float32], "densities leave float32 under mixed precision"
+    return posterior, params
+
+
+def grid_expectations(log_prob, dim, half_width=12.0, points=801):
+    """(integral of p, E_p[z], E_p[z^2]) over [-half_width, half_width]^dim (dim 1 or 2), trapezoid rule."""
+    axis = np.linspace(-half_width, half_width, points)
+    mesh = np.stack(np.meshgrid(*[axis] * dim, indexing="ij"), axis=-1)
+    flat = mesh.reshape(-1, dim)
+    density = np.exp(_as64(log_prob(flat.astype("float32"))))
+
+    def integrate(values):
+        values = values.reshape(mesh.shape[:-1])
+        for _ in range(dim):
+            values = np.trapezoid(values, axis, axis=0)
+        return values
+
+    mass = integrate(density)
+    first = np.array([integrate(density * flat[:, i]) for i in range(dim)])
+    second = np.array([integrate(density * flat[:, i] ** 2) for i in range(dim)])
+    return mass, first, second
+
+
+def run_prior_test(prior, num_samples=20000, half_width=12.0, points=801, seed=0):
+    """The checks every prior p(z) passes; `prior` is built (and bound to its model, if it needs one).
+
+    - `log_prob` maps z `[..., latent_dim]` to `[...]` in float32;
+      `sample(n)` gives `[n, latent_dim]`, finite;
+    - samples consistent with `log_prob` (latent_dim 1 or 2): the density
+      integrates to 1 within 1e-3 on a grid, and the sample mean and second
+      moment match the grid's within 5 standard errors;
+    - `log_prob` under XLA equals eager; serialization round trip.
+    """
+    import tensorflow as tf
+
+    dim = prior.latent_dim
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(3, 4, dim)).astype("float32")
+    log_pz = prior.log_prob(z)
+    assert tuple(log_pz.shape) == (3, 4) and log_pz.dtype == tf.float32
+    samples = _as64(prior.sample(num_samples, seed=seed))
+    assert samples.shape == (num_samples, dim) and np.all(np.isfinite(samples))
+    if dim <= 2:
+        mass, first, second = grid_expectations(prior.log_prob, dim, half_width, points)
+        assert abs(mass - 1.0) < 1e-3, f"the density integrates to {mass}"
+        for moment, values in ((first, samples), (second, samples**2)):
+            standard_error = values.std(axis=0) / np.sqrt(num_samples)
+            assert np.all(np.abs(values.mean(axis=0) - moment / mass) < 5 * standard_error), (values.mean(0), moment)
+    compiled = tf.function(prior.log_prob, jit_compile=True)
+    np.testing.assert_allclose(compiled(z), log_pz, atol=1e-4, rtol=1e-5, err_msg="XLA")
+    run_serialization_test(prior)
+    return samples
+
+
+def random_terms(loss, batch=7, k=None, scale=30.0, seed=0):
+    """Random float32 terms for every term `loss` needs: `[batch, k]` (`kl`: `[batch, 1]`).
+
+    `log_qz_detached` equals `log_qz` (same value, other gradient).
+    """
+    rng = np.random.default_rng(seed)
+    k = loss.k if k is None else k
+    terms = {}
+    for name in loss.required_terms:
+        if name == "kl":
+            terms[name] = rng.random((batch, 1)) * 5.0
+        elif name == "log_px_z":
+            terms[name] = -scale * rng.random((batch, k))
+        else:
+            terms[name] = rng.normal(size=(batch, k)) - 2.0
+    if "log_qz_detached" in terms:
+        terms["log_qz_detached"] = terms["log_qz"]
+    return {key: value.astype("float32") for key, value in terms.items()}
+
+
+def run_bound_loss_test(loss, reference_bound, terms=None):
+    """The checks every bound loss passes.
+
+    `reference_bound(terms64)` computes the exact bound per example `[batch]`
+    in float64 numpy from the terms (a dict of float64 arrays).
+
+    - the value is `-mean(reference_bound)` (also for log-weights around -1e4,
+      far below float32's exp range), `sample_weight` weights examples as
+      Keras's sum_over_batch_size, `y_true` is ignored;
+    - per-group surrogates (if any) name known groups and leave the value alone;
+    - a missing term is a named error; serialization round trip (same value).
+    """
+    from vizoo.losses import GRADIENT_GROUPS
+
+    def expected(terms_):
+        return -np.mean(reference_bound({key: _as64(value) for key, value in terms_.items()}))
+
+    terms = random_terms(loss) if terms is None else terms
+    value = float(loss(None, terms))
+    assert value == pytest.approx(expected(terms), abs=1e-4, rel=1e-6)
+    extreme = {key: value_ * (1e4 / 30.0) if key == "log_px_z" else value_ for key, value_ in terms.items()}
+    assert np.isfinite(float(loss(None, extreme)))
+    assert float(loss(None, extreme)) == pytest.approx(expected(extreme), rel=1e-6)
+
+    batch = next(iter(terms.values())).shape[0]
+    weights = np.linspace(0.0, 2.0, batch).astype("float32")
+    per_example = -reference_bound({key: _as64(v) for key, v in terms.items()})
+    weighted = float(loss(None, terms, sample_weight=weights))
+    assert weighted == pytest.approx(np.sum(per_example * weights) / batch, abs=1e-4, rel=1e-6)
+    assert float(loss(np.zeros((batch, 3)), terms)) == value, "y_true must be ignored"
+
+    objectives = loss.objectives(terms)
+    if objectives is not None:
+        assert set(objectives) <= set(GRADIENT_GROUPS), sorted(objectives)
+        for group, surrogate in objectives.items():
+            assert tuple(surrogate.shape) == (batch,), (group, surrogate.shape)
+        assert set(loss.group_losses(terms)) == set(objectives)
+
+    for name in loss.required_terms:
+        partial = {key: v for key, v in terms.items() if key != name}
+        try:
+            loss(None, partial)
+        except ValueError as error:
+            assert f"missing ['{name}']" in str(error), error
+        else:
+            raise AssertionError(f"{type(loss).__name__} accepted terms without {name!r}")
+
+    restored = run_serialization_test(loss)
+    assert restored.k == loss.k and float(restored(None, terms)) == value
+    return value
+
+
+def standard_normal_noise(model, batch, k, seed=0):
+    """Noise `[batch, k, *posterior.noise_shape]` for a model whose posterior draws N(0, I)."""
+    shape = (batch, k, *model.posterior.noise_shape)
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mixed_precision=True, jit_compile=True):
+    """The checks every model passes; `make(**kwargs)` builds one (kwargs: dtype).
+
+    - `model(x)` returns the loss's terms `[batch, k]` in float32, finite;
+      with given noise `sample_terms` is deterministic and each sample uses
+      its own noise only; the reported loss is the loss of the terms;
+    - it trains (`fit(x)` with no targets, finite and decreasing) with Keras's
+      default step and, with `jit_compile`, under XLA;
+    - serialization round trip (same terms with the same weights and noise) and a
+      `.keras` round trip (same terms, the loss and k compiled again, training
+      continues);
+    - `evaluate.log_likelihood` is finite with log p(x) >= ELBO on the same samples;
+    - with `mixed_precision`, it trains under mixed_float16 with float32 terms.
+
+    Returns the trained model.
+    """
+    import keras
+    import tensorflow as tf
+
+    import vizoo
+
+    batch, k = 4, loss.k
+    model = make()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
+    terms = model(x[:batch])
+    assert set(terms) >= set(loss.required_terms), sorted(terms)
+    for name, value in terms.items():
+        assert tuple(value.shape) == ((batch, 1) if name == "kl" else (batch, k)), (name, value.shape)
+        assert value.dtype == tf.float32 and np.all(np.isfinite(value)), name
+
+    names = tuple(loss.required_terms)
+    noise = make_noise(model, batch, k)
+    first = model.sample_terms(x[:batch], noise=noise, terms=names)
+    assert_terms_close(first, model.sample_terms(x[:batch], noise=noise, terms=names), atol=0)
+    last = model.sample_terms(x[:batch], noise=noise[:, -1:], terms=names)
+    for name in names:
+        if name != "kl":
+            np.testing.assert_allclose(np.asarray(last[name])[:, 0], np.asarray(first[name])[:, -1], atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(
+        float(model.compute_loss(y_pred=first)), float(loss(None, first)), rtol=1e-6, err_msg="compute_loss"
+    )
+
+    before = float(model.evaluate(x, verbose=0))
+    history = model.fit(x, batch_size=32, epochs=3, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert float(model.evaluate(x, verbose=0)) < before, "training did not improve the bound"
+
+    restored = run_serialization_test(model)
+    restored.build((None, model.input_dim))
+    restored.set_weights(model.get_weights())
+    assert_terms_close(restored.sample_terms(x[:batch], noise=noise, terms=names), model.sample_terms(x[:batch], noise=noise, terms=names))
+
+    path = os.path.join(os.fspath(tmp_path), f"{model.name}.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded.loss) is type(loss) and loaded.loss.get_config() == loss.get_config()
+    assert_terms_close(loaded.sample_terms(x[:batch], noise=noise, terms=names), model.sample_terms(x[:batch], noise=noise, terms=names))
+    assert np.isfinite(loaded.fit(x, epochs=1, verbose=0).history["loss"][0])
+
+    result = vizoo.evaluate.log_likelihood(model, x[:8], k=2 * k, batch_size=4, seed=0)
+    assert np.isfinite(result["nll"]) and result["log_likelihood"] >= result["elbo"] - 1e-4
+
+    if jit_compile:
+        xla = make()
+        xla.compile(optimizer="adam", loss=loss, jit_compile=True)
+        assert np.all(np.isfinite(xla.fit(x, batch_size=32, epochs=1, verbose=0).history["loss"]))
+    if mixed_precision:
+        mixed = make(dtype="mixed_float16")
+        mixed.compile(optimizer="adam", loss=loss)
+        assert np.all(np.isfinite(mixed.fit(x, batch_size=32, epochs=1, verbose=0).history["loss"]))
+        assert {value.dtype.name for value in mixed(x[:2]).values()} == {"float32"}
+    return model

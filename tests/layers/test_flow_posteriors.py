@@ -1,10 +1,10 @@
-"""Flow posteriors (IAF, planar, radial) and the Gaussians, checked against autodiff Jacobians."""
+"""Flow posteriors (IAF, planar, radial) and the Gaussians: the shared posterior checks, and each flow's own."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import run_serialization_test
+from tests.helpers import run_posterior_test
 from vizoo.layers import (
     MADE,
     DiagonalGaussianPosterior,
@@ -36,34 +36,11 @@ def built(make, dtype="float64", seed=0):
     return posterior, posterior(h), h
 
 
-def log_standard_normal(eps):
-    return np.sum(-0.5 * np.asarray(eps) ** 2 - 0.5 * np.log(2 * np.pi), axis=-1)
-
-
 @pytest.mark.parametrize("name", sorted(POSTERIORS))
-def test_log_density_is_base_density_minus_log_det_of_the_autodiff_jacobian(name):
-    posterior, params, _ = built(POSTERIORS[name])
-    eps = tf.constant(np.random.default_rng(1).normal(size=(5, LATENT_DIM)))
-    with tf.GradientTape() as tape:
-        tape.watch(eps)
-        z, log_qz = posterior.transform(params, eps[:, None, :])
-        z = z[:, 0, :]
-    jacobian = tape.batch_jacobian(z, eps).numpy()  # dz / d eps, [batch, d, d], float64
-    expected = log_standard_normal(eps) - np.linalg.slogdet(jacobian)[1]
-    np.testing.assert_allclose(log_qz.numpy()[:, 0], expected, atol=1e-6, rtol=0)
-    assert z.dtype == tf.float64
-
-
-@pytest.mark.parametrize("name", ["iaf_gated", "iaf_affine", "planar", "radial"])
-def test_many_samples_per_example_use_that_example_s_parameters(name):
-    posterior, params, _ = built(POSTERIORS[name])
-    eps = np.random.default_rng(2).normal(size=(5, 6, LATENT_DIM))
-    z, log_qz = posterior.transform(params, eps)
-    assert z.shape == (5, 6, LATENT_DIM) and log_qz.shape == (5, 6)
-    for j in (0, 4):  # each sample alone gives the same values
-        z_j, log_qz_j = posterior.transform(params, eps[:, j : j + 1])
-        np.testing.assert_allclose(z_j[:, 0], z[:, j], atol=1e-10)
-        np.testing.assert_allclose(log_qz_j[:, 0], log_qz[:, j], atol=1e-10)
+def test_every_posterior_passes_the_shared_checks(name):
+    # log q against the float64 autodiff Jacobian, log_prob at the samples, one noise slice per
+    # sample, gradients, serialization, XLA and mixed precision (tests/helpers.py).
+    run_posterior_test(POSTERIORS[name], mean_is_expectation=name in ("diagonal", "full_covariance"))
 
 
 @pytest.mark.parametrize("make", [IAFPosterior, PlanarFlowPosterior, RadialFlowPosterior])
@@ -151,17 +128,6 @@ def test_radial_inverse_undoes_the_step():
         a_, b_ = np.full((50, 1), a), np.full((50, 1), b)
         y, _ = radial_step(z, z_ref, a_, b_)
         np.testing.assert_allclose(radial_inverse(y, z_ref, a_, b_), z, atol=1e-10)
-
-
-@pytest.mark.parametrize("name", ["iaf_gated", "iaf_affine", "iaf_context_head", "planar", "radial"])
-def test_serialization(name):
-    posterior, _, h = built(POSTERIORS[name], dtype="float32")
-    restored = run_serialization_test(posterior)
-    restored.build((None, FEATURES))
-    restored.set_weights(posterior.get_weights())
-    eps = np.random.default_rng(11).normal(size=(5, 2, LATENT_DIM)).astype("float32")
-    for actual, expected in zip(restored.transform(restored(h), eps), posterior.transform(posterior(h), eps)):
-        np.testing.assert_allclose(actual, expected, atol=1e-6)
 
 
 def test_flow_serving_outputs_and_no_closed_form_density():

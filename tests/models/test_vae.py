@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import assert_terms_close, run_in_fresh_process, run_serialization_test
+from tests.helpers import assert_terms_close, run_in_fresh_process, run_model_test, run_serialization_test
 from vizoo.layers import GaussianLikelihood
 from vizoo.losses import ELBOLoss, IWAELoss
 from vizoo.models import VAE
@@ -12,6 +12,22 @@ from vizoo.models import VAE
 def small_vae(**kwargs):
     kwargs = {"input_dim": 64, "latent_dim": 4, "hidden_units": [16], "seed": 0, **kwargs}
     return VAE(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "posterior, prior, loss",
+    [
+        ("diagonal", "standard_normal", IWAELoss(k=3, gradient_estimator="dreg")),
+        ("full_covariance", "vamp", ELBOLoss(k=2)),
+        ("iaf", "maf", IWAELoss(k=2)),
+        ("radial", "mixture", ELBOLoss(k=1)),
+    ],
+    ids=["diagonal_dreg", "full_covariance_vamp", "iaf_maf", "radial_mixture"],
+)
+def test_vae_passes_the_shared_model_checks(posterior, prior, loss, binary_data, tmp_path):
+    # Terms, given noise, training (also XLA and mixed precision), serialization, .keras and
+    # evaluation (tests/helpers.py).
+    run_model_test(lambda **kwargs: small_vae(posterior=posterior, prior=prior, **kwargs), binary_data, loss, tmp_path)
 
 
 def test_terms_have_batch_first_shapes_and_k_from_the_loss(binary_data):

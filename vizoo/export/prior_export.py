@@ -24,6 +24,6 @@ def export_prior(model, path, version=1):
     z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
 
     def log_prob(z):
-        return {"log_pz": model.prior.log_prob(z)}
+        return {"log_pz": model.prior(z)}
 
     return write_saved_model(model, path, version, {"serving_default": (log_prob, [z_spec])})

@@ -19,8 +19,9 @@ class GaussianPosterior(Posterior):
     has_density = True
 
     def sample_noise(self, params, k, seed=None):
-        batch = keras.ops.shape(params["loc"])[0]
-        return keras.random.normal((batch, k) + self.noise_shape, seed=seed)
+        loc = params["loc"]
+        # In the parameters' dtype: float32 under mixed precision (the heads are), float64 in float64.
+        return keras.random.normal((keras.ops.shape(loc)[0], k) + self.noise_shape, dtype=loc.dtype, seed=seed)
 
     def mean(self, params):
         return params["loc"]

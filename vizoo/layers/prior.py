@@ -6,7 +6,10 @@ class Prior(keras.layers.Layer):
 
     The interface models rely on:
     - `log_prob(z)`: z `[..., latent_dim]` -> `[...]` (summed over the latent
-      dimensions); `call(z)` is the same;
+      dimensions); `call(z)` is the same. Models call the layer, `prior(z)`:
+      a prior does not autocast, so under mixed precision its variables are
+      read in full precision (a direct `log_prob` call inside a float16
+      layer's call would read them in float16);
     - `sample(num_examples, seed)` -> z `[num_examples, latent_dim]`;
     - `bind(model)`: called by the model that owns the prior, for priors that
       are defined through the model (VampPrior uses its encoder);
@@ -21,6 +24,10 @@ class Prior(keras.layers.Layer):
 
     is_standard_normal = False
     shares_inference_variables = False
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)  # a density: its parameters stay float32 under mixed precision
+        super().__init__(**kwargs)
 
     def build(self, z_shape):
         self.latent_dim = int(z_shape[-1])

@@ -155,7 +155,7 @@ class VAE(LatentVariableModel):
         z, log_qz = self.posterior.transform(encoding, eps)  # [batch, k, latent_dim], [batch, k]
         values = {"z": lambda: z, "log_qz": lambda: log_qz}
         values["log_px_z"] = lambda: self.likelihood.log_prob(x, self.decode(z))
-        values["log_pz"] = lambda: self.prior.log_prob(z)
+        values["log_pz"] = lambda: self.prior(z)  # through __call__: the prior reads its variables in float32
         # log q at the same z with q's parameters stopped (z still carries their gradient): STL/DReG.
         values["log_qz_detached"] = lambda: self.posterior.log_prob(z, _stopped_per_sample(encoding))
         values["kl"] = lambda: ops.expand_dims(self.posterior.kl_divergence(encoding, self.prior), axis=-1)
