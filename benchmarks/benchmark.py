@@ -163,6 +163,7 @@ def run_one(name, args):
     start = time.perf_counter()
     metrics = evaluate.log_likelihood(model, test, k=args.eval_k, seed=args.seed)
     eval_seconds = time.perf_counter() - start
+    model.save(os.path.join(args.results_dir, f"{name}.keras"))  # for benchmarks/gradient_snr.py
 
     encoder_flops, decoder_flops = layer_flops(splits.input_dim)
     train_flops = 3 * (encoder_flops + k * decoder_flops) * splits.num_train / epoch_seconds

@@ -36,6 +36,24 @@ def test_tiny_benchmark_writes_the_table_and_resumes(tmp_path, capsys):
     assert capsys.readouterr().out.count("skipped") == 2
 
 
+def test_gradient_snr_reads_the_dreg_benchmark_models(tmp_path):
+    results = str(tmp_path / "results")
+    common = ["--dataset", "digits", "--results-dir", results]
+    assert load_script("benchmark").main(
+        common + ["--models", "dreg", "--epochs", "1", "--eval-k", "50", "--num-test", "20",
+                  "--output", str(tmp_path / "nll.md"), "--in-process"]
+    ) == 0
+    output = tmp_path / "dreg.md"
+    assert load_script("gradient_snr").main(common + ["--ks", "1,5", "--draws", "4", "--output", str(output)]) == 0
+    report = output.read_text()
+    assert "| iwae50 | IWAE k=50 | 1 |" in report and "| iwae50_dreg | IWAE k=50, dreg | 1 |" in report
+    rows = [line for line in report.splitlines() if line.startswith(("| iwae50", "| untrained")) and " (" in line]
+    assert len(rows) == 6  # (two trained models + untrained) x k in (1, 5)
+    for row in rows:
+        cells = row.strip("| ").split(" | ")
+        assert float(cells[2].split()[0]) > 0 and float(cells[3].split()[0]) > 0
+
+
 def test_unknown_model_is_named(tmp_path):
     with pytest.raises(SystemExit, match="Received: models='vae,gan'"):
         load_script("benchmark").main(["--models", "vae,gan", "--results-dir", str(tmp_path)])
