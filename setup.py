@@ -19,10 +19,12 @@ setup(
         "scikit-learn>=1.5,<2",
         "tensorflow-datasets>=4.9,<4.10",
         "importlib_resources>=6",  # tensorflow-datasets 4.9 imports it without declaring it
+        "matplotlib>=3.8,<3.12",  # vizoo.plots (imported lazily); tested with 3.11
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        "test": ["pytest>=8,<10", "scipy>=1.11,<2"],
+        "tensorboard": ["tensorboard>=2.20,<2.22"],  # train.py --tensorboard
+        "test": ["pytest>=8,<10", "scipy>=1.11,<2", "pyyaml>=6,<7", "tensorboard>=2.20,<2.22"],
     },
     entry_points={"console_scripts": ["vizoo-train=vizoo.cli:main"]},
 )

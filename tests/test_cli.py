@@ -14,7 +14,10 @@ TINY = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "2", "--eval-k",
 def test_train_writes_model_history_metrics_and_encoder(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(TINY + ["--loss", "iwae", "--k", "3", "--out-dir", str(out)]) == 0
-    assert sorted(os.listdir(out)) == ["encoder", "history.csv", "metrics.json", "model.keras"]
+    assert sorted(os.listdir(out)) == [
+        "best.keras", "command.txt", "config.json", "encoder", "history.csv", "metrics.json", "model.keras",
+        "posteriors.png", "reconstructions.png", "samples.png", "training_curves.png",
+    ]  # the checkpoint is removed once the run is complete
     assert os.path.exists(out / "encoder" / "1" / "saved_model.pb")
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -54,6 +57,18 @@ def test_iwae_with_dreg(tmp_path):
     assert cli.main(TINY + ["--epochs", "1", "--gradient-estimator", "dreg", "--out-dir", str(tmp_path)]) == 0
     loss = keras.models.load_model(tmp_path / "model.keras").loss
     assert (type(loss).__name__, loss.k, loss.gradient_estimator) == ("IWAELoss", 5, "dreg")
+
+
+def test_bfloat16_training_float32_evaluation_under_a_strategy(tmp_path):
+    import keras
+
+    argv = TINY + ["--epochs", "1", "--precision", "mixed_bfloat16", "--eval-precision", "float32",
+                   "--distribute", "mirrored", "--out-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.dtype_policy.name == "mixed_bfloat16" and model.decoder_layers[0].compute_dtype == "bfloat16"
+    with open(tmp_path / "metrics.json") as f:
+        assert np.isfinite(json.load(f)["nll"])
 
 
 @pytest.mark.parametrize(
@@ -106,6 +121,10 @@ def test_posterior_and_prior_flags(flags, posterior, prior, tmp_path, capsys):
         (["--gradient-estimator", "reinforce"], "Received: gradient_estimator='reinforce'"),
         (["--gradient-estimator", "dreg", "--posterior", "planar"], "needs the term 'log_qz_detached'"),
         (["--data-dir", "/no/such/dir"], "Received: data_dir='/no/such/dir'"),
+        (["--precision", "float8"], "Received: precision='float8'"),
+        (["--eval-precision", "half"], "Received: eval_precision='half'"),
+        (["--distribute", "tpu"], "Received: distribute='tpu'"),
+        (["--distribute", "multi_worker"], "keras-team/keras#20585"),
     ],
 )
 def test_bad_arguments_exit_with_a_named_error(argv, message, tmp_path, capsys):
@@ -124,3 +143,38 @@ def test_train_py_script_runs(tmp_path):
         """
     )
     assert "test NLL" in output
+
+
+@pytest.mark.parametrize("loss", ["vimco", "nvil"])
+def test_sigmoid_belief_network(loss, tmp_path, capsys):
+    import keras
+
+    out = tmp_path / "run"
+    argv = ["--model", "sbn", "--sbn-layers", "6", "4", "--loss", loss, "--k", "2", "--epochs", "1", "--eval-k", "20"]
+    assert cli.main(argv + ["--verbose", "0", "--out-dir", str(out)]) == 0
+    model = keras.models.load_model(out / "model.keras")
+    assert type(model).__name__ == "SigmoidBeliefNetwork" and model.latent_dims == [6, 4] and not model.hidden_units
+    assert os.path.exists(out / "encoder" / "1" / "saved_model.pb")
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["latent_units"] == 6 and np.isfinite(metrics["nll"])
+    assert "active units" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "sbn", "--loss", "iwae"], "IWAELoss differentiates through the samples z, but BernoulliPosterior"),
+        (["--model", "sbn", "--loss", "vimco", "--k", "1"], "Received: k=1"),
+        (["--model", "sbn", "--loss", "nvil", "--posterior", "iaf"], "Received: model='sbn', posterior='iaf'"),
+        (["--model", "sbn", "--loss", "nvil", "--prior", "vamp"], "Received: model='sbn', prior='vamp'"),
+        (["--model", "sbn", "--loss", "nvil", "--sbn-layers", "2", "2", "2", "2"], "1 to 3 stochastic layers"),
+        (["--sbn-layers", "5"], "sbn_layers applies to the models ['sbn']. Received: model='vae'"),
+        (["--loss", "vimco"], "VIMCOLoss is a score-function estimator"),
+    ],
+)
+def test_sigmoid_belief_network_bad_combinations_are_named(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv + ["--out-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

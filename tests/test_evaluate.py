@@ -174,3 +174,21 @@ def test_bad_arguments_are_named(binary_data):
         evaluate.log_likelihood(model, binary_data, k=5, chunk_elements=0)
     with pytest.raises(ValueError, match="empty"):
         evaluate.log_likelihood(model, np.zeros((0, 64), "float32"), k=5)
+
+
+def test_progress_bar_counts_batches_with_the_running_nll(binary_data, capsys):
+    model = VAE(input_dim=64, latent_dim=2, hidden_units=[8])
+    silent = evaluate.log_likelihood(model, binary_data, k=10, batch_size=32, seed=0)
+    assert capsys.readouterr().out == ""  # verbose=0, the default: silent
+    shown = evaluate.log_likelihood(model, binary_data, k=10, batch_size=32, seed=0, verbose=1)
+    out = capsys.readouterr().out
+    assert "3/3" in out and "nll:" in out and f"{shown['nll']:.4f}" in out  # the last update is the final NLL
+    assert shown["nll"] == silent["nll"]  # the bar changes nothing
+    evaluate.log_likelihood(model, binary_data, k=10, batch_size=32, seed=0, verbose=2)
+    assert capsys.readouterr().out.count("\n") == 1  # one line at the end
+    dataset = tf.data.Dataset.from_tensor_slices(binary_data).batch(32).filter(lambda x: True)  # unknown size
+    evaluate.log_likelihood(model, dataset, k=10, verbose=1)
+    out = capsys.readouterr().out
+    assert "3/Unknown" in out and "nll:" in out
+    with pytest.raises(ValueError, match="Received: verbose=3"):
+        evaluate.log_likelihood(model, binary_data, k=10, verbose=3)

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from vizoo.losses import BoundLoss, logmeanexp
 from vizoo.data.checks import input_errors
+from vizoo.precision import with_precision
 from vizoo.utils import check_positive_int
 
 # Default cap on the largest [batch, chunk, input_dim] tensor of one chunk, in
@@ -36,7 +37,7 @@ def _chunk_size(k, batch_size, input_dim, group, chunk_elements=None):
     return min(chunk, k)
 
 
-def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_compile=False):
+def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None):
     """A compiled function x `[batch, D]` -> per-example sums over num_chunks chunks of samples."""
     num_groups = chunk // group  # full groups of the training k in one chunk
 
@@ -53,7 +54,12 @@ def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_co
         sum_log_w, sum_iwae, sum_kl, sum_reconstruction = zeros, zeros, zeros, zeros
         for _ in tf.range(num_chunks):
             terms = model.sample_terms(
-                x, chunk, seed=seed_generator, terms=("log_px_z", "log_pz", "log_qz"), encoding=encoding
+                x,
+                chunk,
+                seed=seed_generator,
+                terms=("log_px_z", "log_pz", "log_qz"),
+                encoding=encoding,
+                **(sampler_options or {}),
             )
             log_w = BoundLoss.log_weights(terms)  # [batch, chunk]
             log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_w, axis=1)]), axis=0)
@@ -85,6 +91,9 @@ def log_likelihood(
     return_per_example=False,
     jit_compile=False,
     chunk_elements=None,
+    precision=None,
+    verbose=0,
+    **sampler_options,
 ):
     """Importance-sampled log p(x) of a trained model, with diagnostics.
 
@@ -102,7 +111,21 @@ def log_likelihood(
             on CPU it was 3-4x slower).
         chunk_elements: int, cap on the floats of one chunk's largest
             `[batch, chunk, input_dim]` tensor (default 2**21); memory grows
-            with it, not with k.
+            with it, not with k. A posterior whose samples carry a larger
+            per-sample tensor (a hierarchical posterior's K + 1 auxiliary
+            samples) counts that size instead of input_dim.
+        precision: None (the model's own policy), `"float32"`,
+            `"mixed_bfloat16"` or `"mixed_float16"`: evaluate a copy of the
+            model computing in that precision (same weights; densities and
+            log-sum-exps stay float32). See `vizoo.precision` and the README
+            for the measured NLL difference and speed.
+        verbose: 0 (silent, the default), 1 (a Keras progress bar over the
+            batches with the ETA and the running NLL) or 2 (one line at the
+            end). `train.py` shows the bar unless run with `--verbose 0`.
+        **sampler_options: passed to `model.sample_terms`, e.g.
+            `num_reverse_samples=1000` for a `HierarchicalPosterior` (the
+            evaluation-time K; default the posterior's own). Not the compiled
+            loss's: evaluation states its own.
 
     Returns:
         dict (all per example, in nats unless said otherwise):
@@ -110,13 +133,24 @@ def log_likelihood(
         `elbo`, `iwae_k` (the IWAE bound at `train_k`, from groups of
         `train_k` of the same samples), `kl` (Monte-Carlo KL(q(z|x) || p(z))),
         `reconstruction` (E_q log p(x|z)), `active_units` (count with
-        Cov_x(E_q[z_i]) > 0.01, Burda et al.), `bits_per_dim` (nll / (D ln 2),
+        Cov_x(E_q[z_i]) > 0.01, Burda et al.) out of `latent_units` (the
+        size of `model.posterior_mean`: the SBN's first layer), `bits_per_dim` (nll / (D ln 2),
         meaningful for discrete data), `k`, `train_k`, `num_examples`,
         and with `return_per_example`, `per_example_log_likelihood`.
+        When the posterior's log q(z|x) is an estimate (`exact_density` False,
+        e.g. a hierarchical posterior's IWHVI upper bound on log q), the
+        number is a lower bound on log p(x) (in expectation), not a
+        consistent estimate: the result then has
+        `log_likelihood_is_lower_bound: True` (and `nll` is an upper bound),
+        and `sampler_options` records the options used.
 
     Example:
         >>> result = vizoo.evaluate.log_likelihood(model, x_test, k=5000)
         >>> print(result["nll"], result["active_units"])
+        >>> # A hierarchical posterior: an evaluation-time K, and a lower bound.
+        >>> result = vizoo.evaluate.log_likelihood(model, x_test, k=1000, num_reverse_samples=100)
+        >>> result["log_likelihood_is_lower_bound"]
+        True
     """
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -132,8 +166,16 @@ def log_likelihood(
         dataset = tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
     if not model.built:
         model.build((None, model.input_dim))
+    if precision is not None:
+        model = with_precision(model, precision)
 
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
     seed_generator = keras.random.SeedGenerator(seed)
+    num_batches = int(dataset.cardinality())  # negative when unknown
+    progress = keras.utils.Progbar(
+        num_batches if num_batches >= 0 else None, verbose=verbose, stateful_metrics=["nll"], unit_name="batch"
+    )
     per_example = {key: [] for key in ("log_sum_w", "sum_log_w", "sum_iwae", "sum_kl", "sum_reconstruction")}
     posterior_means = []
     passes = None
@@ -141,10 +183,16 @@ def log_likelihood(
         for x in dataset:
             x = tf.cast(x, tf.float32)
             if passes is None:  # chunks sized for the batches actually given (a dataset's may differ)
-                chunk = _chunk_size(k, int(x.shape[0]), model.input_dim, train_k, chunk_elements)
-                passes = [_batch_statistics_fn(model, chunk, k // chunk, train_k, seed_generator, jit_compile)]
+                sample_elements = getattr(getattr(model, "posterior", None), "sample_elements", None)
+                per_sample = max(model.input_dim, sample_elements(**sampler_options) if sample_elements else 0)
+                chunk = _chunk_size(k, int(x.shape[0]), per_sample, train_k, chunk_elements)
+                passes = [
+                    _batch_statistics_fn(model, chunk, k // chunk, train_k, seed_generator, jit_compile, sampler_options)
+                ]
                 if k % chunk:
-                    passes.append(_batch_statistics_fn(model, k % chunk, 1, train_k, seed_generator, jit_compile))
+                    passes.append(
+                        _batch_statistics_fn(model, k % chunk, 1, train_k, seed_generator, jit_compile, sampler_options)
+                    )
                 num_iwae_groups = sum(groups for _, groups in passes)
             results = [fn(x) for fn, _ in passes]
             for key in per_example:
@@ -152,8 +200,13 @@ def log_likelihood(
                 combine = np.logaddexp.reduce if key == "log_sum_w" else np.sum
                 per_example[key].append(combine(values, axis=0))
             posterior_means.append(results[0]["posterior_mean"].numpy().astype(np.float64))
+            if verbose:
+                running_nll = math.log(k) - float(np.mean(np.concatenate(per_example["log_sum_w"])))
+                progress.update(len(posterior_means), values=[("nll", running_nll)])
     if not posterior_means:
         raise ValueError("data must contain at least one example. Received: an empty data set")
+    if verbose and num_batches < 0:
+        progress.update(len(posterior_means), values=[("nll", running_nll)], finalize=True)
 
     stats = {key: np.concatenate(values) for key, values in per_example.items()}
     log_px = stats["log_sum_w"] - math.log(k)
@@ -167,11 +220,16 @@ def log_likelihood(
         "kl": float(np.mean(stats["sum_kl"])) / k,
         "reconstruction": float(np.mean(stats["sum_reconstruction"])) / k,
         "active_units": int(np.sum(np.var(means, axis=0) > _ACTIVE_UNIT_THRESHOLD)),
+        "latent_units": int(means.shape[1]),
         "bits_per_dim": nll / (model.input_dim * math.log(2.0)),
         "k": k,
         "train_k": train_k,
         "num_examples": int(log_px.shape[0]),
     }
+    if not getattr(getattr(model, "posterior", None), "exact_density", True):
+        # log q is an estimate (an upper bound in expectation): log p(x) is then bounded below.
+        result["log_likelihood_is_lower_bound"] = True
+        result["sampler_options"] = dict(sampler_options)
     if return_per_example:
         result["per_example_log_likelihood"] = log_px
     return result

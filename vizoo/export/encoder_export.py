@@ -16,12 +16,21 @@ def export_encoder(model, path, version=1):
       `serving_outputs`, each `[batch, ...]`. Gaussians: `loc` and `log_scale`
       (mean and marginal log standard deviations; full covariance adds
       `scale_tril`). Flows (IAF, planar, radial): `loc` (the flow's image of
-      the base mean), `base_loc` and `base_log_scale`.
+      the base mean), `base_loc` and `base_log_scale`. The SBN's Bernoulli
+      posterior: `logits` and `probs` of q(h_1|x). Hierarchical: `loc` (the
+      mean of q(z|psi, x) at psi = E[psi|x]), `psi_loc` and `psi_log_scale`.
     - `sample`: `x [batch, input_dim]`, `eps [batch, k, latent_dim]` (standard
-      normal noise) -> `z [batch, k, latent_dim]` (for flows, z_T) and
-      `log_qz [batch, k]` (log q(z|x), exact for every posterior). The noise
-      is an input, so the graph is deterministic and has no random ops (it can
-      be converted to ONNX).
+      normal noise; uniform on [0, 1) for the SBN, whose z is its binary layers
+      h_1..h_L concatenated) -> `z [batch, k, latent_dim]` (for flows, z_T) and
+      `log_qz [batch, k]` (log q(z|x), exact for every posterior but the
+      hierarchical one). The noise is an input, so the graph is deterministic
+      and has no random ops (it can be converted to ONNX). A
+      `HierarchicalPosterior`'s noise is one flat N(0, I) vector per sample,
+      `eps [batch, k, aux_dim + latent_dim + K * aux_dim]` = [noise of psi_0,
+      of z, of the K reverse samples psi_1..K], K being its
+      `num_reverse_samples` at export (set that attribute first to serve
+      another K); its `log_qz` is the IWHVI estimate log q^_K(z|x), an upper
+      bound on log q(z|x) in expectation.
 
     The export loads with `tf.saved_model.load` in a process that never imports
     vizoo; `saved_model_cli show --dir <path>/<version> --all` lists it.

@@ -6,11 +6,14 @@ nowhere else.
 """
 
 from vizoo.layers.bernoulli_likelihood import BernoulliLikelihood
+from vizoo.layers.bernoulli_posterior import BernoulliPosterior
+from vizoo.layers.conditional_gaussian import ConditionalGaussian
 from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.flow_posterior import AmortizedFlowPosterior, FlowPosterior
 from vizoo.layers.full_covariance_gaussian_posterior import FullCovarianceGaussianPosterior
 from vizoo.layers.gaussian_likelihood import GaussianLikelihood
 from vizoo.layers.gaussian_posterior import GaussianPosterior
+from vizoo.layers.hierarchical_posterior import HierarchicalPosterior
 from vizoo.layers.iaf_posterior import IAFPosterior
 from vizoo.layers.likelihood import Likelihood
 from vizoo.layers.made import MADE
@@ -30,6 +33,7 @@ POSTERIORS = {
     "iaf": IAFPosterior,
     "planar": PlanarFlowPosterior,
     "radial": RadialFlowPosterior,
+    "hierarchical": HierarchicalPosterior,
 }
 PRIORS = {
     "standard_normal": StandardNormalPrior,
@@ -44,11 +48,14 @@ __all__ = [
     "PRIORS",
     "AmortizedFlowPosterior",
     "BernoulliLikelihood",
+    "BernoulliPosterior",
+    "ConditionalGaussian",
     "DiagonalGaussianPosterior",
     "FlowPosterior",
     "FullCovarianceGaussianPosterior",
     "GaussianLikelihood",
     "GaussianPosterior",
+    "HierarchicalPosterior",
     "IAFPosterior",
     "Likelihood",
     "MADE",

@@ -58,6 +58,15 @@ class DiagonalGaussianPosterior(GaussianPosterior):
     def kl_divergence(self, params, prior):
         if not self.has_analytic_kl(prior):
             return None
+        return ops.sum(self.kl_divergence_per_dim(params, prior), axis=-1)
+
+    def kl_divergence_per_dim(self, params, prior):
+        """KL(q(z_j|x) || p(z_j)) for each latent dimension j, `[batch, latent_dim]` (None without a closed form).
+
+        A factorized q against the N(0, I) prior: the KL is the sum of these (free bits group them).
+        """
+        if not self.has_analytic_kl(prior):
+            return None
         loc, log_scale = params["loc"], params["log_scale"]
-        # KL(N(mu, s^2) || N(0, 1)) = 1/2 (mu^2 + s^2 - 1) - log s, summed over dims.
-        return ops.sum(0.5 * (ops.square(loc) + ops.exp(2.0 * log_scale) - 1.0) - log_scale, axis=-1)
+        # KL(N(mu, s^2) || N(0, 1)) = 1/2 (mu^2 + s^2 - 1) - log s, per dimension.
+        return 0.5 * (ops.square(loc) + ops.exp(2.0 * log_scale) - 1.0) - log_scale

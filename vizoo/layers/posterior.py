@@ -32,7 +32,11 @@ class Posterior(keras.layers.Layer):
       reparameterization-only losses refuse);
     - `exact_density`: `transform`'s log q is exact (False where it is an
       estimate, e.g. a hierarchical posterior's bound on log q);
-    - `has_density`: `log_prob` works at arbitrary z.
+    - `has_density`: `log_prob` works at arbitrary z;
+    - `sampler_options`: names of the keyword options `sample_noise` and
+      `transform` take (`()` here; `("num_reverse_samples",)` for
+      `HierarchicalPosterior`); a loss asks for them through its own
+      `sampler_options`, evaluation passes them explicitly.
 
     Args:
         latent_dim: int, dimension of z.
@@ -41,6 +45,12 @@ class Posterior(keras.layers.Layer):
     reparameterized = True
     exact_density = True
     has_density = False
+    # Names of the keyword options `sample_noise` and `transform` take (e.g. a
+    # hierarchical posterior's `num_reverse_samples`); `sample_terms` passes them on.
+    sampler_options = ()
+    # Names of per-sample terms besides z and log q that `transform_terms` can give
+    # (a model passes them through to the losses that ask for them).
+    extra_terms = ()
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
@@ -67,6 +77,19 @@ class Posterior(keras.layers.Layer):
 
     def kl_divergence(self, params, prior):
         return None
+
+    def transform_terms(self, params, eps, names=(), **sampler_options):
+        """`(z, log_qz, {name: term})` for the requested `names` among `extra_terms`, in one pass."""
+        z, log_qz = self.transform(params, eps, **sampler_options)
+        return z, log_qz, {}
+
+    def sample_elements(self, **sampler_options):
+        """Floats of the largest per-sample tensor of `transform` (evaluation sizes its chunks by it)."""
+        return self.latent_dim
+
+    def gradient_groups(self):
+        """`{group: [variables]}` of this posterior's variables; by default all are `inference`."""
+        return {"inference": list(self.trainable_variables)}
 
     def log_prob(self, z, params):
         raise NotImplementedError(

@@ -7,9 +7,10 @@ class Prior(keras.layers.Layer):
     The interface models rely on:
     - `log_prob(z)`: z `[..., latent_dim]` -> `[...]` (summed over the latent
       dimensions); `call(z)` is the same. Models call the layer, `prior(z)`:
-      a prior does not autocast, so under mixed precision its variables are
-      read in full precision (a direct `log_prob` call inside a float16
-      layer's call would read them in float16);
+      a prior computes in float32 under a mixed policy, and calling it as a
+      layer resets the float16 autocast of the model around it (a direct
+      `log_prob` call inside a float16 layer's call would read its variables
+      in float16);
     - `sample(num_examples, seed)` -> z `[num_examples, latent_dim]`;
     - `bind(model)`: called by the model that owns the prior, for priors that
       are defined through the model (VampPrior uses its encoder);
@@ -26,7 +27,11 @@ class Prior(keras.layers.Layer):
     shares_inference_variables = False
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("autocast", False)  # a density: its parameters stay float32 under mixed precision
+        # A density computes in full precision: under a mixed policy a prior takes the
+        # policy's variable dtype (float32) as its own, so it reads its variables in float32
+        # inside a float16 model's call as well as outside one (evaluation, export).
+        policy = keras.dtype_policies.get(kwargs.get("dtype") or keras.config.dtype_policy())
+        kwargs["dtype"] = policy.variable_dtype
         super().__init__(**kwargs)
 
     def build(self, z_shape):

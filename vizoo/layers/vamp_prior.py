@@ -76,8 +76,14 @@ class VampPrior(Prior):
         )
 
     def initialize_pseudo_inputs(self, x):
-        """Set the pseudo-inputs to K examples `[K, input_dim]` (e.g. a random draw of training data)."""
+        """Set the pseudo-inputs to K examples `[K, input_dim]` (e.g. a random draw of training data).
+
+        Works on a model that is not built yet: the model is built first.
+        """
         x = check_array(x, "x", num_features=self.input_dim)
+        if not self.built:
+            model = self._owner()
+            model.build((None, model.input_dim))  # builds this prior too
         if len(x) != self.num_components:
             raise ValueError(
                 f"x must have num_components={self.num_components} rows. Received: x.shape={x.shape}"

@@ -64,6 +64,15 @@ class BoundLoss(keras.losses.Loss):
         """Number of samples of z per example (read-only: compile again with a new loss)."""
         return self._k
 
+    @property
+    def sampler_options(self):
+        """Options the model's posterior samples with under this loss (e.g. `num_reverse_samples`); `{}` here.
+
+        Like `k`, they are decided by the compiled loss alone; compiling with a
+        posterior that does not take them is refused with a named error.
+        """
+        return {}
+
     def __call__(self, y_true=None, y_pred=None, sample_weight=None):
         self._check_terms(y_pred)
         # The bounds are unsupervised: y_true is ignored and may be None.

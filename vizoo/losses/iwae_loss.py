@@ -1,7 +1,8 @@
 import keras
 from keras import ops
 
-from vizoo.losses.bound_loss import BoundLoss, logmeanexp
+from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, logmeanexp
+from vizoo.losses.kl_schedule import check_kl_options
 from vizoo.utils import check_choice
 
 GRADIENT_ESTIMATORS = (None, "dreg", "stl")
@@ -35,13 +36,22 @@ class IWAELoss(BoundLoss):
     as are priors that share the encoder's variables (VampPrior), whose
     gradient these estimators do not cover.
 
+    KL warm-up (`kl_warmup_epochs=N`) trains on the tempered log-weights
+    log w_i^beta = log p(x|z_i) + beta (log p(z_i) - log q(z_i|x)) inside the
+    logsumexp, beta rising linearly from 0 to 1 over N epochs (the model's
+    `kl_weight`, set by `vizoo.callbacks.KLWarmup`, which `fit` adds); the
+    reported loss stays the exact IWAE bound. It does not combine with a
+    `gradient_estimator`.
+
     Args:
         k: int >= 1, importance samples per example (5 and 50 in the paper).
         gradient_estimator: None (the plain reparameterized IWAE gradient),
             `"dreg"` or `"stl"`.
+        kl_warmup_epochs: int >= 0, epochs of KL warm-up; 0 for none.
 
     Example:
         >>> model.compile(optimizer="adam", loss=IWAELoss(k=50, gradient_estimator="dreg"))
+        >>> model.compile(optimizer="adam", loss=IWAELoss(k=5, kl_warmup_epochs=10))
 
     References:
         Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
@@ -50,16 +60,30 @@ class IWAELoss(BoundLoss):
         Roeder, Wu & Duvenaud, "Sticking the Landing", NeurIPS 2017.
     """
 
-    def __init__(self, k=5, gradient_estimator=None, name="iwae_loss", **kwargs):
+    def __init__(self, k=5, gradient_estimator=None, kl_warmup_epochs=0, name="iwae_loss", **kwargs):
         super().__init__(k=k, name=name, **kwargs)
         self.gradient_estimator = check_choice(gradient_estimator, "gradient_estimator", GRADIENT_ESTIMATORS)
+        self.kl_warmup_epochs = check_kl_options(kl_warmup_epochs)[0]
+        if self.kl_warmup_epochs and gradient_estimator is not None:
+            raise ValueError(
+                "kl_warmup_epochs does not combine with a gradient_estimator (it changes the objective the "
+                f"estimator is unbiased for). Received: kl_warmup_epochs={self.kl_warmup_epochs}, "
+                f"gradient_estimator={gradient_estimator!r}"
+            )
         if gradient_estimator is not None:
             self.required_terms = BoundLoss.required_terms + ("log_qz_detached",)
+        if self.kl_warmup_epochs:
+            self.required_terms = BoundLoss.required_terms + ("kl_weight",)
 
     def bound(self, terms):
         return logmeanexp(self.log_weights(terms), axis=1)
 
     def objectives(self, terms):
+        if self.kl_warmup_epochs:
+            beta = terms["kl_weight"]  # [batch, 1]
+            tempered = terms["log_px_z"] + beta * (terms["log_pz"] - terms["log_qz"])
+            surrogate = logmeanexp(tempered, axis=1)
+            return {group: surrogate for group in GRADIENT_GROUPS}
         if self.gradient_estimator is None:
             return None
         log_w = self.log_weights(terms)
@@ -71,4 +95,5 @@ class IWAELoss(BoundLoss):
     def get_config(self):
         config = super().get_config()
         config["gradient_estimator"] = self.gradient_estimator
+        config["kl_warmup_epochs"] = self.kl_warmup_epochs
         return config

@@ -5,8 +5,9 @@ benchmarks name: a new family registers here and nowhere else.
 """
 
 from vizoo.models.latent_variable_model import LatentVariableModel
+from vizoo.models.sigmoid_belief_network import SigmoidBeliefNetwork
 from vizoo.models.vae import VAE
 
-MODELS = {"vae": VAE}
+MODELS = {"vae": VAE, "sbn": SigmoidBeliefNetwork}
 
-__all__ = ["MODELS", "LatentVariableModel", "VAE"]
+__all__ = ["MODELS", "LatentVariableModel", "SigmoidBeliefNetwork", "VAE"]

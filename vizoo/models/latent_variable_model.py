@@ -1,5 +1,6 @@
 """Base class of vizoo's models: the Keras plumbing between a model's terms and a bound loss."""
 
+import inspect
 import warnings
 
 import keras
@@ -37,7 +38,10 @@ class LatentVariableModel(keras.Model):
 
     The number of samples k comes from the compiled loss
     (`model.compile(loss=IWAELoss(k=5))`), or from `num_samples=` in a direct
-    call; with neither it is 1. Which terms are computed comes from the
+    call; with neither it is 1. Likewise the posterior's sampler options (a
+    hierarchical posterior's number of reverse samples K) come from the
+    compiled loss's `sampler_options` (`IWHVILoss(k=5, num_reverse_samples=10)`),
+    else the posterior's defaults. Which terms are computed comes from the
     compiled loss's `required_terms`; a direct call with no compiled loss
     returns every term that costs no extra pass (the three log-densities and
     `kl` where it has a closed form). `fit(x)` needs no targets: the loss
@@ -55,12 +59,31 @@ class LatentVariableModel(keras.Model):
 
     input_dim = None  # set by subclasses
 
+    @property
+    def input_dtype(self):
+        # Data enters in full precision under mixed precision too: the likelihood scores x
+        # itself, not x rounded to float16/bfloat16 (the first dense layer casts its input).
+        return self.variable_dtype
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # beta of KL warm-up: the weight of log p(z) - log q(z|x) in the training objective of a loss built
+        # with kl_warmup_epochs (read as the `kl_weight` term; never in the reported bound). Set per epoch by
+        # vizoo.callbacks.KLWarmup; a variable, so the traced train step reads it without retracing.
+        self.kl_weight = self.add_weight(shape=(), initializer="ones", trainable=False, name="kl_weight")
+
     # ----------------------------------------------------------------- loss & k
     @property
     def num_samples(self):
         """Samples per example drawn in fit/evaluate/predict: the compiled loss's k, else 1."""
         loss = getattr(self, "loss", None)
         return loss.k if isinstance(loss, BoundLoss) else 1
+
+    @property
+    def sampler_options(self):
+        """Sampler options of fit/evaluate/predict (e.g. `num_reverse_samples`): the compiled loss's, else none."""
+        loss = getattr(self, "loss", None)
+        return dict(loss.sampler_options) if isinstance(loss, BoundLoss) else {}
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
         if loss is not None:
@@ -82,6 +105,22 @@ class LatentVariableModel(keras.Model):
                 f"{type(posterior).__name__} is not reparameterized (its samples are discrete or "
                 "score-function only): use a score-function loss. "
                 f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
+            )
+        if getattr(loss, "score_function", False) and getattr(posterior, "reparameterized", False):
+            # Its surrogate differentiates log q at the samples; samples that carry a gradient add a path term.
+            raise ValueError(
+                f"{type(loss).__name__} is a score-function estimator for samples that carry no gradient, but "
+                f"{type(posterior).__name__} is reparameterized: use a reparameterization loss (ELBOLoss, "
+                "IWAELoss) or a discrete model (e.g. SigmoidBeliefNetwork). "
+                f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
+            )
+        taken = getattr(posterior, "sampler_options", ())
+        untaken = sorted(set(loss.sampler_options) - set(taken))
+        if untaken:
+            raise ValueError(
+                f"{_describe(loss)} samples with the options {untaken}, which {type(posterior).__name__} does not "
+                "take: use a posterior that does (for num_reverse_samples, a hierarchical posterior, "
+                f"posterior='hierarchical'). Received: posterior={type(posterior).__name__}"
             )
         for name in loss.required_terms:
             reason = self.term_support(name)
@@ -195,7 +234,7 @@ class LatentVariableModel(keras.Model):
             dict of `[batch, k]` tensors (`kl`: `[batch, 1]`).
         """
         k = self.num_samples if num_samples is None else num_samples
-        return self.sample_terms(self._check_inputs(inputs), k, seed=seed, terms=terms)
+        return self.sample_terms(self._check_inputs(inputs), k, seed=seed, terms=terms, **self.sampler_options)
 
     def sample_terms(self, x, num_samples=None, seed=None, terms=None, encoding=None, noise=None, **sampler_options):
         """Draw `num_samples` z per example of x and return the requested terms.
@@ -226,7 +265,14 @@ class LatentVariableModel(keras.Model):
             )
         terms = self._requested_terms(terms)
         seed = self.seed_generator if seed is None else seed
-        return self._sample_terms(x, num_samples, seed, terms, encoding, noise, **sampler_options)
+        # `kl_weight` is the model's state, not a sample: added here for every family.
+        values = self._sample_terms(
+            x, num_samples, seed, tuple(t for t in terms if t != "kl_weight"), encoding, noise, **sampler_options
+        )
+        if "kl_weight" in terms:
+            kl_weight = ops.cast(self.kl_weight, "float32")
+            values["kl_weight"] = ops.broadcast_to(kl_weight, (ops.shape(x)[0], 1))  # [batch, 1]
+        return values
 
     def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
         raise NotImplementedError
@@ -237,7 +283,7 @@ class LatentVariableModel(keras.Model):
 
     def term_support(self, name):
         """None if `sample_terms` can compute term `name`, else the reason it cannot (a sentence)."""
-        return None if name in CORE_TERMS + ("z",) else f"{type(self).__name__} has no term {name!r}."
+        return None if name in CORE_TERMS + ("z", "kl_weight") else f"{type(self).__name__} has no term {name!r}."
 
     @property
     def available_terms(self):
@@ -288,6 +334,17 @@ class LatentVariableModel(keras.Model):
         x = self.check_data(x, "x")
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self.check_data(kwargs["validation_data"], "validation_data")
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # A dataset shuffles itself: Keras's default shuffle=True would only warn that it is ignored.
+            kwargs.setdefault("shuffle", False)
+        warmup_epochs = getattr(getattr(self, "loss", None), "kl_warmup_epochs", 0)
+        if warmup_epochs and len(args) < 4:  # callbacks not given positionally (x, y, batch_size, epochs, verbose, ...)
+            from vizoo.callbacks import KLWarmup
+
+            callbacks = list(kwargs.get("callbacks") or [])
+            if not any(isinstance(callback, KLWarmup) for callback in callbacks):
+                # First, so that callbacks after it (CSVLogger) log the epoch's kl_weight.
+                kwargs["callbacks"] = [KLWarmup(warmup_epochs)] + callbacks
         with input_errors():
             return super().fit(x, y, *args, **kwargs)
 
@@ -303,5 +360,12 @@ class LatentVariableModel(keras.Model):
 
 
 def _describe(loss):
-    options = {key: value for key, value in loss.get_config().items() if key not in ("name", "reduction", "dtype")}
+    # k, and the options set to other than their defaults (new options do not lengthen every message).
+    parameters = inspect.signature(type(loss).__init__).parameters
+    options = {
+        key: value
+        for key, value in loss.get_config().items()
+        if key not in ("name", "reduction", "dtype")
+        and (key == "k" or key not in parameters or parameters[key].default != value)
+    }
     return f"{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"

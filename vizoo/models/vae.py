@@ -146,19 +146,26 @@ class VAE(LatentVariableModel):
         return self.likelihood(h)
 
     def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
-        if sampler_options:
+        unknown = sorted(set(sampler_options) - set(self.posterior.sampler_options))
+        if unknown:
             raise ValueError(
-                f"{type(self.posterior).__name__} takes no sampler options. Received: {sorted(sampler_options)}"
+                f"{type(self.posterior).__name__} takes the sampler options {list(self.posterior.sampler_options)}. "
+                f"Received: {unknown}"
             )
         encoding = self.encode(x) if encoding is None else encoding
-        eps = self.posterior.sample_noise(encoding, num_samples, seed=seed) if noise is None else noise
-        z, log_qz = self.posterior.transform(encoding, eps)  # [batch, k, latent_dim], [batch, k]
+        eps = self.posterior.sample_noise(encoding, num_samples, seed=seed, **sampler_options) if noise is None else noise
+        extra = [name for name in terms if name in self.posterior.extra_terms]
+        # z [batch, k, latent_dim], log_qz [batch, k] (an estimate where not posterior.exact_density)
+        z, log_qz, extras = self.posterior.transform_terms(encoding, eps, extra, **sampler_options)
         values = {"z": lambda: z, "log_qz": lambda: log_qz}
+        values.update({name: (lambda value=value: value) for name, value in extras.items()})
         values["log_px_z"] = lambda: self.likelihood.log_prob(x, self.decode(z))
         values["log_pz"] = lambda: self.prior(z)  # through __call__: the prior reads its variables in float32
         # log q at the same z with q's parameters stopped (z still carries their gradient): STL/DReG.
         values["log_qz_detached"] = lambda: self.posterior.log_prob(z, _stopped_per_sample(encoding))
         values["kl"] = lambda: ops.expand_dims(self.posterior.kl_divergence(encoding, self.prior), axis=-1)
+        # [batch, latent_dim]: closed-form KL per latent dimension (free bits).
+        values["kl_per_dim"] = lambda: self.posterior.kl_divergence_per_dim(encoding, self.prior)
         return {name: values[name]() for name in terms}
 
     def term_support(self, name):
@@ -178,7 +185,15 @@ class VAE(LatentVariableModel):
                     f"{type(self.prior).__name__} is defined through the encoder, so the encoder's gradient has "
                     "a prior part that STL/DReG do not estimate; use another prior."
                 )
-        if name in ("kl", "log_qz_detached"):
+        if name == "kl_per_dim" and not (
+            hasattr(self.posterior, "kl_divergence_per_dim") and self.posterior.has_analytic_kl(self.prior)
+        ):
+            return (
+                f"the KL per latent dimension needs a factorized posterior with a closed-form KL against the "
+                f"prior (the diagonal Gaussian and the standard normal prior). Received: "
+                f"posterior={type(self.posterior).__name__}, prior={type(self.prior).__name__}"
+            )
+        if name in ("kl", "kl_per_dim", "log_qz_detached") or name in self.posterior.extra_terms:
             return None
         return super().term_support(name)
 
@@ -189,10 +204,13 @@ class VAE(LatentVariableModel):
         def variables(layers):
             return [v for layer in layers for v in layer.trainable_variables]
 
-        return {
+        groups = {
             "generative": variables(self.decoder_layers + [self.likelihood, self.prior]),
-            "inference": variables(self.encoder_layers + [self.posterior]),
+            "inference": variables(self.encoder_layers),
         }
+        for group, members in self.posterior.gradient_groups().items():  # e.g. a reverse model's are `control`
+            groups[group] = groups.get(group, []) + list(members)
+        return groups
 
     def generate(self, num_examples, seed=None):
         """Mean of p(x|z) for `num_examples` draws z ~ p(z), `[num_examples, input_dim]`."""

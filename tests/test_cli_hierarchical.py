@@ -1,0 +1,47 @@
+"""train.py with a hierarchical posterior: --posterior hierarchical, --aux-dim, --reverse-samples, --loss hvm|iwhvi."""
+
+import json
+
+import keras
+import pytest
+
+from vizoo import cli
+
+TINY = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "1", "--eval-k", "10", "--verbose", "0"]
+HIERARCHICAL = ["--posterior", "hierarchical", "--aux-dim", "3"]
+
+
+@pytest.mark.parametrize(
+    "flags, loss_name, loss_k",
+    [(["--loss", "hvm", "--k", "1"], "HVMLoss", 0), (["--loss", "iwhvi", "--k", "2", "--reverse-samples", "4"], "IWHVILoss", 4)],
+    ids=["hvm", "iwhvi"],
+)
+def test_hierarchical_posterior_trains_evaluates_and_exports(flags, loss_name, loss_k, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = TINY + HIERARCHICAL + flags + ["--eval-reverse-samples", "6", "--out-dir", str(out)]
+    assert cli.main(argv) == 0
+    model = keras.models.load_model(out / "model.keras")
+    assert type(model.posterior).__name__ == "HierarchicalPosterior" and model.posterior.aux_dim == 3
+    assert type(model.loss).__name__ == loss_name
+    assert model.sampler_options == {"num_reverse_samples": loss_k}
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["log_likelihood_is_lower_bound"] is True
+    assert metrics["sampler_options"] == {"num_reverse_samples": 6}
+    assert "an upper bound" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--loss", "hvm"], "HVMLoss\\(k=5\\) samples with the options \\['num_reverse_samples'\\]"),
+        (["--aux-dim", "3"], "aux_dim applies to the posteriors \\['hierarchical'\\]. Received: posterior='diagonal'"),
+        (["--reverse-samples", "3"], "reverse_samples applies to the posteriors \\['hierarchical'\\]"),
+        (HIERARCHICAL + ["--reverse-samples", "-1"], "Received: reverse_samples=-1"),
+    ],
+)
+def test_bad_hierarchical_arguments_exit_with_a_named_error(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(TINY + argv + ["--out-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert __import__("re").search(message, capsys.readouterr().err)

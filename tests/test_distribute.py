@@ -1,0 +1,65 @@
+"""tf.distribute: the bounds reduce to the global batch mean across replicas.
+
+The reference is pPCA with q equal to the exact posterior: every log-weight equals log p(x)
+whatever the noise, so the loss of a batch is known exactly and cannot depend on how the
+replicas draw their samples. The two devices are logical CPUs, configured before TensorFlow
+starts (so in a fresh process).
+"""
+
+import json
+
+import pytest
+
+from tests.helpers import run_in_fresh_process
+
+SETUP = """
+import json
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from tests import ppca
+from vizoo.losses import IWAELoss
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+weights, bias = ppca.ppca_parameters()
+x = ppca.sample_data(64, weights, bias)
+exact = float(-np.mean(ppca.exact_log_px(x, weights, bias)))
+single = ppca.ppca_vae(weights, bias)
+single.compile(optimizer="sgd", loss=IWAELoss(k=5))
+single_loss = single.evaluate(x, batch_size=32, verbose=0)
+with strategy.scope():
+    model = ppca.ppca_vae(weights, bias)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=IWAELoss(k=5, gradient_estimator="dreg"))
+loss = model.evaluate(x, batch_size=32, verbose=0)
+history = model.fit(x, batch_size=32, epochs=2, verbose=0).history["loss"]
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "exact": exact, "single": single_loss,
+                  "distributed": loss, "history": history}))
+"""
+
+def check(result, replicas):
+    assert result["replicas"] == replicas
+    assert abs(result["single"] - result["exact"]) < 1e-5
+    assert abs(result["distributed"] - result["single"]) < 1e-5
+    assert all(abs(value - result["exact"]) < 1e-3 for value in result["history"])  # trains, still at the optimum
+
+
+def test_mirrored_on_two_logical_cpus_reports_the_single_device_loss():
+    output = run_in_fresh_process(SETUP)
+    check(json.loads(output.strip().splitlines()[-1]), replicas=2)
+
+
+def test_multi_worker_is_refused_with_the_reason():
+    from vizoo.distribute import get_strategy
+
+    with pytest.raises(ValueError, match="keras-team/keras#20585.*Received: distribute='multi_worker'"):
+        get_strategy("multi_worker")
+
+
+def test_unknown_strategy_is_named():
+    from vizoo.distribute import get_strategy
+
+    with pytest.raises(ValueError, match="Received: distribute='horovod'"):
+        get_strategy("horovod")

@@ -1,0 +1,58 @@
+"""evaluate.log_likelihood with a hierarchical posterior: an evaluation-time K, bounded memory, a stated lower bound."""
+
+import numpy as np
+import pytest
+
+from tests import ppca
+from vizoo import evaluate
+from vizoo.layers import HierarchicalPosterior
+
+
+@pytest.fixture(scope="module")
+def reference():
+    weights, bias = ppca.ppca_parameters()
+    x = ppca.sample_data(200, weights, bias)
+    return weights, bias, x, ppca.exact_log_px(x, weights, bias)
+
+
+def hierarchical_ppca(weights, bias, **kwargs):
+    posterior = HierarchicalPosterior(3, aux_dim=2, hidden_units=[8], reverse_hidden_units=[8], name="posterior", **kwargs)
+    return ppca.ppca_decoder_vae(weights, bias, posterior, seed=0)
+
+
+def test_result_says_the_estimate_is_a_lower_bound_and_tightens_with_k(reference):
+    weights, bias, x, log_px = reference
+    model = hierarchical_ppca(weights, bias, num_reverse_samples=1)
+    results = {K: evaluate.log_likelihood(model, x, k=200, seed=0, num_reverse_samples=K) for K in (0, 50)}
+    for K, result in results.items():
+        assert result["log_likelihood_is_lower_bound"] is True
+        assert result["sampler_options"] == {"num_reverse_samples": K}
+        assert result["elbo"] <= result["log_likelihood"] < log_px.mean()
+    assert results[0]["log_likelihood"] < results[50]["log_likelihood"] - 0.05
+    default = evaluate.log_likelihood(model, x, k=20, seed=0)  # the posterior's own K
+    assert default["sampler_options"] == {} and default["log_likelihood_is_lower_bound"]
+    assert "log_likelihood_is_lower_bound" not in evaluate.log_likelihood(ppca.ppca_vae(weights, bias), x, k=5)
+
+
+def test_chunks_stay_within_the_memory_budget_and_agree(reference):
+    weights, bias, x, _ = reference
+    model = hierarchical_ppca(weights, bias)
+    K = 40
+    per_sample = model.posterior.sample_elements(num_reverse_samples=K)
+    assert per_sample == (K + 1) * 8  # the widest per-sample tensor: K + 1 hidden layers of 8 units
+    budget = 100 * per_sample * 6
+    assert evaluate._chunk_size(300, 100, max(ppca.DATA_DIM, per_sample), 3, chunk_elements=budget) == 6
+    options = dict(k=300, train_k=3, return_per_example=True, num_reverse_samples=K)
+    chunked = evaluate.log_likelihood(model, x, seed=1, chunk_elements=budget, **options)
+    whole = evaluate.log_likelihood(model, x, seed=2, **options)
+    # Two independent estimates of the same quantity: equal within their standard error.
+    difference = chunked["per_example_log_likelihood"] - whole["per_example_log_likelihood"]
+    assert abs(difference.mean()) < 4 * difference.std(ddof=1) / np.sqrt(len(difference))
+
+
+def test_unknown_sampler_options_are_named(reference):
+    weights, bias, x, _ = reference
+    with pytest.raises(ValueError, match="Received: \\['num_reverse_sample'\\]"):
+        evaluate.log_likelihood(hierarchical_ppca(weights, bias), x, k=5, num_reverse_sample=3)
+    with pytest.raises(ValueError, match="Received: num_reverse_samples=-1"):
+        evaluate.log_likelihood(hierarchical_ppca(weights, bias), x, k=5, num_reverse_samples=-1)

@@ -1,0 +1,104 @@
+"""Pictures of a run: valid PNGs, and the 2-D posterior grids against an exact posterior."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import vizoo
+from tests import ppca
+from tests.helpers import REPO_ROOT
+from vizoo import cli, plots, runs
+from vizoo import config as run_config
+from vizoo.losses import IWAELoss
+from vizoo.models import VAE
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE, path
+    assert os.path.getsize(path) > 1000, path
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 50, image.shape
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("run"))
+    splits = vizoo.data.load("digits", batch_size=100)
+    model = VAE(64, 2, hidden_units=[16], seed=0)
+    model.initialize_output_bias(splits.train_mean)
+    model.compile(optimizer="adam", loss=IWAELoss(k=2, kl_warmup_epochs=1))
+    runs.fit_run(model, splits.train, run_dir, 2, splits.validation, verbose=0)
+    return run_dir, model, splits
+
+
+def test_plot_run_writes_valid_pngs(trained_run):
+    run_dir, model, splits = trained_run
+    written = plots.plot_run(run_dir, model=model, data=splits.test)
+    names = sorted(os.path.basename(path) for path in written)
+    assert names == ["posteriors.png", "reconstructions.png", "samples.png", "training_curves.png"]
+    for path in written:
+        assert_png(path)
+
+
+def test_posterior_grids_match_an_exact_posterior():
+    """pPCA with q set to the exact posterior: the numerically normalized p(z|x) grid equals q's."""
+    weights, bias = ppca.ppca_parameters()
+    weights = weights[:, :2]  # two informative latent units
+    model = ppca.ppca_vae(weights, bias)
+    x = ppca.sample_data(3, weights, bias).astype("float32")
+    true, approx, edges = plots.posterior_grids(model, x, grid_size=40, extent=3.0)
+    assert true.shape == approx.shape == (3, 40, 40) and edges.shape == (41,)
+    np.testing.assert_allclose(true.sum(axis=(1, 2)), 1.0, atol=1e-9)
+    np.testing.assert_allclose(true, approx, atol=1e-5)
+    # ... and differs from a wrong q (the prior's offset)
+    shifted = ppca.ppca_vae(weights, bias, loc_offset=1.0)
+    _, wrong, _ = plots.posterior_grids(shifted, x, grid_size=40, extent=3.0)
+    assert np.abs(true - wrong).max() > 1e-3
+    assert plots.plot_samples(model, "unused.png") is None  # 5 features are not an image
+
+
+def test_flow_posterior_is_drawn_from_samples(tmp_path):
+    model = VAE(64, 2, hidden_units=[8], posterior="planar", seed=0)
+    x = (np.random.default_rng(0).random((2, 64)) < 0.5).astype("float32")
+    true, approx, _ = plots.posterior_grids(model, x, grid_size=20, num_samples=2000)
+    np.testing.assert_allclose(approx.sum(axis=(1, 2)), 1.0, atol=1e-9)  # a histogram of q's samples
+    assert_png(plots.plot_posteriors([("a", model), ("b", model)], x, str(tmp_path / "p.png")))
+    with pytest.raises(ValueError, match="Received: latent_dim=3"):
+        plots.posterior_grids(VAE(64, 3, hidden_units=[8]), x)
+
+
+def test_plots_command_recreates_a_saved_run(trained_run, tmp_path):
+    run_dir, model, _ = trained_run
+    run_config.write_run_config(cli.build_parser(), cli.build_parser().parse_args(["--latent-dim", "2"]), run_dir)
+    for name in ("samples.png", "posteriors.png"):
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-m", "vizoo.plots", run_dir], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_png(os.path.join(run_dir, "samples.png"))
+    assert_png(os.path.join(run_dir, "posteriors.png"))
+    comparison = str(tmp_path / "compare.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "vizoo.plots", run_dir, run_dir, "--out", comparison],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_png(comparison)
+    result = subprocess.run(
+        [sys.executable, "-m", "vizoo.plots", str(tmp_path / "nothing")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "has no model.keras" in result.stderr and "Traceback" not in result.stderr
+

@@ -1,0 +1,233 @@
+"""Keras callbacks for long training runs: a resumable checkpoint and KL warm-up.
+
+- `TrainingCheckpoint(directory, train_data=None)`: every epoch, the model's
+  weights, the optimizer's state and the sampling-noise state, written
+  atomically; `fit` restarted with the same callback continues from the last
+  finished epoch (noise and data order included).
+- `KLWarmup(epochs)`: the linear KL warm-up schedule beta = min(1, epoch / N)
+  of a loss built with `kl_warmup_epochs=N` (`fit` adds it by itself).
+"""
+
+import glob
+import json
+import os
+
+import keras
+
+from vizoo.utils import check_positive_int
+
+_STATE_FILE = "state.json"
+_FORMAT = 1  # version of state.json's layout
+
+
+def _seed_states(model):
+    """`{path: variable}` of the model's `keras.random.SeedGenerator` states (not in weight files)."""
+    return {v.path: v for v in model.variables if v.name == "seed_generator_state"}
+
+
+def _iterators_per_epoch(dataset):
+    """How many iterators `fit` makes of a `tf.data` training set per epoch.
+
+    Keras 3.15's EpochIterator makes one at the start of every epoch and, when
+    the number of batches is known, one more (unused) at its end; each draws
+    a reshuffling pipeline's next seeds. Checked by the test that a resumed
+    run ends with the weights of an uninterrupted one.
+    """
+    cardinality = int(dataset.cardinality()) if hasattr(dataset, "cardinality") else -1
+    return 2 if cardinality > 0 else 1
+
+
+def _write_atomically(path, write):
+    """Call `write(tmp_path)` and move the result to `path` in one step (a kill leaves the old file)."""
+    directory, name = os.path.split(path)
+    tmp_path = os.path.join(directory, f"tmp-{os.getpid()}-{name}")
+    write(tmp_path)
+    os.replace(tmp_path, path)
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Back up the training state every epoch; restore it when `fit` starts again.
+
+    Like `keras.callbacks.BackupAndRestore`, plus what a variational model
+    needs to continue exactly where it stopped:
+    - the model's weights with the optimizer's state (slots and iteration
+      count), written atomically: a process killed while writing (SIGKILL,
+      power loss) leaves the previous epoch's checkpoint intact;
+    - the state of every `keras.random.SeedGenerator` of the model (the
+      sampling noise), which weight files leave out: a resumed run draws
+      fresh noise instead of repeating the first epochs';
+    - the epoch count: `fit` continues at the next epoch (`initial_epoch`),
+      and a seeded `tf.data` pipeline that reshuffles or re-binarizes every
+      epoch, given as `train_data`, is advanced by the finished epochs, so the
+      resumed run sees the data the uninterrupted run would have seen.
+
+    A run killed after epoch e and restarted with the same data, model and
+    seeds gives the weights of an uninterrupted run (tested). The checkpoint
+    is kept when training ends: delete the directory (or call `delete()`)
+    once the run's outputs are written, as `train.py` does.
+
+    Args:
+        directory: str, where the checkpoint lives (created when needed).
+        train_data: optional `tf.data.Dataset` given to `fit`, to advance by
+            the restored number of epochs (each new iterator of a pipeline with
+            `reshuffle_each_iteration` / `rerandomize_each_iteration` draws anew).
+
+    Example:
+        >>> checkpoint = vizoo.callbacks.TrainingCheckpoint("runs/a/checkpoint", train_data=splits.train)
+        >>> model.fit(splits.train, epochs=100, callbacks=[checkpoint])  # killed, then run again: resumes
+        >>> checkpoint.saved_epoch()
+        100
+    """
+
+    def __init__(self, directory, train_data=None):
+        super().__init__()
+        if not isinstance(directory, (str, os.PathLike)) or not str(directory):
+            raise ValueError(f"directory must be a path. Received: directory={directory!r}")
+        self.directory = str(directory)
+        self.train_data = train_data
+        self.restored_epoch = None  # the epoch `fit` resumed at (None: started afresh)
+
+    # ---------------------------------------------------------------- reading
+    def _error(self, reason):
+        return ValueError(
+            f"The checkpoint in {self.directory} cannot be restored: {reason}. Delete that directory to start "
+            f"the run over, or use another output directory. Received: directory={self.directory!r}"
+        )
+
+    def _read_state(self):
+        path = os.path.join(self.directory, _STATE_FILE)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as f:
+                state = json.load(f)
+            epoch, weights = int(state["epoch"]), state["weights"]
+            seeds = {str(key): [int(v) for v in value] for key, value in state.get("seed_states", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise self._error(f"{_STATE_FILE} is unreadable ({type(error).__name__}: {error})") from None
+        if epoch < 0 or not isinstance(weights, str) or os.path.basename(weights) != weights:
+            raise self._error(f"{_STATE_FILE} is malformed")
+        if not os.path.exists(os.path.join(self.directory, weights)):
+            raise self._error(f"its weights file {weights} is missing")
+        return {"epoch": epoch, "weights": weights, "seed_states": seeds}
+
+    def saved_epoch(self):
+        """Number of finished epochs in the checkpoint, or None when there is none.
+
+        Raises:
+            ValueError: the checkpoint exists but cannot be read.
+        """
+        state = self._read_state()
+        return None if state is None else state["epoch"]
+
+    # --------------------------------------------------------------- restoring
+    def on_train_begin(self, logs=None):
+        state = self._read_state()
+        if state is None:
+            return
+        model = self.model
+        if not model.built:
+            raise ValueError(
+                "TrainingCheckpoint restores into a built model: build it first, e.g. "
+                "model.build((None, input_dim)) or one call on a batch."
+            )
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # its slots must exist to be loaded into
+        try:
+            model.load_weights(os.path.join(self.directory, state["weights"]))
+        except Exception as error:  # h5py, Keras and shape errors alike: one clear message
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise self._error(f"its weights do not load into this model ({message})") from None
+        current = _seed_states(model)
+        for path, value in state["seed_states"].items():
+            if path in current:
+                current[path].assign(value)
+        model._initial_epoch = state["epoch"]  # what keras.callbacks.BackupAndRestore sets: fit starts there
+        if self.train_data is not None:
+            for _ in range(state["epoch"] * _iterators_per_epoch(self.train_data)):
+                iter(self.train_data)  # each new iterator reshuffles / redraws, as fit's did
+        self.restored_epoch = state["epoch"]
+
+    # ------------------------------------------------------------------ saving
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        weights = f"epoch-{epoch + 1}.weights.h5"
+        _write_atomically(os.path.join(self.directory, weights), lambda path: self.model.save_weights(path))
+        state = {
+            "format": _FORMAT,
+            "epoch": epoch + 1,
+            "weights": weights,
+            "seed_states": {path: [int(v) for v in variable.numpy()] for path, variable in _seed_states(self.model).items()},
+        }
+
+        def write_state(path):
+            with open(path, "w") as f:
+                json.dump(state, f, indent=2)
+
+        _write_atomically(os.path.join(self.directory, _STATE_FILE), write_state)  # the commit point
+        for old in glob.glob(os.path.join(self.directory, "*.weights.h5")):
+            if os.path.basename(old) != weights:
+                os.remove(old)
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None  # a later fit of the same model starts where it is asked to
+
+    def delete(self):
+        """Remove the checkpoint (after the run's outputs are written)."""
+        for name in glob.glob(os.path.join(self.directory, "*")):
+            os.remove(name)
+        if os.path.isdir(self.directory):
+            os.rmdir(self.directory)
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """Linear KL warm-up: beta = min(1, epoch / epochs) at the start of each epoch.
+
+    Sets the model's `kl_weight` (a non-trainable variable, saved with the
+    model), which a loss built with `kl_warmup_epochs` reads as its `kl_weight`
+    term: the training objective weights log p(z) - log q(z|x) by beta, while
+    the reported loss stays the exact bound. Epoch 0 trains with beta = 0, epoch
+    `epochs` and later with beta = 1. `fit` adds this callback by itself when
+    the compiled loss has `kl_warmup_epochs > 0`; pass one explicitly to use
+    another schedule length. The value is logged as `kl_weight` (history.csv).
+    Resuming at epoch e (`TrainingCheckpoint`, `initial_epoch=e`) sets beta
+    for epoch e, so the schedule continues.
+
+    Args:
+        epochs: int N >= 1, epochs over which beta rises from 0 to 1.
+
+    Example:
+        >>> model.compile(optimizer="adam", loss=vizoo.losses.ELBOLoss(kl_warmup_epochs=10))
+        >>> model.fit(train_ds, epochs=100)  # beta = 0, 0.1, ..., 1, 1, ...
+
+    Reference:
+        Bowman et al., "Generating Sentences from a Continuous Space", CoNLL 2016;
+        Sønderby et al., "Ladder Variational Autoencoders", NeurIPS 2016.
+    """
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = check_positive_int(epochs, "epochs")
+
+    def kl_weight_at(self, epoch):
+        """beta of epoch `epoch` (0-based)."""
+        return min(1.0, epoch / self.epochs)
+
+    def on_train_begin(self, logs=None):
+        loss = getattr(self.model, "loss", None)
+        if "kl_weight" not in getattr(loss, "required_terms", ()):
+            raise ValueError(
+                "KLWarmup sets the model's kl_weight, which the compiled loss does not read: compile with "
+                "ELBOLoss(kl_warmup_epochs=N) or IWAELoss(kl_warmup_epochs=N). "
+                f"Received: loss={type(loss).__name__}"
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.kl_weight.assign(self.kl_weight_at(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_weight"] = float(self.model.kl_weight.numpy())
+
+    def get_config(self):
+        return {"epochs": self.epochs}

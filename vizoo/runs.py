@@ -1,0 +1,186 @@
+"""Training into a run directory: resumable, with the best model kept, safe to interrupt.
+
+`fit_run(model, train_data, out_dir, epochs=...)` is what `train.py` uses; in a
+run directory it keeps
+
+    checkpoint/     the training state after the last finished epoch (TrainingCheckpoint);
+                    removed by `finish_run` once the run's outputs are written
+    history.csv     one row per epoch, continued (not restarted) by a resumed run
+    best.keras      the model with the best validation loss so far (with validation data)
+    model.keras     the model at the end of training (or at the interruption)
+    tensorboard/    TensorBoard logs, when asked for
+
+Calling it again on the same directory after a kill (SIGKILL, a lost machine)
+continues after the last finished epoch, with the optimizer, noise and data
+state of an uninterrupted run. Ctrl-C (KeyboardInterrupt) saves `model.keras`
+with the current weights, keeps the checkpoint and raises `RunInterrupted`,
+whose message says what was saved.
+"""
+
+import csv
+import math
+import os
+import time
+
+import keras
+
+from vizoo.callbacks import TrainingCheckpoint
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+class RunInterrupted(Exception):
+    """Training or evaluation was interrupted (Ctrl-C); the message says what was saved."""
+
+
+def prepare_out_dir(out_dir):
+    """Create `out_dir` if needed and check that files can be written there.
+
+    Raises:
+        ValueError: naming `out_dir` and the operating system's reason.
+    """
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"out_dir must be a writable directory ({reason}). Received: out_dir={str(out_dir)!r}") from None
+    return out_dir
+
+
+def _read_history(path):
+    if not os.path.exists(path):
+        return None, []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def _continue_history(path, epoch):
+    """Keep the rows of epochs before `epoch` (a row may precede a checkpoint that a kill prevented)."""
+    fieldnames, rows = _read_history(path)
+    if fieldnames is None:
+        return []
+    kept = [row for row in rows if row.get("epoch", "").isdigit() and int(row["epoch"]) < epoch]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(kept)
+    return kept
+
+
+def _best_so_far(rows, monitor="val_loss"):
+    values = []
+    for row in rows:
+        try:
+            values.append(float(row[monitor]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    values = [v for v in values if math.isfinite(v)]
+    return min(values) if values else None
+
+
+def checkpoint_epoch(out_dir):
+    """Finished epochs in the run directory's checkpoint, or None (ValueError if it is unreadable)."""
+    return TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).saved_epoch()
+
+
+def fit_run(
+    model,
+    train_data,
+    out_dir,
+    epochs,
+    validation_data=None,
+    verbose=2,
+    tensorboard=False,
+    callbacks=None,
+):
+    """`model.fit` into a run directory: checkpointed every epoch, resumed when restarted.
+
+    Args:
+        model: a compiled vizoo model (built here if it is not).
+        train_data: a `tf.data.Dataset` of training batches (a seeded pipeline
+            that reshuffles or re-binarizes every epoch continues its sequence
+            on resume).
+        out_dir: str, the run directory (see the module docstring for its files).
+        epochs: int, total epochs of the run (a resumed run trains the rest).
+        validation_data: optional dataset; with it `best.keras` keeps the model
+            of the lowest `val_loss` (the validation bound).
+        verbose: Keras `fit` verbosity.
+        tensorboard: bool, write TensorBoard logs to `out_dir/tensorboard`.
+        callbacks: optional further Keras callbacks.
+
+    Returns:
+        dict: `resumed_epoch` (None for a fresh run), `train_seconds` (this
+        process's training time) and `history` (the `keras.callbacks.History`).
+
+    Raises:
+        RunInterrupted: on Ctrl-C, after saving `model.keras`; the checkpoint
+            of the last finished epoch stays, so running again resumes.
+        ValueError: the checkpoint cannot be restored (corrupt, or from
+            another model).
+
+    Example:
+        >>> result = vizoo.runs.fit_run(model, splits.train, "runs/a", epochs=100, validation_data=splits.validation)
+        >>> vizoo.runs.finish_run("runs/a")  # outputs written: the checkpoint is no longer needed
+    """
+    prepare_out_dir(out_dir)
+    if not model.built and getattr(model, "input_dim", None):
+        model.build((None, model.input_dim))  # a checkpoint restores into built variables
+    checkpoint = TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR), train_data=train_data)
+    resumed_epoch = checkpoint.saved_epoch()  # a corrupt checkpoint fails here, before any training
+    history_path = os.path.join(out_dir, "history.csv")
+    best_path = os.path.join(out_dir, "best.keras")
+    if resumed_epoch is None:
+        rows = []
+        for stale in (history_path, best_path):  # from an earlier, finished run in the same directory
+            if os.path.exists(stale):
+                os.remove(stale)
+    else:
+        rows = _continue_history(history_path, resumed_epoch)
+    # Order: the epoch's row and best model are written before its checkpoint commits, so a kill in between
+    # redoes that epoch (its row is dropped on resume) rather than losing it.
+    run_callbacks = [keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None)]
+    if validation_data is not None:
+        run_callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                best_path, monitor="val_loss", mode="min", save_best_only=True, initial_value_threshold=_best_so_far(rows)
+            )
+        )
+    if tensorboard:
+        run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(out_dir, "tensorboard")))
+    run_callbacks += list(callbacks or [])
+    run_callbacks.append(checkpoint)
+
+    if resumed_epoch is not None and verbose:
+        print(f"Resuming from the checkpoint in {checkpoint.directory}: {resumed_epoch} of {epochs} epochs done.")
+    start = time.perf_counter()
+    try:
+        history = model.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=epochs,
+            shuffle=False,  # a tf.data pipeline shuffles (and re-binarizes) every epoch itself
+            verbose=verbose,
+            callbacks=run_callbacks,
+        )
+    except KeyboardInterrupt:
+        saved = checkpoint.saved_epoch()
+        model_path = os.path.join(out_dir, "model.keras")
+        model.save(model_path)
+        done = f"the checkpoint after epoch {saved} is in {checkpoint.directory}" if saved else "no epoch finished"
+        raise RunInterrupted(
+            f"interrupted during training; {done}; the current weights are in {model_path}. "
+            "Run the same command again to resume."
+        ) from None
+    train_seconds = time.perf_counter() - start
+    model.save(os.path.join(out_dir, "model.keras"))
+    return {"resumed_epoch": resumed_epoch, "train_seconds": train_seconds, "history": history}
+
+
+def finish_run(out_dir):
+    """Remove the run directory's checkpoint: the run is complete, a new run here starts afresh."""
+    TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).delete()
