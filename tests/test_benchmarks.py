@@ -2,6 +2,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO_ROOT
@@ -52,6 +53,21 @@ def test_gradient_snr_reads_the_dreg_benchmark_models(tmp_path):
     for row in rows:
         cells = row.strip("| ").split(" | ")
         assert float(cells[2].split()[0]) > 0 and float(cells[3].split()[0]) > 0
+
+
+def test_precision_script_compares_float32_and_bfloat16(tmp_path, capsys):
+    from vizoo.losses import IWAELoss
+    from vizoo.models import VAE
+
+    model = VAE(input_dim=64, latent_dim=4, hidden_units=[16], seed=0)
+    model.compile(optimizer="adam", loss=IWAELoss(k=2))
+    model.fit(np.zeros((10, 64), "float32"), epochs=1, verbose=0)  # a trained model, optimizer state included
+    model.save(tmp_path / "m.keras")
+    argv = ["--model", str(tmp_path / "m.keras"), "--dataset", "digits", "--num-test", "20", "--eval-k", "20",
+            "--train-examples", "1000", "--repeats", "1"]
+    assert load_script("precision").main(argv) == 0
+    output = capsys.readouterr().out
+    assert "| float32 |" in output and "| mixed_bfloat16 |" in output and "NLL difference" in output
 
 
 def test_unknown_model_is_named(tmp_path):

@@ -111,3 +111,14 @@ def test_regularizers_reach_every_group_with_a_split_step(binary_data):
     model.fit(binary_data, epochs=2, verbose=0)
     after = [np.linalg.norm(layer.kernel) for layer in (model.encoder_layers[0], model.decoder_layers[0])]
     assert after[0] < 0.8 * before[0] and after[1] < 0.8 * before[1]  # weight decay acted on both groups
+
+
+def test_files_from_before_kl_warmup_load_with_beta_one():
+    # A .keras file written before the model owned kl_weight lists no variable of the model itself.
+    model = small_vae()
+    model.kl_weight.assign(0.25)
+    model.load_own_variables({})
+    assert float(model.kl_weight) == 1.0
+    model.kl_weight.assign(0.25)
+    model.load_own_variables({"0": np.float32(0.5)})  # a current file: its value
+    assert float(model.kl_weight) == 0.5

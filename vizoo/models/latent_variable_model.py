@@ -72,6 +72,14 @@ class LatentVariableModel(keras.Model):
         # vizoo.callbacks.KLWarmup; a variable, so the traced train step reads it without retracing.
         self.kl_weight = self.add_weight(shape=(), initializer="ones", trainable=False, name="kl_weight")
 
+    def load_own_variables(self, store):
+        # `.keras` files written before KL warm-up existed hold no variable of the model itself:
+        # they load with beta = 1 (the bound), instead of failing on the missing kl_weight.
+        if not len(store.keys()):
+            self.kl_weight.assign(1.0)
+            return
+        super().load_own_variables(store)
+
     # ----------------------------------------------------------------- loss & k
     @property
     def num_samples(self):
