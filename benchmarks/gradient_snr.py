@@ -99,10 +99,8 @@ def measure(model, x, args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     import keras
-    import numpy as np
 
     import vizoo
-    from vizoo.models import VAE
 
     splits = vizoo.data.load(args.dataset, batch_size=args.batch_size, binarization="dynamic", seed=args.seed,
                              data_dir=args.data_dir, validation_size=0)
@@ -119,17 +117,17 @@ def main(argv=None):
         with open(os.path.join(args.results_dir, f"{name}.json")) as f:
             nll[name] = json.load(f)
     keras.utils.set_random_seed(args.seed)
-    untrained = VAE(input_dim=splits.input_dim, latent_dim=50, hidden_units=[200, 200], seed=args.seed)
+    untrained = type(model).from_config(model.get_config())  # the last model's architecture, new weights
     untrained.initialize_output_bias(splits.train_mean)
     print("untrained:", flush=True)
     results["untrained"] = measure(untrained, x, args)
-    write_report(args, results, nll)
+    write_report(args, results, nll, argv if argv is not None else sys.argv[1:])
     print(f"wrote {args.output}")
     return 0
 
 
-def write_report(args, results, nll):
-    command = "python benchmarks/gradient_snr.py " + " ".join(argv for argv in sys.argv[1:])
+def write_report(args, results, nll, argv):
+    command = "python benchmarks/gradient_snr.py " + " ".join(argv)
     lines = [
         "# IWAE-50 with and without DReG: test NLL and encoder gradient SNR",
         "",

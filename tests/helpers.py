@@ -40,6 +40,16 @@ def run_in_fresh_process(code, env=None, timeout=300):
     return result.stdout
 
 
+def assert_cli_error(argv, message, out_dir, capsys):
+    """`train.py ARGV --out-dir OUT_DIR` exits with status 2 and one error line containing `message`."""
+    from vizoo import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv + ["--out-dir", str(out_dir)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def assert_terms_close(a, b, atol=1e-5):
     assert sorted(a) == sorted(b)
     for key in a:

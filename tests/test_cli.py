@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import run_in_fresh_process
+from tests.helpers import assert_cli_error, run_in_fresh_process
 from vizoo import cli
 
 TINY = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "2", "--eval-k", "20", "--verbose", "0"]
@@ -128,10 +128,7 @@ def test_posterior_and_prior_flags(flags, posterior, prior, tmp_path, capsys):
     ],
 )
 def test_bad_arguments_exit_with_a_named_error(argv, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(argv + ["--out-dir", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_cli_error(argv, message, tmp_path, capsys)
 
 
 def test_train_py_script_runs(tmp_path):
@@ -174,7 +171,4 @@ def test_sigmoid_belief_network(loss, tmp_path, capsys):
     ],
 )
 def test_sigmoid_belief_network_bad_combinations_are_named(argv, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(argv + ["--out-dir", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_cli_error(argv, message, tmp_path, capsys)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import vizoo
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, assert_cli_error
 from vizoo import cli, runs
 from vizoo.callbacks import TrainingCheckpoint
 from vizoo.losses import IWAELoss
@@ -271,10 +271,7 @@ def test_warmup_and_free_bits_flags(tmp_path):
     ],
 )
 def test_bad_warmup_and_free_bits_flags(argv, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(argv + ["--out-dir", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_cli_error(argv, message, tmp_path, capsys)
 
 
 def test_train_py_start_up_is_quiet(tmp_path):

@@ -63,49 +63,41 @@ def _iwae(terms):
     return tf.reduce_mean(logmeanexp(terms["log_px_z"] + terms["log_pz"] - terms["log_qz"], axis=1))
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
-def test_elbo_warmup_reports_the_bound_and_follows_the_tempered_gradient(setup, beta):
+def _check_warmup(setup, beta, loss, plain_loss, tempered):
+    """At kl_weight beta: the value is the plain bound, the gradient the tempered objective's (the plain one at beta = 1)."""
     model, x, noise = setup
     model.kl_weight.assign(beta)
-    value, gradients = _step_gradients(model, x, noise, ELBOLoss(k=K, kl_warmup_epochs=5))
-    plain_value, plain = _step_gradients(model, x, noise, ELBOLoss(k=K))
-    assert value == pytest.approx(plain_value, abs=1e-6)  # the exact ELBO, whatever beta
-
-    def tempered(terms):
-        return tf.reduce_mean(tf.reduce_mean(terms["log_px_z"] + beta * (terms["log_pz"] - terms["log_qz"]), axis=1))
-
+    value, gradients = _step_gradients(model, x, noise, loss)
+    plain_value, plain = _step_gradients(model, x, noise, plain_loss)
+    assert value == pytest.approx(plain_value, abs=1e-6)  # the exact bound, whatever beta
     _assert_gradients(gradients, _reference_gradients(model, x, noise, tempered))
     _assert_gradients(gradients, plain, equal=beta == 1.0)  # beta = 1: the plain gradients
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_elbo_warmup_reports_the_bound_and_follows_the_tempered_gradient(setup, beta):
+    def tempered(terms):
+        return tf.reduce_mean(tf.reduce_mean(terms["log_px_z"] + beta * (terms["log_pz"] - terms["log_qz"]), axis=1))
+
+    _check_warmup(setup, beta, ELBOLoss(k=K, kl_warmup_epochs=5), ELBOLoss(k=K), tempered)
+
+
 @pytest.mark.parametrize("beta", [0.25, 1.0])
 def test_analytic_elbo_warmup(setup, beta):
-    model, x, noise = setup
-    model.kl_weight.assign(beta)
-    value, gradients = _step_gradients(model, x, noise, ELBOLoss(k=K, analytic_kl=True, kl_warmup_epochs=2))
-    plain_value, plain = _step_gradients(model, x, noise, ELBOLoss(k=K, analytic_kl=True))
-    assert value == pytest.approx(plain_value, abs=1e-6)
-
     def tempered(terms):
         return tf.reduce_mean(tf.reduce_mean(terms["log_px_z"], axis=1) - beta * terms["kl"][:, 0])
 
-    _assert_gradients(gradients, _reference_gradients(model, x, noise, tempered))
-    _assert_gradients(gradients, plain, equal=beta == 1.0)
+    _check_warmup(
+        setup, beta, ELBOLoss(k=K, analytic_kl=True, kl_warmup_epochs=2), ELBOLoss(k=K, analytic_kl=True), tempered
+    )
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.4, 1.0])
 def test_iwae_warmup_tempers_the_log_weights_inside_the_logsumexp(setup, beta):
-    model, x, noise = setup
-    model.kl_weight.assign(beta)
-    value, gradients = _step_gradients(model, x, noise, IWAELoss(k=K, kl_warmup_epochs=3))
-    plain_value, plain = _step_gradients(model, x, noise, IWAELoss(k=K))
-    assert value == pytest.approx(plain_value, abs=1e-6)
-
     def tempered(terms):
         return tf.reduce_mean(logmeanexp(terms["log_px_z"] + beta * (terms["log_pz"] - terms["log_qz"]), axis=1))
 
-    _assert_gradients(gradients, _reference_gradients(model, x, noise, tempered))
-    _assert_gradients(gradients, plain, equal=beta == 1.0)
+    _check_warmup(setup, beta, IWAELoss(k=K, kl_warmup_epochs=3), IWAELoss(k=K), tempered)
 
 
 def _kl_per_group(model, x, groups):

@@ -271,6 +271,13 @@ class LatentVariableModel(keras.Model):
             raise ValueError(
                 f"num_samples must match the noise's second axis ({noise.shape[1]}). Received: num_samples={num_samples}"
             )
+        posterior = getattr(self, "posterior", None)
+        accepted = getattr(posterior, "sampler_options", ())
+        unknown = sorted(set(sampler_options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"{type(posterior).__name__} takes the sampler options {list(accepted)}. Received: {unknown}"
+            )
         terms = self._requested_terms(terms)
         seed = self.seed_generator if seed is None else seed
         # `kl_weight` is the model's state, not a sample: added here for every family.

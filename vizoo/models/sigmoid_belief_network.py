@@ -188,8 +188,6 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         return ops.cast(self.baseline_network(x), "float32")
 
     def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
-        if sampler_options:
-            raise ValueError(f"SigmoidBeliefNetwork takes no sampler options. Received: {sorted(sampler_options)}")
         encoding = self.encode(x) if encoding is None else encoding
         eps = self.posterior.sample_noise(encoding, num_samples, seed=seed) if noise is None else noise
         z, log_qz = self.posterior.transform(encoding, eps)  # [batch, k, sum(latent_dims)], [batch, k]

@@ -146,12 +146,6 @@ class VAE(LatentVariableModel):
         return self.likelihood(h)
 
     def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
-        unknown = sorted(set(sampler_options) - set(self.posterior.sampler_options))
-        if unknown:
-            raise ValueError(
-                f"{type(self.posterior).__name__} takes the sampler options {list(self.posterior.sampler_options)}. "
-                f"Received: {unknown}"
-            )
         encoding = self.encode(x) if encoding is None else encoding
         eps = self.posterior.sample_noise(encoding, num_samples, seed=seed, **sampler_options) if noise is None else noise
         extra = [name for name in terms if name in self.posterior.extra_terms]
