@@ -70,6 +70,11 @@ def test_precision_script_compares_float32_and_bfloat16(tmp_path, capsys):
     assert "| float32 |" in output and "| mixed_bfloat16 |" in output and "NLL difference" in output
 
 
+def test_dreg_step_time_script(capsys):
+    assert load_script("dreg_step_time").main(["--k", "2", "--examples", "200", "--rounds", "1"]) == 0
+    assert "DReG / plain epoch time:" in capsys.readouterr().out
+
+
 def test_unknown_model_is_named(tmp_path):
     with pytest.raises(SystemExit, match="Received: models='vae,gan'"):
         load_script("benchmark").main(["--models", "vae,gan", "--results-dir", str(tmp_path)])
