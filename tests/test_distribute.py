@@ -8,6 +8,7 @@ starts (so in a fresh process).
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.helpers import run_in_fresh_process
@@ -35,8 +36,26 @@ with strategy.scope():
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=IWAELoss(k=5, gradient_estimator="dreg"))
 loss = model.evaluate(x, batch_size=32, verbose=0)
 history = model.fit(x, batch_size=32, epochs=2, verbose=0).history["loss"]
+
+# vizoo's fused Adam under the strategy: replica r's gradient is (r + 1) g, all-reduced to 3 g.
+import vizoo.optimizers
+with strategy.scope():
+    variable = keras.Variable(np.linspace(-1.0, 1.0, 6).reshape(2, 3))
+    optimizer = vizoo.optimizers.Adam(0.01)
+    optimizer.build([variable])
+
+@tf.function
+def adam_step():
+    def replica_step():
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group + 1, tf.float64)
+        optimizer.apply([tf.reshape(tf.range(6, dtype=tf.float64) - 2.5, (2, 3)) * replica], [variable])
+    strategy.run(replica_step)
+
+for _ in range(3):
+    adam_step()
+replica_values = [v.numpy().tolist() for v in variable.value.values]
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "exact": exact, "single": single_loss,
-                  "distributed": loss, "history": history}))
+                  "distributed": loss, "history": history, "adam": replica_values}))
 """
 
 def check(result, replicas):
@@ -44,6 +63,12 @@ def check(result, replicas):
     assert abs(result["single"] - result["exact"]) < 1e-5
     assert abs(result["distributed"] - result["single"]) < 1e-5
     assert all(abs(value - result["exact"]) < 1e-3 for value in result["history"])  # trains, still at the optimum
+    from tests.test_optimizers import adam_reference
+
+    gradient = 3 * (np.arange(6.0) - 2.5).reshape(2, 3)
+    expected = adam_reference(np.linspace(-1.0, 1.0, 6).reshape(2, 3), [gradient] * 3, lr=0.01)
+    for replica in result["adam"]:  # the same update on every replica
+        np.testing.assert_allclose(np.array(replica), expected, rtol=0, atol=1e-12)
 
 
 def test_mirrored_on_two_logical_cpus_reports_the_single_device_loss():

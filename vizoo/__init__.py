@@ -8,5 +8,6 @@ from vizoo._startup import import_tensorflow_quietly as _import_tensorflow_quiet
 # TF_CPP_MIN_LOG_LEVEL (see vizoo/_startup.py). Before anything below loads TensorFlow.
 _import_tensorflow_quietly()
 
-from vizoo import callbacks, data, distribute, evaluate, export, layers, losses, models, precision, runs  # noqa: E402,F401
+from vizoo import callbacks, data, distribute, evaluate, export, layers, losses, models  # noqa: E402,F401
+from vizoo import optimizers, precision, runs  # noqa: E402,F401
 from vizoo.evaluate import log_likelihood  # noqa: E402,F401

@@ -335,7 +335,7 @@ def run(args):
         if args.prior == "vamp":  # pseudo-inputs start as training examples (shuffled, binarized)
             model.prior.initialize_pseudo_inputs(first_examples(splits.train, model.prior.num_components))
         model.compile(
-            optimizer=keras.optimizers.Adam(args.lr), loss=build_loss(args), steps_per_execution=args.steps_per_execution
+            optimizer=vizoo.optimizers.Adam(args.lr), loss=build_loss(args), steps_per_execution=args.steps_per_execution
         )
 
     # Checkpointed every epoch (resumed when restarted); history.csv, best.keras, model.keras.

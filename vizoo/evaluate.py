@@ -11,6 +11,7 @@ depends on the chunk size, not on k or on the size of the data.
 """
 
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -35,6 +36,33 @@ def _chunk_size(k, batch_size, input_dim, group, chunk_elements=None):
     budget = max(1, (chunk_elements or _ELEMENTS_PER_CHUNK) // (batch_size * input_dim))
     chunk = max(group, budget // group * group)
     return min(chunk, k)
+
+
+# model -> (seed generator, {(chunk, num_chunks, group, jit_compile, sampler options): function}).
+# Tracing and optimizing the sampling loop costs ~1 s; repeated evaluations of a model reuse it.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options):
+    """One compiled `_batch_statistics_fn` per (chunk, num_chunks) in `chunks`, reused across calls.
+
+    The functions of a model share one seed generator, restarted here from `seed`,
+    so a call draws the same noise as a fresh `SeedGenerator(seed)` would.
+    """
+    if model not in _COMPILED:
+        _COMPILED[model] = (keras.random.SeedGenerator(0), {})
+    seed_generator, functions = _COMPILED[model]
+    seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)  # seed None: a random start
+    options = tuple(sorted(sampler_options.items()))
+    passes = []
+    for chunk, num_chunks in chunks:
+        key = (chunk, num_chunks, group, bool(jit_compile), options)
+        if key not in functions:
+            functions[key] = _batch_statistics_fn(
+                model, chunk, num_chunks, group, seed_generator, jit_compile, sampler_options
+            )
+        passes.append(functions[key])
+    return passes
 
 
 def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None):
@@ -171,7 +199,6 @@ def log_likelihood(
 
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
-    seed_generator = keras.random.SeedGenerator(seed)
     num_batches = int(dataset.cardinality())  # negative when unknown
     progress = keras.utils.Progbar(
         num_batches if num_batches >= 0 else None, verbose=verbose, stateful_metrics=["nll"], unit_name="batch"
@@ -186,13 +213,8 @@ def log_likelihood(
                 sample_elements = getattr(getattr(model, "posterior", None), "sample_elements", None)
                 per_sample = max(model.input_dim, sample_elements(**sampler_options) if sample_elements else 0)
                 chunk = _chunk_size(k, int(x.shape[0]), per_sample, train_k, chunk_elements)
-                passes = [
-                    _batch_statistics_fn(model, chunk, k // chunk, train_k, seed_generator, jit_compile, sampler_options)
-                ]
-                if k % chunk:
-                    passes.append(
-                        _batch_statistics_fn(model, k % chunk, 1, train_k, seed_generator, jit_compile, sampler_options)
-                    )
+                chunks = [(chunk, k // chunk)] + ([(k % chunk, 1)] if k % chunk else [])
+                passes = _compiled_passes(model, chunks, train_k, seed, jit_compile, sampler_options)
                 num_iwae_groups = sum(groups for _, groups in passes)
             results = [fn(x) for fn, _ in passes]
             for key in per_example:

@@ -94,8 +94,13 @@ class LatentVariableModel(keras.Model):
         return dict(loss.sampler_options) if isinstance(loss, BoundLoss) else {}
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        """Keras's `compile`; `optimizer="adam"` is `vizoo.optimizers.Adam()` (Keras's Adam, fused kernels)."""
         if loss is not None:
             self.check_loss(loss)
+        if isinstance(optimizer, str) and optimizer.lower() == "adam":
+            from vizoo.optimizers import Adam
+
+            optimizer = Adam()
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
     def check_loss(self, loss):
