@@ -39,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PRECISIONS = ("float32", "bfloat16")
 POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 INPUT_DIM, LATENT_DIM, HIDDEN = 784, 50, (200, 200)
+ANSWER = "@answer "  # the workers' answer lines start with it; anything else on their stdout is passed on
 
 
 def build_parser():
@@ -54,6 +55,7 @@ def build_parser():
     parser.add_argument("--pythae-nll-batch", type=int, default=1000,
                         help="pythae get_nll's batch_size (samples per forward pass; must divide --eval-k)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds of idle before each timed pass")
     parser.add_argument("--only", choices=("train", "eval"), default=None, help="time only one workload")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -171,12 +173,14 @@ class VizooWorker:
 
 def worker_main():
     worker = VizooWorker()
+    answers, sys.stdout = sys.stdout, sys.stderr  # library prints go to stderr, not into the answers
     for line in sys.stdin:
         command = json.loads(line)
         op = command.pop("op")
         if op == "quit":
             break
-        print(json.dumps(getattr(worker, op)(**command)), flush=True)
+        answers.write(ANSWER + json.dumps(getattr(worker, op)(**command)) + "\n")
+        answers.flush()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,10 +194,13 @@ class Program:
     def ask(self, **command):
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.process.args[0]} exited with {self.process.wait()}")
-        return json.loads(line)
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.process.args[0]} exited with {self.process.wait()}")
+            if line.startswith(ANSWER):
+                return json.loads(line[len(ANSWER):])
+            sys.stderr.write(line)
 
     def close(self):
         self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
@@ -228,12 +235,16 @@ def main(argv=None):
             for p in PRECISIONS:
                 if w == "train":
                     prog.ask(op="train", precision=p, examples=min(1000, args.train_examples))
-                else:
-                    prog.ask(op="eval", precision=p, examples=2, k=args.eval_k, nll_batch=args.pythae_nll_batch)
+                else:  # at the timed batch size: vizoo compiles one loop per batch size
+                    prog.ask(op="eval", precision=p, examples=min(100, args.eval_examples), k=args.eval_k,
+                             nll_batch=args.pythae_nll_batch)
     for _ in range(args.repeats):
         for w in workloads:
             for p in PRECISIONS:
                 for name, prog in programs.items():
+                    # Idle threads of the program that just answered spin for a while (OpenMP,
+                    # Eigen) and would take the cores from the next: let them settle first.
+                    time.sleep(args.pause)
                     if w == "train":
                         r = prog.ask(op="train", precision=p, examples=args.train_examples)
                     else:
@@ -274,6 +285,9 @@ def main(argv=None):
         for p in PRECISIONS:
             print(f"| {p} | {nll[('vizoo', p)]:.3f} | {nll[('pythae', p)]:.3f} | "
                   f"{nll[('vizoo', p)] - nll[('pythae', p)]:+.3f} |")
+    print()
+    print("Seconds of each round:", "; ".join(
+        f"{w} {name} {p}: " + ", ".join(f"{t:.2f}" for t in times) for (w, name, p), times in seconds.items()))
     print()
     print("| matmul [rows, in] x [in, out] | float32 GFLOP/s | bfloat16 GFLOP/s | bf16 / fp32 |")
     print("|---|---|---|---|")
