@@ -88,3 +88,20 @@ def test_ppca_full_covariance_table(monkeypatch, capsys):
     for row in rows:  # every setting starts below log p(x) and trains towards it
         start, *_, end = (float(cell) for cell in row.strip("| ").split(" | ")[2:])
         assert 0 < end < start
+
+
+def test_vs_pythae_needs_a_pythae_python(capsys, monkeypatch):
+    monkeypatch.delenv("PYTHAE_PYTHON", raising=False)
+    with pytest.raises(SystemExit, match="--pythae-python.*Received: none"):
+        load_script("vs_pythae").main([])
+    shapes = load_script("vs_pythae").matmul_shapes(batch=100, k=5, chunk_rows=2600)
+    assert (500, 200, 784) in shapes["train"] and (2600, 200, 784) in shapes["eval"] and (100, 784, 200) in shapes["train"]
+
+
+def test_softplus_sum_benchmark_prints_its_table(capsys):
+    assert load_script("softplus_sum").main(["--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| softplus per pixel |" in out and "| grouped (vizoo) |" in out and "evaluation" in out
+    from vizoo.layers import BernoulliLikelihood
+
+    assert "sum_softplus" in BernoulliLikelihood.log_prob.__code__.co_names  # the script put it back
