@@ -1,3 +1,6 @@
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -192,3 +195,26 @@ def test_progress_bar_counts_batches_with_the_running_nll(binary_data, capsys):
     assert "3/Unknown" in out and "nll:" in out
     with pytest.raises(ValueError, match="Received: verbose=3"):
         evaluate.log_likelihood(model, binary_data, k=10, verbose=3)
+
+
+def test_repeated_evaluations_reuse_the_compiled_loop_and_restart_the_noise(binary_data):
+    model = VAE(input_dim=64, latent_dim=4, hidden_units=[16], seed=0)
+    first = evaluate.log_likelihood(model, binary_data[:40], k=30, batch_size=20, seed=7)
+    compiled = dict(evaluate._COMPILED[model][1])
+    again = evaluate.log_likelihood(model, binary_data[:40], k=30, batch_size=20, seed=7)
+    other = evaluate.log_likelihood(model, binary_data[:40], k=30, batch_size=20, seed=8)
+    assert evaluate._COMPILED[model][1] == compiled  # the same functions, no new trace
+    assert again["nll"] == first["nll"] and other["nll"] != first["nll"]  # seeded like a fresh generator
+
+
+def _evaluated_model(data):
+    model = VAE(input_dim=64, latent_dim=4, hidden_units=[16], seed=0)
+    evaluate.log_likelihood(model, data[:40], k=30, batch_size=20, seed=7)
+    assert model in evaluate._COMPILED
+    return weakref.ref(model)
+
+
+def test_the_compiled_loops_do_not_keep_a_model_alive(binary_data):
+    reference = _evaluated_model(binary_data)
+    gc.collect()
+    assert reference() is None

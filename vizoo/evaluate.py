@@ -68,6 +68,8 @@ def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options):
 def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None):
     """A compiled function x `[batch, D]` -> per-example sums over num_chunks chunks of samples."""
     num_groups = chunk // group  # full groups of the training k in one chunk
+    # A weak reference: the function lives in _COMPILED under the model, and must not keep it alive.
+    model_ref = weakref.ref(model)
 
     @tf.function(
         input_signature=[tf.TensorSpec([None, model.input_dim], tf.float32)],
@@ -75,6 +77,7 @@ def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_co
         jit_compile=jit_compile,
     )
     def statistics(x):
+        model = model_ref()
         # Encoded once per batch and reused by every chunk of samples.
         encoding = model.encode(x)
         zeros = tf.zeros(tf.shape(x)[:1], tf.float32)
