@@ -105,3 +105,14 @@ def test_softplus_sum_benchmark_prints_its_table(capsys):
     from vizoo.layers import BernoulliLikelihood
 
     assert "sum_softplus" in BernoulliLikelihood.log_prob.__code__.co_names  # the script put it back
+
+
+def test_step_variants_prints_each_variant(capsys):
+    from vizoo.models import VAE
+
+    decode = VAE.decode
+    assert load_script("step_variants").main(["--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    for row in ("| vizoo |", "| 3-D decoder |", "| Keras Adam |", "| XLA step |", "second call"):
+        assert row in out
+    assert VAE.decode is decode  # the script put vizoo's decode back

@@ -1,0 +1,97 @@
+"""What each speed change of docs/speed.md bought, timed alternating in one process.
+
+On the IWAE paper's 784-200-200-50 model at batch 100 (IWAE k=5 training steps, 10 per
+compiled call, and `log_likelihood` at k=1000 on 100 examples), each row pits vizoo as it is
+against one change undone:
+
+- `3-D decoder`: the MLP applied to z `[batch, k, latent]` directly (Keras then uses a tensordot,
+  with the bias and tanh as separate passes), as before the decoder ran on rows;
+- `Keras Adam`: `keras.optimizers.Adam` instead of `vizoo.optimizers.Adam`;
+- `XLA step`: the whole training step compiled with XLA (`jit_compile=True`);
+- `evaluation, first call` against `second call`: what the per-model cache of compiled
+  sampling loops saves on every call after the first.
+
+    python benchmarks/step_variants.py --precision float32
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"))
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    import vizoo  # first: it filters TensorFlow's start-up notices
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from vizoo.models import VAE
+
+    rng = np.random.default_rng(0)
+    x = tf.constant((rng.random((100, 784)) < 0.3).astype("float32"))
+
+    def decode_3d(self, z):  # what VAE.decode did before it flattened z to rows
+        h = z
+        for layer in self.decoder_layers:
+            h = layer(h)
+        return self.likelihood(h)
+
+    rows_decode = VAE.decode
+    variants = {  # name: (decode, optimizer class, jit_compile)
+        "vizoo": (rows_decode, vizoo.optimizers.Adam, False),
+        "3-D decoder": (decode_3d, vizoo.optimizers.Adam, False),
+        "Keras Adam": (rows_decode, keras.optimizers.Adam, False),
+        "XLA step": (rows_decode, vizoo.optimizers.Adam, True),
+    }
+    steps = {}
+    for name, (decode, optimizer, jit_compile) in variants.items():
+        VAE.decode = decode  # traced below with this variant
+        keras.utils.set_random_seed(0)
+        model = VAE(784, 50, [200, 200], seed=0, dtype=args.precision)
+        model.compile(optimizer=optimizer(1e-3), loss=vizoo.losses.IWAELoss(k=5))
+        model.build((None, 784))
+        model.optimizer.build(model.trainable_variables)
+
+        @tf.function(jit_compile=jit_compile)
+        def train_steps(model=model):
+            for _ in range(10):  # unrolled: XLA compiles the ten steps as one program
+                model.train_step(x)
+
+        train_steps()
+        steps[name] = train_steps
+    VAE.decode = rows_decode
+
+    step_ms = {name: [] for name in variants}
+    first, second = [], []
+    for _ in range(args.rounds):
+        for name, train_steps in steps.items():
+            start = time.perf_counter()
+            for _ in range(10):
+                train_steps()
+            step_ms[name].append((time.perf_counter() - start) / 100 * 1000)
+        model = VAE(784, 50, [200, 200], seed=0, dtype=args.precision)  # a new model: nothing compiled yet
+        for seconds in (first, second):
+            start = time.perf_counter()
+            vizoo.evaluate.log_likelihood(model, x, k=1000, seed=0)
+            seconds.append(time.perf_counter() - start)
+
+    print(f"{args.precision}, {args.rounds} alternating rounds (medians)")
+    print("| training step | ms | vs vizoo |")
+    print("|---|---|---|")
+    base = statistics.median(step_ms["vizoo"])
+    for name, times in step_ms.items():
+        print(f"| {name} | {statistics.median(times):.2f} | {statistics.median(times) / base:.2f}x the time |")
+    print(f"log_likelihood, k=1000, 100 examples: first call on a model {statistics.median(first):.2f} s, "
+          f"second call {statistics.median(second):.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
