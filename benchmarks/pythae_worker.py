@@ -14,8 +14,6 @@ P is "float32" or "bfloat16" (`torch.autocast` on the CPU, pythae's losses uncha
 """
 
 import copy
-import json
-import sys
 import time
 
 import numpy as np
@@ -23,35 +21,39 @@ import torch
 from pythae.models import IWAE, IWAEConfig
 from pythae.models.base.base_utils import ModelOutput
 from pythae.models.nn import BaseDecoder, BaseEncoder
+from vs_pythae import serve  # this script's folder: the driver's serving loop (standard library only)
+
+
+def _tanh_layers(sizes):
+    return torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def _tanh_mlp(layers, h):
+    for layer in layers:
+        h = torch.tanh(layer(h))
+    return h
 
 
 class Encoder(BaseEncoder):
     def __init__(self, input_dim, hidden, latent_dim):
         super().__init__()
-        sizes = [input_dim] + hidden
-        self.hidden = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.embedding = torch.nn.Linear(sizes[-1], latent_dim)
-        self.log_var = torch.nn.Linear(sizes[-1], latent_dim)
+        self.hidden = _tanh_layers([input_dim] + hidden)
+        self.embedding = torch.nn.Linear(hidden[-1], latent_dim)
+        self.log_var = torch.nn.Linear(hidden[-1], latent_dim)
 
     def forward(self, x):
-        h = x
-        for layer in self.hidden:
-            h = torch.tanh(layer(h))
+        h = _tanh_mlp(self.hidden, x)
         return ModelOutput(embedding=self.embedding(h), log_covariance=self.log_var(h))
 
 
 class Decoder(BaseDecoder):
     def __init__(self, latent_dim, hidden, output_dim):
         super().__init__()
-        sizes = [latent_dim] + hidden
-        self.hidden = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.logits = torch.nn.Linear(sizes[-1], output_dim)
+        self.hidden = _tanh_layers([latent_dim] + hidden)
+        self.logits = torch.nn.Linear(hidden[-1], output_dim)
 
     def forward(self, z):
-        h = z
-        for layer in self.hidden:
-            h = torch.tanh(layer(h))
-        return ModelOutput(reconstruction=torch.sigmoid(self.logits(h)))
+        return ModelOutput(reconstruction=torch.sigmoid(self.logits(_tanh_mlp(self.hidden, z))))
 
 
 def _load(linear, kernel, bias, scale=1.0):
@@ -113,19 +115,8 @@ class Worker:
         return {"seconds": time.perf_counter() - start, "nll": float(nll)}
 
 
-ANSWER = "@answer "  # the driver reads only lines that start with it
-
-
 def main():
-    worker = Worker()
-    answers, sys.stdout = sys.stdout, sys.stderr  # library prints go to stderr, not into the answers
-    for line in sys.stdin:
-        command = json.loads(line)
-        op = command.pop("op")
-        if op == "quit":
-            break
-        answers.write(ANSWER + json.dumps(getattr(worker, op)(**command)) + "\n")
-        answers.flush()
+    serve(Worker())
 
 
 if __name__ == "__main__":

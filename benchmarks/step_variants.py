@@ -25,6 +25,8 @@ def main(argv=None):
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"))
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be an integer >= 1. Received: {args.rounds}")
 
     import vizoo  # first: it filters TensorFlow's start-up notices
 

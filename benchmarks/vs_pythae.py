@@ -174,8 +174,12 @@ class VizooWorker:
         return rates
 
 
-def worker_main():
-    worker = VizooWorker()
+def serve(worker):
+    """Answer the driver's JSON commands on stdin with `worker`'s methods, until "quit".
+
+    Both workers run it (`pythae_worker.py` imports it: this module needs only the standard
+    library at import time, so it loads in pythae's Python too).
+    """
     answers, sys.stdout = sys.stdout, sys.stderr  # library prints go to stderr, not into the answers
     for line in sys.stdin:
         command = json.loads(line)
@@ -214,8 +218,14 @@ class Program:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.worker:
-        worker_main()
+        serve(VizooWorker())
         return 0
+    for name in ("pretrain_epochs", "train_examples", "eval_examples", "k", "eval_k", "pythae_nll_batch", "repeats"):
+        value, least = getattr(args, name), 0 if name == "pretrain_epochs" else 1
+        if value < least:
+            sys.exit(f"--{name.replace('_', '-')} must be an integer >= {least}. Received: {value}")
+    if args.pause < 0:
+        sys.exit(f"--pause must be >= 0 seconds. Received: {args.pause}")
     if not args.pythae_python:
         sys.exit("--pythae-python: a Python with torch and pythae is needed (see the docstring). Received: none")
     if args.eval_k % args.pythae_nll_batch:

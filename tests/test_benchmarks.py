@@ -94,6 +94,8 @@ def test_vs_pythae_needs_a_pythae_python(capsys, monkeypatch):
     monkeypatch.delenv("PYTHAE_PYTHON", raising=False)
     with pytest.raises(SystemExit, match="--pythae-python.*Received: none"):
         load_script("vs_pythae").main([])
+    with pytest.raises(SystemExit, match="--repeats must be an integer >= 1. Received: 0"):
+        load_script("vs_pythae").main(["--pythae-python", "python", "--repeats", "0"])
     shapes = load_script("vs_pythae").matmul_shapes(batch=100, k=5, chunk_rows=2600)
     assert (500, 200, 784) in shapes["train"] and (2600, 200, 784) in shapes["eval"] and (100, 784, 200) in shapes["train"]
 

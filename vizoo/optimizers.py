@@ -1,10 +1,10 @@
 """Adam with one fused kernel per variable on the TensorFlow backend.
 
 Keras 3's Adam updates each variable with about fifteen separate operations (the moment
-updates, the bias corrections, the step); on a small model on a CPU that op overhead was about
-an eighth of an IWAE training step. `vizoo.optimizers.Adam` computes the same update, with the
-same arguments, variables and saved state, through TensorFlow's `ResourceApplyAdam` kernel: one
-operation per variable. It falls back to Keras's own update for what that kernel does not do
+updates, the bias corrections, the step); on the IWAE paper's model on a 2-core CPU a training
+step took 1.10-1.14x as long with it (`benchmarks/step_variants.py`). `vizoo.optimizers.Adam`
+computes the same Adam update, with the same arguments, variables and saved state, through
+TensorFlow's `ResourceApplyAdam` kernel: one operation per variable. It falls back to Keras's own update for what that kernel does not do
 (`amsgrad`, other backends). `LatentVariableModel.compile(optimizer="adam")` uses it.
 
     model.compile(optimizer=vizoo.optimizers.Adam(1e-3), loss=IWAELoss(k=5))

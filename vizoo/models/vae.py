@@ -142,7 +142,7 @@ class VAE(LatentVariableModel):
         """Likelihood parameters for z `[..., latent_dim]` (for Bernoulli, `logits`)."""
         # The MLP runs on rows [n, latent_dim]: a Dense on a 2-D input is one fused matmul + bias +
         # activation (oneDNN), where on [batch, k, latent_dim] it becomes a tensordot with the bias
-        # and activation as separate passes over memory (measured ~1.3x slower per training step).
+        # and activation as separate passes (benchmarks/step_variants.py: within noise either way).
         batch_shape = ops.shape(z)[:-1]
         h = ops.reshape(z, (-1, self.latent_dim))
         for layer in self.decoder_layers:
