@@ -1,4 +1,14 @@
+"""Shared fixtures, the `slow` tier, and bounded memory for the one pytest process.
+
+Tiers: `python -m pytest -q` runs everything (what CI runs); `python -m pytest -q -m "not slow"`
+is the fast tier to run after every change. A test is `slow` when it starts another process
+(train.py, a fresh interpreter, the README snippets), runs a benchmark script, trains for many
+steps, or draws thousands of samples for a statistical (z-score) check.
+"""
+
+import gc
 import os
+import resource
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,6 +23,18 @@ def _seed():
     np.random.seed(1234)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_models_after_each_module():
+    """Free the models a module built: Keras's global graph state and the garbage they hold.
+
+    Without this the process grows with every model the suite builds (to about 7 GB); with it,
+    memory stays bounded by the largest module.
+    """
+    yield
+    keras.backend.clear_session(free_memory=True)
+    gc.collect()
+
+
 @pytest.fixture
 def binary_data():
     """Binary data of 64 features: 96 examples with some structure (two prototypes)."""
@@ -20,3 +42,9 @@ def binary_data():
     prototypes = rng.random((2, 64))
     which = rng.integers(0, 2, size=96)
     return (rng.random((96, 64)) < prototypes[which]).astype("float32")
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Peak resident memory of this process (Linux reports KiB): the suite must stay within ~2.5 GB.
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    terminalreporter.write_line(f"peak RSS of the pytest process: {peak_mib:.0f} MiB")

@@ -5,12 +5,30 @@ import json
 import keras
 import pytest
 
+from tests.helpers import build_from_flags
 from vizoo import cli
 
 TINY = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "1", "--eval-k", "10", "--verbose", "0"]
 HIERARCHICAL = ["--posterior", "hierarchical", "--aux-dim", "3"]
 
 
+@pytest.mark.parametrize(
+    "flags, loss_name, sampler_options",
+    [(["--loss", "hvm", "--k", "1"], "HVMLoss", {"num_reverse_samples": 0}),
+     (["--loss", "iwhvi", "--k", "2", "--reverse-samples", "4"], "IWHVILoss", {"num_reverse_samples": 4}),
+     (["--loss", "iwae", "--k", "2", "--reverse-samples", "4"], "IWAELoss", {})],
+    ids=["hvm", "iwhvi", "iwae"],
+)
+def test_hierarchical_flags_build_the_posterior_and_loss(flags, loss_name, sampler_options):
+    model, loss = build_from_flags(HIERARCHICAL + flags)
+    assert type(model.posterior).__name__ == "HierarchicalPosterior" and model.posterior.aux_dim == 3
+    assert model.posterior.num_reverse_samples == (4 if "--reverse-samples" in flags else 10)
+    assert type(loss).__name__ == loss_name and loss.sampler_options == sampler_options
+    model.compile(optimizer="adam", loss=loss)
+    assert model.sampler_options == sampler_options
+
+
+@pytest.mark.slow  # full runs; the flags alone are test_hierarchical_flags_build_the_posterior_and_loss
 @pytest.mark.parametrize(
     "flags, loss_name, loss_k",
     [(["--loss", "hvm", "--k", "1"], "HVMLoss", 0), (["--loss", "iwhvi", "--k", "2", "--reverse-samples", "4"], "IWHVILoss", 4)],

@@ -71,6 +71,7 @@ def check(result, replicas):
         np.testing.assert_allclose(np.array(replica), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # a fresh interpreter with two logical CPUs
 def test_mirrored_on_two_logical_cpus_reports_the_single_device_loss():
     output = run_in_fresh_process(SETUP)
     check(json.loads(output.strip().splitlines()[-1]), replicas=2)

@@ -64,6 +64,7 @@ def test_k5000_estimate_is_within_005_nats_of_exact(reference):
     assert result["bits_per_dim"] == pytest.approx(result["nll"] / (ppca.DATA_DIM * np.log(2)))
 
 
+@pytest.mark.slow  # long training (60 epochs)
 def test_training_the_encoder_with_the_elbo_finds_the_exact_posterior(reference):
     weights, bias, x, log_px = reference
     model = ppca.ppca_vae(weights, bias, loc_offset=1.0, log_scale_offset=-1.0)
@@ -93,6 +94,7 @@ def test_full_covariance_posterior_set_to_the_exact_posterior_makes_bounds_exact
     np.testing.assert_allclose(log_w, np.repeat(ppca.exact_log_px(x, weights, bias)[:, None], 20, axis=1), atol=2e-4)
 
 
+@pytest.mark.slow  # long training
 def test_training_a_full_covariance_encoder_with_the_elbo_reaches_the_exact_log_likelihood():
     """The exact posterior of pPCA with non-orthogonal W is correlated: in this family, not the diagonal one."""
     weights, bias = ppca.ppca_parameters(seed=2, orthogonal=False)

@@ -76,6 +76,7 @@ def test_flow_posterior_is_drawn_from_samples(tmp_path):
         plots.posterior_grids(VAE(64, 3, hidden_units=[8]), x)
 
 
+@pytest.mark.slow  # three `python -m vizoo.plots` processes
 def test_plots_command_recreates_a_saved_run(trained_run, tmp_path):
     run_dir, model, _ = trained_run
     run_config.write_run_config(cli.build_parser(), cli.build_parser().parse_args(["--latent-dim", "2"]), run_dir)

@@ -13,6 +13,7 @@ def small_vae(**kwargs):
     return VAE(**{"input_dim": 64, "latent_dim": 4, "hidden_units": [32, 16], "seed": 0, **kwargs})
 
 
+@pytest.mark.slow  # trains a flow model in each mixed policy
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_policies_train_and_evaluate_with_float32_heads(policy, binary_data):
     model = small_vae(dtype=policy, posterior="iaf", prior="mixture")

@@ -29,6 +29,7 @@ def test_export_uses_the_tensorflow_serving_layout(exported):
     assert os.path.exists(os.path.join(path, "saved_model.pb"))
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_export_serves_in_a_fresh_process_without_vizoo(exported, tmp_path):
     model, x, path = exported
     eps = np.random.default_rng(1).normal(size=(5, 7, 4)).astype("float32")
@@ -54,6 +55,7 @@ def test_export_serves_in_a_fresh_process_without_vizoo(exported, tmp_path):
     assert output.strip() == "ok ['loc', 'log_scale'] ['log_qz', 'z']"
 
 
+@pytest.mark.slow  # runs saved_model_cli
 def test_saved_model_cli_lists_the_signatures(exported):
     _, _, path = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -89,6 +91,7 @@ def test_full_covariance_encoder_exports_its_cholesky_factor(tmp_path):
     np.testing.assert_allclose(sampled["log_qz"].numpy(), log_qz, atol=1e-5)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_flow_encoders_serve_z_t_and_log_q_in_a_fresh_process_without_vizoo(tmp_path):
     """IAF (TFP bijectors), planar and radial flows export as plain TensorFlow graphs."""
     x = (np.random.default_rng(0).random((4, 64)) < 0.3).astype("float32")

@@ -1,6 +1,7 @@
 """A hierarchical encoder exports z samples and log q^_K with all its noise (psi_0, z, reverse samples) as input."""
 
 import numpy as np
+import pytest
 
 from tests.helpers import run_in_fresh_process
 from vizoo.export import export_encoder
@@ -9,6 +10,7 @@ from vizoo.losses import IWHVILoss
 from vizoo.models import VAE
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_hierarchical_encoder_serves_z_and_log_q_in_a_fresh_process_without_vizoo(tmp_path, binary_data):
     posterior = HierarchicalPosterior(4, aux_dim=3, hidden_units=[8], reverse_hidden_units=[8], num_reverse_samples=5)
     model = VAE(input_dim=64, latent_dim=4, hidden_units=[16], posterior=posterior, seed=0)

@@ -9,6 +9,7 @@ from vizoo.models import VAE
 PRIORS = ["standard_normal", "mixture", "vamp", "maf"]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_every_prior_exports_its_trained_density_and_serves_without_vizoo(binary_data, tmp_path):
     z = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
     for name in PRIORS:

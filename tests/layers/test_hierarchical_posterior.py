@@ -45,6 +45,7 @@ def test_exact_reverse_model_makes_the_estimate_exact_for_every_k(a_matrix):
         np.testing.assert_allclose(log_qz, ref.exact_log_q(z, a_matrix), atol=2e-4, err_msg=f"K={K}")
 
 
+@pytest.mark.slow  # statistical: 10,000 z with up to 1,000 reverse samples each
 def test_iwhvi_upper_bound_decreases_in_k_to_the_exact_log_q(a_matrix):
     posterior = ref.tractable_posterior(a_matrix, NUM_FEATURES, loc_offset=0.5, log_scale_offset=0.3)
     noise = nested_noise(200, 50, 1000)  # 10,000 z, each with its own reverse samples
@@ -198,10 +199,13 @@ def test_reverse_model_is_the_control_group(binary_data):
     assert sorted(flat) == sorted(v.path for v in model.trainable_variables) and len(set(flat)) == len(flat)
 
 
-@pytest.mark.parametrize("loss", [HVMLoss(), IWHVILoss(k=3, num_reverse_samples=4, gradient_estimator="dreg")])
-def test_trains_with_xla_and_every_group_moves(binary_data, loss):
+@pytest.mark.parametrize(
+    "loss", [pytest.param(HVMLoss(), marks=pytest.mark.slow), IWHVILoss(k=3, num_reverse_samples=4, gradient_estimator="dreg")]
+)
+def test_every_group_moves_in_training(binary_data, loss):
+    # (Training under XLA is run_model_test(jit_compile=True) below.)
     model = small_model()
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, jit_compile=True)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
     model(binary_data[:2])
     before = [np.array(v) for v in model.trainable_variables]
     history = model.fit(binary_data, batch_size=32, epochs=3, verbose=0)
@@ -211,6 +215,7 @@ def test_trains_with_xla_and_every_group_moves(binary_data, loss):
         assert max(moved) > 1e-4, group
 
 
+@pytest.mark.slow  # beyond run_model_test's .keras check: IWHVI-DReG's sampler options and extra terms
 def test_keras_file_round_trip(binary_data, tmp_path):
     model = small_model(num_reverse_samples=2)
     model.compile(optimizer="adam", loss=IWHVILoss(k=3, num_reverse_samples=5, gradient_estimator="dreg"))
@@ -254,13 +259,17 @@ def test_passes_the_shared_posterior_checks(reverse_model):
 
 # (IWHVI with DReG is left to the tests above: its extra term `reverse_log_weights_detached` is
 # [batch, k, K + 1], and the shared helper expects every term [batch, k].)
-@pytest.mark.parametrize("loss", [HVMLoss(k=2), IWHVILoss(k=3, num_reverse_samples=4)], ids=["hvm", "iwhvi"])
-def test_passes_the_shared_model_checks(loss, binary_data, tmp_path):
+@pytest.mark.parametrize(
+    "loss, compiled_variants",
+    [(HVMLoss(k=2), False), pytest.param(IWHVILoss(k=3, num_reverse_samples=4), True, marks=pytest.mark.slow)],
+    ids=["hvm", "iwhvi_xla_mixed"],
+)
+def test_passes_the_shared_model_checks(loss, compiled_variants, binary_data, tmp_path):
     from tests.helpers import run_model_test
 
     def make(**kwargs):
         posterior = HierarchicalPosterior(4, aux_dim=3, hidden_units=[8], reverse_hidden_units=[8], name="posterior", **kwargs)
         return VAE(input_dim=64, latent_dim=4, hidden_units=[16], posterior=posterior, seed=0, **kwargs)
 
-    model = run_model_test(make, binary_data, loss, tmp_path)
+    model = run_model_test(make, binary_data, loss, tmp_path, jit_compile=compiled_variants, mixed_precision=compiled_variants)
     assert model.sampler_options == loss.sampler_options

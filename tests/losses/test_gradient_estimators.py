@@ -54,11 +54,13 @@ def bias_z_scores(reference, estimator, k):
     return np.abs(difference.mean(axis=0)) / (standard_error + 1e-6)
 
 
+@pytest.mark.slow  # statistical: 30 x 2,000 gradient draws
 @pytest.mark.parametrize("estimator, k", [("dreg", 5), ("dreg", 1), ("stl", 1)])
 def test_encoder_gradient_is_unbiased(reference, estimator, k):
     assert np.max(bias_z_scores(reference, estimator, k)) < 5
 
 
+@pytest.mark.slow  # statistical: the power of the test above
 def test_stl_is_biased_for_iwae_with_several_samples(reference):
     # Tucker et al. (2019): the path derivative alone is biased for k > 1, which the test above detects.
     assert np.max(bias_z_scores(reference, "stl", 5)) > 20
@@ -137,6 +139,7 @@ def test_unknown_estimator_is_named():
         IWAELoss(gradient_estimator="reinforce")
 
 
+@pytest.mark.slow  # training; DReG's step is run_model_test's diagonal_dreg
 def test_full_covariance_posterior_trains_with_dreg(binary_data):
     model = VAE(input_dim=64, latent_dim=3, hidden_units=[16], posterior="full_covariance", seed=0)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=IWAELoss(k=4, gradient_estimator="dreg"))

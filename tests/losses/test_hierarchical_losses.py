@@ -108,6 +108,7 @@ def test_hvm_is_below_the_elbo_with_the_exact_q_by_the_reverse_kl(reference):
     assert abs(difference.mean()) < 4 * difference.std(ddof=1) / np.sqrt(len(difference))
 
 
+@pytest.mark.slow  # long training (30 epochs)
 def test_training_reverse_model_alone_tightens_the_bound(reference):
     """tau trained jointly on the bound: with q and p frozen, only tau moves, and the bound rises."""
     weights, bias, x, _ = reference
@@ -134,6 +135,7 @@ def control_gradients(model, loss, x, seed):
     return [np.asarray(g, "float64") for g in flat]
 
 
+@pytest.mark.slow  # statistical: gradient draws against the plain estimator
 @pytest.mark.parametrize("k, K", [(3, 4), (1, 2)])
 def test_reverse_model_dreg_gradient_is_unbiased(reference, k, K):
     weights, bias, x, _ = reference
@@ -194,6 +196,7 @@ def test_losses_pass_the_shared_bound_loss_checks():
     run_bound_loss_test(dreg, iwae, terms=terms)
 
 
+@pytest.mark.slow  # long training
 def test_training_on_ppca_brings_the_iwhvi_bound_close_to_the_exact_log_likelihood(reference):
     """q, tau trained jointly with IWHVI (decoder frozen): the bound nears log p(x) and still orders with K."""
     weights, bias, x, log_px = reference

@@ -136,6 +136,7 @@ def test_enumeration_gives_exact_log_px_and_ordered_bounds():
 
 
 # ------------------------------------------------------------- the gradients
+@pytest.mark.slow  # statistical: 40 x 1,000 gradient draws against enumeration
 @pytest.mark.parametrize("k", [2, 3])
 def test_vimco_gradient_is_the_exact_gradient_of_the_bound(k):
     model = ref.tiny_sbn()
@@ -150,6 +151,7 @@ def test_vimco_gradient_is_the_exact_gradient_of_the_bound(k):
     assert np.max(z_scores(plain, exact["inference"])) > 20
 
 
+@pytest.mark.slow  # statistical
 def test_vimco_variance_is_below_reinforce():
     model = ref.tiny_sbn()
     vimco, _ = estimator_draws(model, VIMCOLoss(k=3))
@@ -167,6 +169,7 @@ def nvil_model(signal_mean=-2.0, signal_variance=4.0):
     return model
 
 
+@pytest.mark.slow  # statistical
 def test_nvil_gradient_is_the_exact_gradient_of_the_elbo_up_to_its_scale():
     model = nvil_model()
     draws, _ = estimator_draws(model, NVILLoss())
@@ -181,6 +184,7 @@ def test_nvil_gradient_is_the_exact_gradient_of_the_elbo_up_to_its_scale():
     assert np.max(z_scores(draws["control"], control["control"])) < 5
 
 
+@pytest.mark.slow  # statistical
 def test_plain_reinforce_is_unbiased_and_nvil_reduces_its_variance():
     model = ref.tiny_sbn()
     reinforce, _ = estimator_draws(model, NVILLoss(baselines=False))

@@ -152,6 +152,7 @@ def test_running_moments_update_in_training_calls_only(binary_data):
     np.testing.assert_allclose(float(model.signal_variance), 0.5 * 9.0 + 0.5 * np.var(residual), rtol=1e-4)
 
 
+@pytest.mark.slow  # long training (15 epochs x 3 estimators)
 @pytest.mark.parametrize(
     "loss", [VIMCOLoss(k=5), NVILLoss(), NVILLoss(k=2, baselines=False)], ids=["vimco", "nvil", "reinforce"]
 )
@@ -166,12 +167,22 @@ def test_training_improves_the_bound(loss, binary_data):
     assert after > before + 0.3, (before, after)  # about 4.8, 2.1 and 0.6 nats (REINFORCE is slow)
 
 
-def test_xla_training_step_compiles(binary_data):
-    for loss in (VIMCOLoss(k=3), NVILLoss()):
+@pytest.mark.slow  # XLA compilations
+def test_xla_computes_the_same_terms_and_trains(binary_data):
+    names = ("log_px_z", "log_pz", "log_qz", "baseline", "signal_scale")
+    noise = np.random.default_rng(0).random((8, 3, 7)).astype("float32")  # uniforms for 4 + 3 Bernoulli units
+    for loss in (VIMCOLoss(k=3), NVILLoss(k=3)):
         model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[4, 3], seed=0)
-        model.compile(optimizer="adam", loss=loss, jit_compile=True)
-        history = model.fit(binary_data, batch_size=48, epochs=1, verbose=0)
-        assert np.isfinite(history.history["loss"][0])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss, jit_compile=True)
+        model.build((None, 64))
+        compiled = tf.function(lambda x, eps: model.sample_terms(x, noise=eps, terms=names), jit_compile=True)
+        eager = model.sample_terms(binary_data[:8], noise=noise, terms=names)
+        for name, value in compiled(binary_data[:8], noise).items():
+            np.testing.assert_allclose(value, eager[name], atol=1e-4, err_msg=name)
+        before = float(np.mean(loss.bound(eager)))
+        model.fit(binary_data, batch_size=48, epochs=5, verbose=0)  # the XLA-compiled step
+        after = float(np.mean(loss.bound(model.sample_terms(binary_data[:8], noise=noise, terms=names))))
+        assert after > before + 0.5, (type(loss).__name__, before, after)
 
 
 def test_serialization():
