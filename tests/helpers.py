@@ -121,7 +121,7 @@ def run_posterior_test(make, batch=5, k=3, mean_is_expectation=False, seed=0):
     assert tuple(z.shape) == (batch, k, latent_dim) and tuple(log_qz.shape) == (batch, k)
     assert z.dtype == tf.float64 and log_qz.dtype == tf.float64
     assert np.all(np.isfinite(log_qz))
-    assert tuple(posterior.mean(params).shape) == (batch, latent_dim)
+    assert tuple(posterior.mean(params).shape) == (batch, posterior.mean_dim) and posterior.mean_dim <= latent_dim
 
     # Samples and density agree.
     if posterior.reparameterized and posterior.exact_density and tuple(posterior.noise_shape) == (latent_dim,):
@@ -179,7 +179,8 @@ def grid_expectations(log_prob, dim, half_width=12.0, points=801):
     axis = np.linspace(-half_width, half_width, points)
     mesh = np.stack(np.meshgrid(*[axis] * dim, indexing="ij"), axis=-1)
     flat = mesh.reshape(-1, dim)
-    density = np.exp(_as64(log_prob(flat.astype("float32"))))
+    chunks = np.array_split(flat.astype("float32"), max(1, len(flat) // 65536))  # bounded memory: 641,601 points
+    density = np.exp(np.concatenate([_as64(log_prob(chunk)) for chunk in chunks]))
 
     def integrate(values):
         values = values.reshape(mesh.shape[:-1])
@@ -222,6 +223,76 @@ def run_prior_test(prior, num_samples=20000, half_width=12.0, points=801, seed=0
     np.testing.assert_allclose(compiled(z), log_pz, atol=1e-4, rtol=1e-5, err_msg="XLA")
     run_serialization_test(prior)
     return samples
+
+
+def run_likelihood_test(make, support, batch=3, k=2, seed=0):
+    """The checks every likelihood p(x|z) passes; `make(**kwargs)` builds one (kwargs: dtype).
+
+    `support` is `"binary"` (x in {0, 1}^D, enumerated: D <= 10) or `"real"` (x in R^D, D 1
+    or 2, integrated on a grid).
+
+    - `call(h)` parameters from features `[batch, k, FEATURES]`; `log_prob(x, params)` is
+      `[batch, k]` in float32;
+    - normalized: for every parameter setting, p(x|z) sums (binary) or integrates (real) to
+      1 over x, and `mean(params)` is its expectation (float64);
+    - every trainable weight gets a gradient from log p(x|z);
+    - serialization round trip (same log p with the same weights), XLA equal to eager, and
+      float32 log-densities under mixed_float16.
+    """
+    import itertools
+
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    likelihood = make(dtype="float64")
+    likelihood.build((None, k, FEATURES))
+    dim = likelihood.output_dim
+    h = rng.normal(size=(batch, k, FEATURES))
+    params = likelihood(tf.constant(h))
+    x = rng.random((batch, dim)) < 0.5 if support == "binary" else rng.normal(size=(batch, dim))
+    log_p = likelihood.log_prob(tf.constant(x, "float64"), params)
+    assert tuple(log_p.shape) == (batch, k) and np.all(np.isfinite(log_p)), log_p.shape
+
+    # Normalized, with `mean` its expectation: x over its support, for each of the batch * k settings.
+    flat = {key: tf.reshape(value, (1, batch * k, *value.shape[2:])) for key, value in params.items()}
+    if support == "binary":
+        assert dim <= 10, "enumeration needs D <= 10"
+        points = np.array(list(itertools.product([0.0, 1.0], repeat=dim)))
+        weights = np.ones(len(points))
+    else:
+        assert dim <= 2, "the grid needs D <= 2"
+        mean = _as64(likelihood.mean(flat))[0]
+        half_width = 12.0 * float(np.max(np.abs(mean))) + 40.0
+        axis = np.linspace(-half_width, half_width, 2001 if dim == 1 else 401)
+        points = np.stack(np.meshgrid(*[axis] * dim, indexing="ij"), axis=-1).reshape(-1, dim)
+        step = axis[1] - axis[0]
+        weights = np.full(len(points), step**dim)  # a Riemann sum: the density is ~0 at the edges
+    tiled = {key: tf.repeat(value, len(points), axis=0) for key, value in flat.items()}
+    density = np.exp(_as64(likelihood.log_prob(tf.constant(points), tiled)))  # [points, batch * k]
+    np.testing.assert_allclose(weights @ density, 1.0, atol=1e-6 if support == "binary" else 2e-4, err_msg="mass")
+    expectation = np.einsum("p,pn,pd->nd", weights, density, points)
+    np.testing.assert_allclose(expectation, _as64(likelihood.mean(flat))[0], atol=1e-6 if support == "binary" else 1e-3)
+
+    with tf.GradientTape() as tape:
+        target = tf.reduce_sum(likelihood.log_prob(tf.constant(x, "float64"), likelihood(tf.constant(h))))
+    _assert_every_weight_has_a_gradient(target, likelihood, tape)
+
+    float32 = make(dtype="float32")
+    float32.build((None, k, FEATURES))
+    restored = run_serialization_test(float32)
+    restored.build((None, k, FEATURES))
+    restored.set_weights(float32.get_weights())
+    h32, x32 = tf.constant(h, "float32"), tf.constant(x, "float32")
+    expected = float32.log_prob(x32, float32(h32))
+    np.testing.assert_allclose(restored.log_prob(x32, restored(h32)), expected, atol=1e-6, err_msg="restored")
+    compiled = tf.function(lambda h_, x_: float32.log_prob(x_, float32(h_)), jit_compile=True)
+    np.testing.assert_allclose(compiled(h32, x32), expected, atol=1e-4, rtol=1e-5, err_msg="XLA")
+    mixed = make(dtype="mixed_float16")
+    mixed.build((None, k, FEATURES))
+    mixed_params = mixed(tf.cast(h32, "float16"))
+    assert {value.dtype for value in mixed_params.values()} == {tf.float32}
+    assert mixed.log_prob(x32, mixed_params).dtype == tf.float32
+    return likelihood
 
 
 def random_terms(loss, batch=7, k=None, scale=30.0, seed=0):
@@ -296,6 +367,10 @@ def run_bound_loss_test(loss, reference_bound, terms=None):
     return value
 
 
+# Terms with one value per example, `[batch, 1]` (every other term is `[batch, k]`).
+PER_EXAMPLE_TERMS = ("kl", "kl_weight", "baseline", "signal_scale")
+
+
 def standard_normal_noise(model, batch, k, seed=0):
     """Noise `[batch, k, *posterior.noise_shape]` for a model whose posterior draws N(0, I)."""
     shape = (batch, k, *model.posterior.noise_shape)
@@ -334,17 +409,17 @@ def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mi
     terms = model(x[:batch])
     assert set(terms) >= set(loss.required_terms), sorted(terms)
     for name, value in terms.items():
-        assert tuple(value.shape) == ((batch, 1) if name == "kl" else (batch, k)), (name, value.shape)
+        assert tuple(value.shape) == ((batch, 1) if name in PER_EXAMPLE_TERMS else (batch, k)), (name, value.shape)
         assert value.dtype == tf.float32 and np.all(np.isfinite(value)), name
 
     names = tuple(loss.required_terms)
+    per_sample = [name for name in names if name not in PER_EXAMPLE_TERMS]
     noise = make_noise(model, batch, k)
     first = model.sample_terms(x[:batch], noise=noise, terms=names)
     assert_terms_close(first, model.sample_terms(x[:batch], noise=noise, terms=names), atol=0)
     last = model.sample_terms(x[:batch], noise=noise[:, -1:], terms=names)
-    for name in names:
-        if name != "kl":
-            np.testing.assert_allclose(np.asarray(last[name])[:, 0], np.asarray(first[name])[:, -1], atol=1e-5, err_msg=name)
+    for name in per_sample:
+        np.testing.assert_allclose(np.asarray(last[name])[:, 0], np.asarray(first[name])[:, -1], atol=1e-5, err_msg=name)
     np.testing.assert_allclose(
         float(model.compute_loss(y_pred=first)), float(loss(None, first)), rtol=1e-6, err_msg="compute_loss"
     )

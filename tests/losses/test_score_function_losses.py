@@ -208,3 +208,22 @@ def test_training_step_reports_the_bound(loss):
     model.seed_generator.state.assign(state)  # the step draws the same samples
     logs = model.train_step((x,))
     np.testing.assert_allclose(float(logs["loss"]), -np.mean(bound), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", [VIMCOLoss(k=4), NVILLoss(k=4), NVILLoss(k=2, baselines=False)], ids=["vimco", "nvil", "reinforce"])
+def test_losses_pass_the_shared_bound_loss_checks(loss):
+    from scipy.special import logsumexp
+
+    from tests.helpers import run_bound_loss_test
+
+    rng = np.random.default_rng(2)
+    terms = {name: (-30.0 * rng.random((7, loss.k)) if name == "log_px_z" else rng.normal(size=(7, loss.k)) - 2.0).astype("float32")
+             for name in CORE}
+    terms.update(baseline=rng.normal(size=(7, 1)).astype("float32"), signal_scale=np.full((7, 1), 2.0, "float32"))
+    terms = {name: terms[name] for name in loss.required_terms}
+
+    def reference(t):  # VIMCO reports the IWAE-k bound, NVIL the ELBO (mean over k)
+        log_w = t["log_px_z"] + t["log_pz"] - t["log_qz"]
+        return logsumexp(log_w, axis=1) - np.log(log_w.shape[1]) if isinstance(loss, VIMCOLoss) else log_w.mean(axis=1)
+
+    run_bound_loss_test(loss, reference, terms=terms)

@@ -196,6 +196,7 @@ def test_serialization():
     assert MODELS["sbn"] is SigmoidBeliefNetwork
 
 
+@pytest.mark.slow  # beyond run_model_test's .keras check: the NVIL running moments and weight paths
 def test_keras_file_round_trip_keeps_weights_baseline_state_and_loss(binary_data, tmp_path):
     model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[4, 3], hidden_units=[5], seed=0)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=NVILLoss(k=2))
@@ -231,3 +232,35 @@ def test_export_serves_first_layer_probabilities_and_a_deterministic_sampler(bin
     expected = model.sample_terms(x, noise=eps, terms=("z", "log_qz"))
     np.testing.assert_array_equal(sample["z"], expected["z"])
     np.testing.assert_allclose(sample["log_qz"], expected["log_qz"], atol=1e-5)
+
+
+# ------------------------------------------------------------ the shared checks
+def uniform_noise(model, batch, k, seed=0):
+    """The SBN's base noise: one uniform per binary unit and sample."""
+    return np.random.default_rng(seed).random((batch, k, *model.posterior.noise_shape)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "loss, compiled_variants",
+    [(NVILLoss(k=2), False), pytest.param(VIMCOLoss(k=3), True, marks=pytest.mark.slow)],
+    ids=["nvil", "vimco_xla_mixed"],
+)
+def test_passes_the_shared_model_checks(loss, compiled_variants, binary_data, tmp_path):
+    from tests.helpers import run_model_test
+
+    def make(**kwargs):
+        model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[4, 3], hidden_units=[5], seed=0, **kwargs)
+        model.initialize_output_bias(binary_data.mean(axis=0))
+        return model
+
+    run_model_test(make, binary_data, loss, tmp_path, make_noise=uniform_noise,
+                   jit_compile=compiled_variants, mixed_precision=compiled_variants)
+
+
+def test_bernoulli_posterior_passes_the_shared_posterior_checks():
+    from tests.helpers import run_posterior_test
+
+    posterior, params = run_posterior_test(
+        lambda **kwargs: BernoulliPosterior([3, 2], hidden_units=[4], **kwargs), mean_is_expectation=False
+    )
+    assert not posterior.reparameterized and posterior.has_density

@@ -95,7 +95,7 @@ class BernoulliPosterior(Posterior):
         x: the data (or encoder features), `[batch, features]`.
 
     Returns:
-        dict with `logits`, `[batch, latent_dims[0]]` (float32): the first
+        dict with `logits`, `[batch, latent_dims[0]]` (in the variable dtype: float32 under mixed precision): the first
         layer's logits, the part of q that depends on x alone (the upper
         layers' logits depend on the samples and are computed in `transform`).
 
@@ -132,7 +132,7 @@ class BernoulliPosterior(Posterior):
         self.built = True
 
     def call(self, x):
-        return {"logits": ops.cast(self.networks[0](x), "float32")}
+        return {"logits": ops.cast(self.networks[0](x), self.variable_dtype)}  # float32 under mixed precision
 
     def split(self, z):
         """z `[..., sum(latent_dims)]` -> [h_1, ..., h_L]."""
@@ -149,7 +149,7 @@ class BernoulliPosterior(Posterior):
         layers, log_qz = [], 0.0
         for i, u in enumerate(self.split(eps)):
             if i:
-                logits = ops.cast(self.networks[i](layers[-1]), "float32")  # [batch, k, d_i]
+                logits = ops.cast(self.networks[i](layers[-1]), self.variable_dtype)  # [batch, k, d_i]
             # A comparison has no gradient: the samples are constants of the parameters.
             h = ops.stop_gradient(ops.cast(u < ops.sigmoid(logits), logits.dtype))
             log_qz = log_qz + bernoulli_log_prob(h, logits)
@@ -158,11 +158,15 @@ class BernoulliPosterior(Posterior):
 
     def log_prob(self, z, params):
         """log q(z|x) at binary z `[..., latent_dim]` broadcastable against the parameters -> `[...]`."""
-        layers = self.split(ops.cast(z, "float32"))
+        layers = self.split(ops.cast(z, self.variable_dtype))
         log_q = bernoulli_log_prob(layers[0], params["logits"])
         for network, below, h in zip(self.networks[1:], layers[:-1], layers[1:]):
-            log_q = log_q + bernoulli_log_prob(h, ops.cast(network(below), "float32"))
+            log_q = log_q + bernoulli_log_prob(h, ops.cast(network(below), self.variable_dtype))
         return log_q
+
+    @property
+    def mean_dim(self):
+        return self.latent_dims[0]
 
     def mean(self, params):
         """E_q[h_1|x] = sigmoid(logits), `[batch, latent_dims[0]]` (the first layer's units only)."""

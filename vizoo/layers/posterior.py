@@ -60,6 +60,11 @@ class Posterior(keras.layers.Layer):
     def noise_shape(self):
         return (self.latent_dim,)
 
+    @property
+    def mean_dim(self):
+        """Size of `mean(params)`'s last axis: `latent_dim` (a layered posterior may summarize its first layer)."""
+        return self.latent_dim
+
     def sample_noise(self, params, k, seed=None):
         raise NotImplementedError
 
