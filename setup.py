@@ -24,7 +24,7 @@ setup(
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "tensorboard": ["tensorboard>=2.20,<2.22"],  # train.py --tensorboard
-        "test": ["pytest>=8,<10", "scipy>=1.11,<2", "pyyaml>=6,<7", "tensorboard>=2.20,<2.22"],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scipy>=1.11,<2", "pyyaml>=6,<7", "tensorboard>=2.20,<2.22"],
     },
     entry_points={"console_scripts": ["vizoo-train=vizoo.cli:main"]},
 )

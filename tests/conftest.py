@@ -7,7 +7,6 @@ steps, or draws thousands of samples for a statistical (z-score) check.
 """
 
 import ctypes
-import gc
 import os
 import resource
 
@@ -37,8 +36,7 @@ def _release_models_after_each_module(request):
     memory stays bounded by the largest module.
     """
     yield
-    keras.backend.clear_session(free_memory=True)
-    gc.collect()
+    keras.backend.clear_session(free_memory=True)  # also collects garbage
     _return_freed_memory_to_the_system()
     if os.environ.get("VIZOO_TEST_MEMORY"):  # VIZOO_TEST_MEMORY=1 pytest -s: resident size after each module
         print(f"\n{request.module.__name__}: {_resident_mib():.0f} MiB resident after clean-up")
@@ -62,7 +60,27 @@ def binary_data():
     return (rng.random((96, 64)) < prototypes[which]).astype("float32")
 
 
+# Peak resident memory of each pytest process (the suite must stay within ~2.5 GB per process):
+# under pytest-xdist each worker reports its own to the controller, which prints them all.
+_WORKER_PEAKS = {}
+
+
+def _peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker
+        workeroutput["peak_rss_mib"] = _peak_mib()
+
+
+def pytest_testnodedown(node, error):
+    peak = getattr(node, "workeroutput", {}).get("peak_rss_mib")
+    if peak is not None:
+        _WORKER_PEAKS[node.gateway.id] = peak
+
+
 def pytest_terminal_summary(terminalreporter):
-    # Peak resident memory of this process (Linux reports KiB): the suite must stay within ~2.5 GB.
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    terminalreporter.write_line(f"peak RSS of the pytest process: {peak_mib:.0f} MiB")
+    peaks = {"controller" if _WORKER_PEAKS else "pytest": _peak_mib(), **_WORKER_PEAKS}
+    terminalreporter.write_line("peak RSS: " + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in sorted(peaks.items())))

@@ -25,11 +25,16 @@ def nested_noise(num_examples, num_samples, max_reverse, seed=0):
     return lambda K: eps[..., : ref.AUX_DIM + ref.LATENT_DIM + K * ref.AUX_DIM]
 
 
-def estimates(posterior, eps):
-    """(z [n, d], log q^_K(z) [n]) flattened over examples and samples."""
-    params = posterior(np.zeros((eps.shape[0], NUM_FEATURES), "float32"))
-    z, log_qz = posterior.transform(params, eps)
-    return np.asarray(z, "float64").reshape(-1, ref.LATENT_DIM), np.asarray(log_qz, "float64").reshape(-1)
+def estimates(posterior, eps, chunk=20):
+    """(z [n, d], log q^_K(z) [n]) flattened over examples and samples (`chunk` examples at a time: bounded memory)."""
+    z, log_qz = [], []
+    for start in range(0, eps.shape[0], chunk):
+        part = eps[start : start + chunk]
+        params = posterior(np.zeros((part.shape[0], NUM_FEATURES), "float32"))
+        z_part, log_qz_part = posterior.transform(params, part)
+        z.append(np.asarray(z_part, "float64").reshape(-1, ref.LATENT_DIM))
+        log_qz.append(np.asarray(log_qz_part, "float64").reshape(-1))
+    return np.concatenate(z), np.concatenate(log_qz)
 
 
 def mean_and_standard_error(values):
