@@ -8,13 +8,15 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["vizoo", "vizoo.*"]),
     python_requires=">=3.10",
-    # Ranges tested together (see README). The `tensorflow` wheel runs on CPU;
+    # Ranges tested at both ends: the newest set (tensorflow 2.21, keras 3.15, tensorflow-probability
+    # 0.25, tf-keras 2.21) and the oldest (tensorflow 2.18, keras 3.8, tensorflow-probability 0.25,
+    # tf-keras 2.18; scripts/test_older_versions.sh). The `tensorflow` wheel runs on CPU;
     # GPU users install the extra: pip install -e ".[gpu]".
     install_requires=[
-        "tensorflow>=2.21,<2.22",
-        "keras>=3.15,<3.16",
-        "tensorflow-probability>=0.25,<0.26",
-        "tf-keras>=2.21,<2.22",  # tensorflow-probability 0.25 imports it; vizoo itself never does
+        "tensorflow>=2.18,<2.22",
+        "keras>=3.8,<3.16",
+        "tensorflow-probability>=0.25,<0.26",  # 0.25 supports tensorflow 2.18 and later
+        "tf-keras>=2.18,<2.22",  # tensorflow-probability 0.25 imports it (match tensorflow's minor); vizoo never does
         "numpy>=1.26,<3",
         "scikit-learn>=1.5,<2",
         "tensorflow-datasets>=4.9,<4.10",
@@ -22,9 +24,9 @@ setup(
         "matplotlib>=3.8,<3.12",  # vizoo.plots (imported lazily); tested with 3.11
     ],
     extras_require={
-        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        "tensorboard": ["tensorboard>=2.20,<2.22"],  # train.py --tensorboard
-        "test": ["pytest>=8,<10", "scipy>=1.11,<2", "pyyaml>=6,<7", "tensorboard>=2.20,<2.22"],
+        "gpu": ["tensorflow[and-cuda]>=2.18,<2.22"],
+        "tensorboard": ["tensorboard>=2.18,<2.22"],  # train.py --tensorboard (tensorflow 2.18 needs 2.18)
+        "test": ["pytest>=8,<10", "scipy>=1.11,<2", "pyyaml>=6,<7", "tensorboard>=2.18,<2.22"],
     },
     entry_points={"console_scripts": ["vizoo-train=vizoo.cli:main"]},
 )
