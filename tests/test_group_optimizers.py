@@ -122,6 +122,31 @@ def test_keras_file_keeps_every_optimizer_and_training_continues_bit_for_bit(bin
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+def test_mixed_float16_gives_each_group_optimizer_its_own_loss_scale(binary_data, tmp_path):
+    model = VAE(64, 4, hidden_units=[16], seed=0, dtype="mixed_float16")
+    model.build((None, 64))
+    model.compile(
+        optimizer="adam", loss=IWAELoss(k=2, gradient_estimator="dreg"), group_optimizers={"inference": "adam"}
+    )
+    inference = model.group_optimizers["inference"]
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(inference, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(inference.inner_optimizer, vizoo.optimizers.Adam)
+    before = _values(model.gradient_groups()["inference"])
+    history = model.fit(binary_data, batch_size=32, epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["loss"]))
+    # A loss-scaled step whose gradients overflow is skipped (and the scale halved): count the applied ones.
+    assert int(inference.iterations) > 0
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, model.gradient_groups()["inference"]))
+    path = str(tmp_path / "mixed.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.group_optimizers["inference"], keras.optimizers.LossScaleOptimizer)
+    assert int(loaded.group_optimizers["inference"].iterations) == int(inference.iterations)
+    for a, b in zip(loaded.group_optimizers["inference"].variables, inference.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
 def _make_vae(steps_per_execution):
     keras.utils.set_random_seed(0)
     splits = vizoo.data.load("digits", batch_size=100, seed=0)
