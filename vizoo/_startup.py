@@ -12,11 +12,12 @@ import re
 import sys
 import tempfile
 
-# Lines TensorFlow 2.21 prints on every start on a machine without a GPU (and on many with one).
+# Lines TensorFlow 2.21 prints on every start on a machine without a GPU (and on many with one);
+# TensorFlow 2.18 reports the failed cuInit from cuda_driver.cc.
 _NOISE = re.compile(
     r"All log messages before absl::InitializeLog|port\.cc:\d+\] oneDNN custom operations|cudart_stub\.cc"
     r"|cpu_feature_guard\.cc|^To enable the following instructions|rebuild TensorFlow with the appropriate compiler"
-    r"|cuda_platform\.cc:\d+\] failed call to cuInit|cuda_executor\.cc|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc"
+    r"|cuda_(platform|driver)\.cc:\d+\] failed call to cuInit|cuda_executor\.cc|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc"
     r"|computation_placer\.cc|Unable to register cu(DNN|FFT|BLAS) factory"
 )
 

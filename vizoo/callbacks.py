@@ -50,8 +50,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     Like `keras.callbacks.BackupAndRestore`, plus what a variational model
     needs to continue exactly where it stopped:
-    - the model's weights with the optimizer's state (slots and iteration
-      count), written atomically: a process killed while writing (SIGKILL,
+    - the model's weights with the optimizers' state (slots and iteration
+      count; those of `compile(group_optimizers=...)` too), written atomically: a process killed while writing (SIGKILL,
       power loss) leaves the previous epoch's checkpoint intact;
     - the state of every `keras.random.SeedGenerator` of the model (the
       sampling noise), which weight files leave out: a resumed run draws
@@ -131,8 +131,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 "TrainingCheckpoint restores into a built model: build it first, e.g. "
                 "model.build((None, input_dim)) or one call on a batch."
             )
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)  # its slots must exist to be loaded into
+        if hasattr(model, "build_optimizers"):
+            model.build_optimizers()  # every optimizer's slots must exist to be loaded into (group optimizers too)
+        elif model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
         try:
             model.load_weights(os.path.join(self.directory, state["weights"]))
         except Exception as error:  # h5py, Keras and shape errors alike: one clear message

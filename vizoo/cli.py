@@ -6,6 +6,7 @@ Wiring only: the math lives in vizoo.models, vizoo.losses and vizoo.evaluate.
 import argparse
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -91,6 +92,13 @@ def build_parser():
     parser.add_argument("--epochs", type=int, default=100, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=100, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument(
+        "--control-lr",
+        type=float,
+        default=None,
+        help="learning rate of an Adam of its own for the control group (baselines such as nvil's, a hierarchical "
+        "posterior's reverse model); default: the control group shares the main optimizer",
+    )
     parser.add_argument(
         "--steps-per-execution",
         type=int,
@@ -196,6 +204,8 @@ def _check_args(args):
         raise ValueError(f"prior_components applies to the priors {choices}. Received: prior={args.prior!r}")
     if not args.lr > 0:
         raise ValueError(f"lr must be positive. Received: lr={args.lr}")
+    if args.control_lr is not None and not (math.isfinite(args.control_lr) and args.control_lr > 0):
+        raise ValueError(f"control_lr must be finite and positive. Received: control_lr={args.control_lr}")
     if args.tensorboard:
         import importlib.util
 
@@ -334,8 +344,12 @@ def run(args):
         model.initialize_output_bias(splits.train_mean)
         if args.prior == "vamp":  # pseudo-inputs start as training examples (shuffled, binarized)
             model.prior.initialize_pseudo_inputs(first_examples(splits.train, model.prior.num_components))
+        group_optimizers = {} if args.control_lr is None else {"control": vizoo.optimizers.Adam(args.control_lr)}
         model.compile(
-            optimizer=vizoo.optimizers.Adam(args.lr), loss=build_loss(args), steps_per_execution=args.steps_per_execution
+            optimizer=vizoo.optimizers.Adam(args.lr),
+            loss=build_loss(args),
+            group_optimizers=group_optimizers,
+            steps_per_execution=args.steps_per_execution,
         )
 
     # Checkpointed every epoch (resumed when restarted); history.csv, best.keras, model.keras.

@@ -2,7 +2,6 @@
 
 import keras
 from keras import ops
-from keras.src.losses.loss import reduce_weighted_values  # the reduction Keras applies to every loss
 
 from vizoo.utils import check_positive_int
 
@@ -76,7 +75,9 @@ class BoundLoss(keras.losses.Loss):
     def __call__(self, y_true=None, y_pred=None, sample_weight=None):
         self._check_terms(y_pred)
         # The bounds are unsupervised: y_true is ignored and may be None.
-        return super().__call__({}, y_pred, sample_weight=sample_weight)
+        with keras.name_scope(self.name):
+            terms = {name: ops.convert_to_tensor(value, dtype=self.dtype) for name, value in y_pred.items()}
+            return reduce_weighted(self.call(None, terms), sample_weight, self.reduction, self.dtype)
 
     def call(self, y_true, y_pred):
         return -self.bound(y_pred)
@@ -120,7 +121,7 @@ class BoundLoss(keras.losses.Loss):
                 f"Received: groups {unknown}"
             )
         return {
-            group: reduce_weighted_values(-surrogate, sample_weight, reduction=self.reduction, dtype=self.dtype)
+            group: reduce_weighted(-surrogate, sample_weight, self.reduction, self.dtype)
             for group, surrogate in objectives.items()
         }
 
@@ -133,6 +134,58 @@ class BoundLoss(keras.losses.Loss):
         config = super().get_config()
         config["k"] = self.k
         return config
+
+
+def replicas_in_sync():
+    """Number of replicas the current `tf.distribute` strategy trains in sync (1 without one)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def reduce_weighted(values, sample_weight=None, reduction="sum_over_batch_size", dtype=None):
+    """Weighted reduction of per-example losses, as `keras.losses.Loss` reduces them.
+
+    With the default `"sum_over_batch_size"` the result is
+    sum_i(values_i * sample_weight_i) / batch_size, divided by the number of
+    replicas in sync under a `tf.distribute` strategy (each replica reduces its
+    share of the global batch; the replicas' gradients are summed), so that the
+    sum over replicas is the global batch mean. `"mean"` is the same;
+    `"mean_with_sample_weight"` divides by the sum of the weights instead;
+    `"sum"` sums (no replica scaling); `None`/`"none"` returns the weighted values.
+
+    Args:
+        values: per-example losses, e.g. `[batch]`.
+        sample_weight: optional weights, `[batch]` (or `[batch, 1]`).
+        reduction: one of Keras's loss reductions (see above).
+        dtype: dtype of the computation (default: that of `values`).
+
+    Returns:
+        A scalar (or the weighted values for no reduction).
+    """
+    values = ops.convert_to_tensor(values, dtype=dtype)
+    if sample_weight is not None:
+        sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), values.dtype)
+        rank, weight_rank = len(values.shape), len(sample_weight.shape)
+        if weight_rank == rank + 1 and sample_weight.shape[-1] == 1:
+            sample_weight = ops.squeeze(sample_weight, axis=-1)
+        elif rank == weight_rank + 1 and values.shape[-1] == 1:
+            values = ops.squeeze(values, axis=-1)
+        values = values * sample_weight
+    if reduction in (None, "none") or tuple(values.shape) in ((), (0,)):
+        return values
+    total = ops.sum(values)
+    if reduction == "sum":
+        return total
+    if reduction == "mean_with_sample_weight" and sample_weight is not None:
+        divisor = ops.cast(ops.sum(sample_weight), total.dtype)
+    else:
+        divisor = ops.cast(ops.prod(ops.convert_to_tensor(ops.shape(values), dtype="int32")), total.dtype)
+    total = ops.divide_no_nan(total, divisor)
+    replicas = replicas_in_sync()
+    return total * ops.cast(1.0 / replicas, total.dtype) if replicas > 1 else total
 
 
 def logmeanexp(values, axis):

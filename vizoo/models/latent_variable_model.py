@@ -7,10 +7,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
-from keras.src.losses import loss as loss_module
 
 from vizoo.data.checks import check_data, check_input_shape, input_errors
-from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss
+from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, replicas_in_sync
 from vizoo.utils import check_array, check_positive_int
 
 # The terms every model returns; the losses read these unless they say otherwise.
@@ -71,6 +70,11 @@ class LatentVariableModel(keras.Model):
         # with kl_warmup_epochs (read as the `kl_weight` term; never in the reported bound). Set per epoch by
         # vizoo.callbacks.KLWarmup; a variable, so the traced train step reads it without retracing.
         self.kl_weight = self.add_weight(shape=(), initializer="ones", trainable=False, name="kl_weight")
+        # The reported loss (History's `loss`/`val_loss`): the bound in nats per example, averaged over the
+        # examples seen, whatever the number of replicas. Listed first by `metrics`.
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.group_optimizers = {}  # {group: optimizer} of compile(group_optimizers=...); saved with the model
+        self._loss_scaled_groups = ()  # groups whose optimizer compile wrapped in a LossScaleOptimizer
 
     def load_own_variables(self, store):
         # `.keras` files written before KL warm-up existed hold no variable of the model itself:
@@ -93,15 +97,117 @@ class LatentVariableModel(keras.Model):
         loss = getattr(self, "loss", None)
         return dict(loss.sampler_options) if isinstance(loss, BoundLoss) else {}
 
-    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        """Keras's `compile`; `optimizer="adam"` is `vizoo.optimizers.Adam()` (Keras's Adam, fused kernels)."""
+    def compile(self, optimizer="rmsprop", loss=None, group_optimizers=None, **kwargs):
+        """Keras's `compile`, plus optimizers of their own for gradient groups.
+
+        Args:
+            optimizer: the optimizer (instance or name) of every variable whose
+                group has no optimizer in `group_optimizers`. `"adam"` is
+                `vizoo.optimizers.Adam()` (Keras's Adam, fused kernels).
+            loss: a `vizoo.losses.BoundLoss`, e.g. `IWAELoss(k=5)`.
+            group_optimizers: optional dict `{group: optimizer}` with groups among
+                `vizoo.losses.GRADIENT_GROUPS` (`"generative"`, `"inference"`,
+                `"control"`) and optimizer instances or names (`"adam"` as
+                above). The variables of each named group (`gradient_groups()`)
+                are updated by its optimizer, the others by `optimizer`; each
+                optimizer keeps its own state (slots, iteration count, learning
+                rate schedule), saved in `.keras` files and weight files. Under
+                `mixed_float16` each is wrapped in a `LossScaleOptimizer`, as
+                Keras wraps `optimizer`.
+            **kwargs: Keras's `compile` arguments (`steps_per_execution`, ...).
+
+        Example:
+            >>> model.compile(optimizer="adam", loss=NVILLoss(), group_optimizers={"control": keras.optimizers.Adam(3e-3)})
+        """
         if loss is not None:
             self.check_loss(loss)
-        if isinstance(optimizer, str) and optimizer.lower() == "adam":
-            from vizoo.optimizers import Adam
-
-            optimizer = Adam()
+        given = self._check_group_optimizers(group_optimizers)
+        optimizer = _get_optimizer(optimizer)
+        if any(value is optimizer for value in given.values()):
+            raise ValueError(
+                "group_optimizers must hold optimizers of their own, not the main optimizer (a group without "
+                f"an entry already uses it). Received: group_optimizers={group_optimizers!r}"
+            )
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        scale = kwargs.get("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16"
+        self._loss_scaled_groups = tuple(
+            group for group, value in given.items()
+            if scale and not isinstance(value, keras.optimizers.LossScaleOptimizer)
+        )
+        self.group_optimizers = {
+            group: (
+                keras.optimizers.LossScaleOptimizer(value, name=f"{group}_loss_scale_optimizer")
+                if group in self._loss_scaled_groups
+                else value
+            )
+            for group, value in given.items()
+        }
+
+    @staticmethod
+    def _check_group_optimizers(group_optimizers):
+        # `{group: optimizer}` in GRADIENT_GROUPS order, names resolved; named errors for bad keys and values.
+        if group_optimizers is None:
+            return {}
+        if not isinstance(group_optimizers, dict):
+            raise ValueError(
+                "group_optimizers must be a dict {group: optimizer}, e.g. {'control': 'adam'}. "
+                f"Received: group_optimizers={group_optimizers!r}"
+            )
+        unknown = set(group_optimizers) - set(GRADIENT_GROUPS)
+        if unknown:
+            raise ValueError(
+                f"group_optimizers keys must be among {list(GRADIENT_GROUPS)}. "
+                f"Received: {{{', '.join(repr(key) for key in sorted(unknown, key=str))}}}"
+            )
+        for group, value in group_optimizers.items():
+            if not isinstance(value, (keras.optimizers.Optimizer, str, dict)):
+                raise ValueError(
+                    "group_optimizers values must be Keras optimizers or their names (e.g. 'adam'). "
+                    f"Received: group_optimizers[{group!r}]={value!r}"
+                )
+        resolved = {group: _get_optimizer(group_optimizers[group]) for group in GRADIENT_GROUPS if group in group_optimizers}
+        if len({id(value) for value in resolved.values()}) < len(resolved):
+            raise ValueError(
+                "group_optimizers must give each group its own optimizer instance (one optimizer's state "
+                f"follows one set of variables). Received: group_optimizers={group_optimizers!r}"
+            )
+        return resolved
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self.group_optimizers:
+            config["group_optimizers"] = {  # as given to compile (before loss-scale wrapping)
+                group: keras.saving.serialize_keras_object(
+                    value.inner_optimizer if group in self._loss_scaled_groups else value
+                )
+                for group, value in self.group_optimizers.items()
+            }
+        return config
+
+    def build_optimizers(self):
+        """Create the state (slots, iteration count) of every optimizer of the model now.
+
+        The main optimizer is built on all trainable variables (as Keras builds
+        it), each optimizer of `group_optimizers` on its group's variables.
+        `fit` does this by itself; weights with optimizer state
+        (`load_weights`, `vizoo.callbacks.TrainingCheckpoint`) load only into
+        built optimizers. The model must be built.
+        """
+        with self.distribute_strategy.scope():
+            if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+            if self.group_optimizers:
+                groups = self._trainable_groups()
+                for group, optimizer in self.group_optimizers.items():
+                    if not optimizer.built:
+                        optimizer.build(groups.get(group, []))
+
+    def make_train_function(self, force=False):
+        # Group optimizers get their variables outside the traced step (under a
+        # tf.distribute strategy they cannot be created in a replica context).
+        if self.built and self.group_optimizers:
+            self.build_optimizers()
+        return super().make_train_function(force=force)
 
     def check_loss(self, loss):
         """Raise a ValueError unless this model can be trained with `loss` (terms, reparameterization)."""
@@ -144,16 +250,26 @@ class LatentVariableModel(keras.Model):
         # `compile` is overridden, so Keras's default would skip compiling on load.
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
-        if self.built and getattr(self, "optimizer", None) is not None:
-            self.optimizer.build(self.trainable_variables)
+        if self.built:
+            self.build_optimizers()  # the optimizers' saved state loads into built optimizers
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # Keras's default hands `y` to the compiled loss and fails for y=None;
-        # the bounds are unsupervised, so the loss reduces the terms alone.
+        """The compiled bound's loss on the terms `y_pred`, plus the model's `add_loss` terms.
+
+        Keras's default hands `y` to the compiled loss and fails for y=None;
+        the bounds are unsupervised, so the loss reduces the terms alone.
+        """
         total = self._compiled_bound()(None, y_pred, sample_weight)
-        for extra in self.losses:
-            total = total + self._aggregate_additional_loss(extra)
+        for extra in self._additional_losses():
+            total = total + extra
         return total
+
+    def _additional_losses(self):
+        # The `add_loss` terms and regularizers, each summed to a float scalar as Keras's default compute_loss does.
+        return [
+            ops.sum(value if keras.backend.is_float_dtype(value.dtype) else ops.cast(value, keras.backend.floatx()))
+            for value in self.losses
+        ]
 
     def _compiled_bound(self):
         loss = getattr(self, "loss", None)
@@ -165,46 +281,87 @@ class LatentVariableModel(keras.Model):
         return loss
 
     # ---------------------------------------------------------------- training
-    def train_step(self, data):
-        """One forward pass, one tape; each gradient group follows its own surrogate.
+    @property
+    def metrics(self):
+        """The model's metrics: `loss_tracker` (History's `loss`) first, then Keras's others.
 
-        With one group (the loss's `objectives` is None) this is exactly
-        Keras's `train_step`. Otherwise the reported loss is still the bound,
-        and the variables of each group the loss names get the gradient of
-        that group's surrogate (plus any `add_loss` terms); the others get the
-        bound's.
+        The train and test steps report the loss through `loss_tracker`; any
+        other metric named `loss` (Keras's own tracker, which these steps
+        leave unused) is left out, so the name stays unique.
+        """
+        tracker = getattr(self, "loss_tracker", None)
+        others = [m for m in super().metrics if m is not tracker and m.name != "loss"]
+        return ([tracker] if tracker is not None and self.compiled else []) + others
+
+    def _track_loss(self, loss, x):
+        # `loss` is this replica's share of the global batch mean (the reduction divides by the number of
+        # replicas): times the replicas, weighted by the replica's batch size, the tracker's mean over
+        # replicas and batches is the bound per example of the data seen.
+        replicas = replicas_in_sync()
+        value = loss * ops.cast(replicas, loss.dtype) if replicas > 1 else loss
+        self.loss_tracker.update_state(value, sample_weight=tf.shape(x)[0])
+
+    def train_step(self, data):
+        """One forward pass, one tape; each gradient group follows its own surrogate and optimizer.
+
+        With one group (the loss's `objectives` is None) and one optimizer this
+        is exactly Keras's `train_step`. Otherwise the reported loss is still
+        the bound; the variables of each group the loss names get the gradient
+        of that group's surrogate (plus any `add_loss` terms), the others the
+        bound's; each group's gradient is scaled and applied by its optimizer
+        (`group_optimizers`, else the main one).
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         bound = self._compiled_bound()
+        optimizer = self.optimizer
         with tf.GradientTape(persistent=True) as tape:
             y_pred = self(x, training=True)
-            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            self._loss_tracker.update_state(
-                loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
-            )
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            self._track_loss(loss, x)
             group_losses = bound.group_losses(y_pred, sample_weight)
             if group_losses is not None:  # add_loss terms (regularizers) join every group's objective
-                extra = [self._aggregate_additional_loss(value) for value in self.losses]
+                extra = self._additional_losses()
                 group_losses = {group: value + sum(extra) for group, value in group_losses.items()}
-            scale = self.optimizer.scale_loss if self.optimizer is not None else (lambda value: value)
-            loss = scale(loss)
-            group_losses = {g: scale(v) for g, v in (group_losses or {}).items()}
+            if group_losses or self.group_optimizers:
+                # Each group's objective, scaled by the optimizer that applies its gradient.
+                groups = {group: members for group, members in self._trainable_groups().items() if members}
+                targets = {
+                    group: self._optimizer_of(group).scale_loss((group_losses or {}).get(group, loss))
+                    for group in groups
+                }
+            elif optimizer is not None:
+                loss = optimizer.scale_loss(loss)
         if not self.trainable_weights:
             warnings.warn("The model does not have any trainable weights.")
             return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         variables = self.trainable_weights
-        if not group_losses:
-            gradients = tape.gradient(loss, variables)
+        if not (group_losses or self.group_optimizers):
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         else:
             by_variable = {}
-            for group, members in self._trainable_groups().items():
-                if members:
-                    by_variable.update(zip(map(id, members), tape.gradient(group_losses.get(group, loss), members)))
-            # In the model's variable order: the optimizer's slots (and saved state) follow it.
-            gradients = [by_variable[id(variable)] for variable in variables]
+            for group, members in groups.items():
+                by_variable.update(zip(map(id, members), tape.gradient(targets[group], members)))
+            own = {id(v) for group in self.group_optimizers for v in groups.get(group, [])}
+            # In the model's variable order: each optimizer's slots (and saved state) follow it.
+            shared = [v for v in variables if id(v) not in own]
+            if shared:
+                optimizer.apply_gradients([(by_variable[id(v)], v) for v in shared])
+            for group, group_optimizer in self.group_optimizers.items():
+                if groups.get(group):
+                    group_optimizer.apply_gradients([(by_variable[id(v)], v) for v in groups[group]])
         del tape
-        self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def test_step(self, data):
+        """Keras's `test_step`, reporting the bound through `loss_tracker`."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
+        self._track_loss(loss, x)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _optimizer_of(self, group):
+        return self.group_optimizers.get(group, self.optimizer)
 
     def gradient_groups(self):
         """`{group: [variables]}` over `GRADIENT_GROUPS`; by default all are `generative`."""
@@ -377,6 +534,15 @@ class LatentVariableModel(keras.Model):
         x = self.check_data(x, "x")
         with input_errors():
             return super().predict(x, *args, **kwargs)
+
+
+def _get_optimizer(identifier):
+    # "adam" is vizoo's fused Adam; other names, configs and instances as keras.optimizers.get takes them.
+    if isinstance(identifier, str) and identifier.lower() == "adam":
+        from vizoo.optimizers import Adam
+
+        return Adam()
+    return keras.optimizers.get(identifier)
 
 
 def _describe(loss):

@@ -1,0 +1,250 @@
+"""compile(group_optimizers=...): each gradient group's own optimizer, its saved state and exact resume."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import vizoo
+from tests.helpers import assert_cli_error, run_in_fresh_process
+from vizoo import cli, runs
+from vizoo.callbacks import _seed_states
+from vizoo.losses import IWAELoss, NVILLoss
+from vizoo.models import VAE, SigmoidBeliefNetwork
+
+
+def _sbn(group_optimizers, optimizer=None, steps_per_execution=1):
+    """A small SBN trained with NVIL: its baseline network is the `control` group."""
+    keras.utils.set_random_seed(0)
+    model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[4], baseline_hidden_units=[3], seed=0)
+    model.build((None, 64))
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(0.01),
+        loss=NVILLoss(k=2),
+        group_optimizers=group_optimizers,
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+@pytest.mark.parametrize("frozen", ["control", "main"])
+def test_a_group_optimizer_updates_its_group_only(binary_data, frozen):
+    """A zero learning rate freezes exactly the variables its optimizer owns."""
+    main_lr, control_lr = (0.01, 0.0) if frozen == "control" else (0.0, 0.01)
+    model = _sbn({"control": keras.optimizers.SGD(control_lr)}, optimizer=keras.optimizers.SGD(main_lr))
+    groups = model.gradient_groups()
+    control, others = groups["control"], groups["generative"] + groups["inference"]
+    assert control and others
+    before_control, before_others = _values(control), _values(others)
+    history = model.fit(binary_data, batch_size=32, epochs=1, verbose=0).history
+    assert sorted(history) == ["loss"] and np.isfinite(history["loss"][0])
+    moved_control = [not np.array_equal(a, b.numpy()) for a, b in zip(before_control, control)]
+    moved_others = [not np.array_equal(a, b.numpy()) for a, b in zip(before_others, others)]
+    if frozen == "control":
+        assert not any(moved_control) and all(moved_others)
+    else:
+        assert all(moved_control) and not any(moved_others)
+    assert int(model.group_optimizers["control"].iterations) == 3  # 96 examples, batches of 32
+    assert int(model.optimizer.iterations) == 3
+
+
+def test_one_optimizer_per_group_equals_the_shared_optimizer_with_equal_settings(binary_data):
+    """SGD has no state: a separate SGD of the same rate gives the shared optimizer's weights exactly."""
+    shared = _sbn(None, optimizer=keras.optimizers.SGD(0.05))
+    split = _sbn({"control": keras.optimizers.SGD(0.05)}, optimizer=keras.optimizers.SGD(0.05))
+    split.set_weights(shared.get_weights())
+    for model in (shared, split):
+        model.fit(binary_data, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(shared.weights, split.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+@pytest.mark.parametrize(
+    "group_optimizers, message",
+    [
+        (
+            {"discriminator": "adam"},
+            "group_optimizers keys must be among ['generative', 'inference', 'control']. Received: {'discriminator'}",
+        ),
+        ({"control": 3}, "Received: group_optimizers['control']=3"),
+        ("adam", "group_optimizers must be a dict {group: optimizer}"),
+    ],
+)
+def test_bad_group_optimizers_are_named(group_optimizers, message):
+    model = SigmoidBeliefNetwork(input_dim=8, latent_dims=[2])
+    with pytest.raises(ValueError) as error:
+        model.compile(optimizer="adam", loss=NVILLoss(), group_optimizers=group_optimizers)
+    assert message in str(error.value)
+
+
+def test_the_main_optimizer_cannot_be_a_group_optimizer():
+    model = SigmoidBeliefNetwork(input_dim=8, latent_dims=[2])
+    optimizer = keras.optimizers.Adam()
+    with pytest.raises(ValueError, match="optimizers of their own"):
+        model.compile(optimizer=optimizer, loss=NVILLoss(), group_optimizers={"control": optimizer})
+
+
+def test_names_resolve_as_for_the_main_optimizer():
+    model = SigmoidBeliefNetwork(input_dim=8, latent_dims=[2])
+    model.compile(optimizer="sgd", loss=NVILLoss(), group_optimizers={"control": "adam", "inference": "rmsprop"})
+    assert list(model.group_optimizers) == ["inference", "control"]  # in GRADIENT_GROUPS order
+    assert isinstance(model.group_optimizers["control"], vizoo.optimizers.Adam)
+    assert isinstance(model.group_optimizers["inference"], keras.optimizers.RMSprop)
+
+
+def test_keras_file_keeps_every_optimizer_and_training_continues_bit_for_bit(binary_data, tmp_path):
+    model = _sbn({"control": keras.optimizers.Adam(0.003, beta_1=0.5)})
+    model.fit(binary_data, batch_size=32, epochs=2, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    control = loaded.group_optimizers["control"]
+    assert type(control) is keras.optimizers.Adam and control.beta_1 == 0.5
+    assert float(control.learning_rate) == pytest.approx(0.003)
+    for optimizer, original in ((control, model.group_optimizers["control"]), (loaded.optimizer, model.optimizer)):
+        assert int(optimizer.iterations) == 6
+        assert len(optimizer.variables) == len(original.variables)
+        for a, b in zip(optimizer.variables, original.variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    # .keras files leave out the noise state (TrainingCheckpoint keeps it): copy it, then train both on.
+    states = _seed_states(loaded)
+    for path_, variable in _seed_states(model).items():
+        states[path_].assign(variable.numpy())
+    for m in (model, loaded):
+        m.fit(binary_data, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_mixed_float16_gives_each_group_optimizer_its_own_loss_scale(binary_data, tmp_path):
+    model = VAE(64, 4, hidden_units=[16], seed=0, dtype="mixed_float16")
+    model.build((None, 64))
+    model.compile(
+        optimizer="adam", loss=IWAELoss(k=2, gradient_estimator="dreg"), group_optimizers={"inference": "adam"}
+    )
+    inference = model.group_optimizers["inference"]
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(inference, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(inference.inner_optimizer, vizoo.optimizers.Adam)
+    before = _values(model.gradient_groups()["inference"])
+    history = model.fit(binary_data, batch_size=32, epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["loss"]))
+    # A loss-scaled step whose gradients overflow is skipped (and the scale halved): count the applied ones.
+    assert int(inference.iterations) > 0
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, model.gradient_groups()["inference"]))
+    path = str(tmp_path / "mixed.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.group_optimizers["inference"], keras.optimizers.LossScaleOptimizer)
+    assert int(loaded.group_optimizers["inference"].iterations) == int(inference.iterations)
+    for a, b in zip(loaded.group_optimizers["inference"].variables, inference.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def _make_vae(steps_per_execution):
+    keras.utils.set_random_seed(0)
+    splits = vizoo.data.load("digits", batch_size=100, seed=0)
+    model = VAE(64, 4, hidden_units=[16], seed=0)
+    model.initialize_output_bias(splits.train_mean)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=IWAELoss(k=2, gradient_estimator="dreg"),
+        group_optimizers={"inference": keras.optimizers.Adam(3e-3)},
+        steps_per_execution=steps_per_execution,
+    )
+    return model, splits
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 10])
+def test_resumed_run_with_a_group_optimizer_equals_uninterrupted_run(tmp_path, steps_per_execution):
+    straight, splits = _make_vae(steps_per_execution)
+    runs.fit_run(straight, splits.train, str(tmp_path / "a"), 3, splits.validation, verbose=0)
+    first, splits = _make_vae(steps_per_execution)
+    runs.fit_run(first, splits.train, str(tmp_path / "b"), 2, splits.validation, verbose=0)
+    resumed, splits = _make_vae(steps_per_execution)
+    result = runs.fit_run(resumed, splits.train, str(tmp_path / "b"), 3, splits.validation, verbose=0)
+    assert result["resumed_epoch"] == 2
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    for optimizer in ("main", "inference"):
+        pick = (lambda m: m.optimizer) if optimizer == "main" else (lambda m: m.group_optimizers["inference"])
+        assert int(pick(resumed).iterations) == int(pick(straight).iterations) > 0
+        for a, b in zip(pick(straight).variables, pick(resumed).variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{optimizer}: {a.path}")
+
+
+def test_under_mirrored_strategy():
+    """Two replicas: each optimizer all-reduces its own group's gradients; the frozen group stays put."""
+    output = run_in_fresh_process(
+        """
+        import json
+        import numpy as np
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras
+        from vizoo.losses import NVILLoss
+        from vizoo.models import SigmoidBeliefNetwork
+
+        x = (np.random.default_rng(0).random((64, 16)) < 0.5).astype("float32")
+        results = {}
+        for name, strategy in (("one", tf.distribute.get_strategy()), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+            with strategy.scope():
+                model = SigmoidBeliefNetwork(input_dim=16, latent_dims=[3], baseline_hidden_units=[3], seed=0)
+                model.build((None, 16))
+                model.compile(optimizer=keras.optimizers.SGD(0.0), loss=NVILLoss(k=2),
+                              group_optimizers={"control": keras.optimizers.Adam(0.01)})
+            before = [v.numpy().copy() for v in model.trainable_variables]
+            loss = model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+            control = {id(v) for v in model.gradient_groups()["control"]}
+            moved = {"control": [], "others": []}
+            for b, v in zip(before, model.trainable_variables):
+                moved["control" if id(v) in control else "others"].append(bool(not np.array_equal(b, v.numpy())))
+            results[name] = {"loss": loss, "moved": moved, "replicas": strategy.num_replicas_in_sync,
+                             "iterations": int(keras.ops.convert_to_numpy(model.group_optimizers["control"].iterations))}
+        print(json.dumps(results))
+        """
+    )
+    results = json.loads(output.strip().splitlines()[-1])
+    assert results["two"]["replicas"] == 2
+    for result in results.values():
+        assert np.isfinite(result["loss"]) and result["iterations"] == 2
+        assert all(result["moved"]["control"]) and not any(result["moved"]["others"])
+
+
+SBN_TINY = [
+    "--model", "sbn", "--sbn-layers", "4", "--loss", "nvil", "--k", "2", "--epochs", "1", "--eval-k", "10",
+    "--verbose", "0",
+]
+
+
+def test_cli_control_lr_gives_the_control_group_its_own_adam(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(SBN_TINY + ["--control-lr", "0.003", "--out-dir", str(out)]) == 0
+    model = keras.models.load_model(out / "model.keras")
+    control = model.group_optimizers["control"]
+    assert isinstance(control, vizoo.optimizers.Adam) and float(control.learning_rate) == pytest.approx(0.003)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert int(control.iterations) == int(model.optimizer.iterations) > 0
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["control_lr"] == 0.003
+    with open(os.path.join(out, "command.txt")) as f:
+        assert "--control-lr 0.003" in f.read()
+
+
+def test_cli_without_control_lr_shares_the_main_optimizer(tmp_path):
+    parser = cli.build_parser()
+    assert parser.parse_args([]).control_lr is None
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "nan", "inf"])
+def test_cli_bad_control_lr_is_named(value, tmp_path, capsys):
+    expected = {"0": "0.0", "-0.5": "-0.5", "nan": "nan", "inf": "inf"}[value]
+    assert_cli_error(SBN_TINY + ["--control-lr", value], f"Received: control_lr={expected}", tmp_path, capsys)
