@@ -10,6 +10,8 @@ import ctypes
 import os
 import resource
 
+import vizoo  # noqa: E402,F401  (first: it imports TensorFlow with its start-up notices filtered, in every worker)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -51,13 +53,33 @@ def _return_freed_memory_to_the_system():
         pass
 
 
-@pytest.fixture
-def binary_data():
-    """Binary data of 64 features: 96 examples with some structure (two prototypes)."""
+def _binary_data():
     rng = np.random.default_rng(0)
     prototypes = rng.random((2, 64))
     which = rng.integers(0, 2, size=96)
     return (rng.random((96, 64)) < prototypes[which]).astype("float32")
+
+
+@pytest.fixture
+def binary_data():
+    """Binary data of 64 features: 96 examples with some structure (two prototypes)."""
+    return _binary_data()
+
+
+@pytest.fixture(scope="session")
+def trained_vae():
+    """A small VAE (64-16-4) trained for 3 epochs with IWAE-3 on `binary_data`, shared by the tests that only read it.
+
+    Tests must not train or recompile it (they would change it for the others).
+    """
+    from vizoo.losses import IWAELoss
+    from vizoo.models import VAE
+
+    keras.utils.set_random_seed(0)
+    model = VAE(input_dim=64, latent_dim=4, hidden_units=[16], seed=0)
+    model.compile(optimizer="adam", loss=IWAELoss(k=3))
+    model.fit(_binary_data(), batch_size=32, epochs=3, verbose=0)
+    return model
 
 
 # Peak resident memory of each pytest process (the suite must stay within ~2.5 GB per process):

@@ -181,8 +181,8 @@ def test_bad_arguments_are_named(binary_data):
         evaluate.log_likelihood(model, np.zeros((0, 64), "float32"), k=5)
 
 
-def test_progress_bar_counts_batches_with_the_running_nll(binary_data, capsys):
-    model = VAE(input_dim=64, latent_dim=2, hidden_units=[8])
+def test_progress_bar_counts_batches_with_the_running_nll(trained_vae, binary_data, capsys):
+    model = trained_vae
     silent = evaluate.log_likelihood(model, binary_data, k=10, batch_size=32, seed=0)
     assert capsys.readouterr().out == ""  # verbose=0, the default: silent
     shown = evaluate.log_likelihood(model, binary_data, k=10, batch_size=32, seed=0, verbose=1)

@@ -47,10 +47,8 @@ def test_with_precision_copies_the_weights_and_leaves_the_model_alone(binary_dat
         np.testing.assert_allclose(rounded[name], exact[name], rtol=0.02, atol=0.3, err_msg=name)
 
 
-def test_bfloat16_evaluation_of_a_float32_model_is_close(binary_data):
-    model = small_vae()
-    model.compile(optimizer="adam", loss=IWAELoss(k=3))
-    model.fit(binary_data, batch_size=32, epochs=3, verbose=0)
+def test_bfloat16_evaluation_of_a_float32_model_is_close(trained_vae, binary_data):
+    model = trained_vae
     results = [
         vizoo.evaluate.log_likelihood(model, binary_data, k=200, seed=1, precision=precision)
         for precision in (None, "mixed_bfloat16")
