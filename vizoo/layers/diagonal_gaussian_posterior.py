@@ -2,9 +2,11 @@ import keras
 from keras import ops
 
 from vizoo.layers.gaussian_posterior import GaussianPosterior
+from vizoo.registry import register_posterior
 from vizoo.utils import HALF_LOG_2PI
 
 
+@register_posterior("diagonal")
 @keras.saving.register_keras_serializable(package="vizoo")
 class DiagonalGaussianPosterior(GaussianPosterior):
     """Amortized diagonal Gaussian q(z|x) = N(mu(x), diag(sigma(x)^2)).

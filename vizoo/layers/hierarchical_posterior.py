@@ -5,6 +5,7 @@ from vizoo.layers.conditional_gaussian import ConditionalGaussian
 from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.posterior import Posterior
 from vizoo.losses.bound_loss import logmeanexp
+from vizoo.registry import register_posterior
 from vizoo.utils import HALF_LOG_2PI, check_choice, check_hidden_units, check_non_negative_int, check_positive_int
 
 REVERSE_MODELS = ("learned", "sivi")
@@ -14,6 +15,7 @@ def _standard_normal_log_prob(eps):
     return ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI, axis=-1)
 
 
+@register_posterior("hierarchical")
 @keras.saving.register_keras_serializable(package="vizoo")
 class HierarchicalPosterior(Posterior):
     """Hierarchical (auxiliary-variable) posterior q(z|x) = ∫ q(z|psi, x) q(psi|x) dpsi with a bound on log q.

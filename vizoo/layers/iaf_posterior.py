@@ -5,11 +5,13 @@ from keras import ops
 from vizoo.layers.autoregressive_flow import chain_with_reversals, memoize_last
 from vizoo.layers.flow_posterior import FlowPosterior
 from vizoo.layers.made import MADE
+from vizoo.registry import register_posterior
 from vizoo.utils import check_hidden_units, check_positive_int
 
 tfb = tfp.bijectors
 
 
+@register_posterior("iaf")
 @keras.saving.register_keras_serializable(package="vizoo")
 class IAFPosterior(FlowPosterior):
     """Inverse autoregressive flow posterior (Kingma et al. 2016), conditioned on the encoder's h.

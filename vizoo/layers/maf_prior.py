@@ -5,11 +5,13 @@ from keras import ops
 from vizoo.layers.autoregressive_flow import chain_with_reversals, memoize_last
 from vizoo.layers.made import MADE
 from vizoo.layers.prior import Prior
+from vizoo.registry import register_prior
 from vizoo.utils import HALF_LOG_2PI, check_hidden_units, check_non_negative_int
 
 tfb = tfp.bijectors
 
 
+@register_prior("maf")
 @keras.saving.register_keras_serializable(package="vizoo")
 class MAFPrior(Prior):
     """A learned flow prior: a masked autoregressive flow (Papamakarios et al. 2017) on N(0, I).

@@ -2,9 +2,11 @@ import keras
 from keras import ops
 
 from vizoo.layers.prior import Prior
+from vizoo.registry import register_prior
 from vizoo.utils import HALF_LOG_2PI, as_seed_generator, check_positive_int
 
 
+@register_prior("mixture")
 @keras.saving.register_keras_serializable(package="vizoo")
 class MixtureOfGaussiansPrior(Prior):
     """A learned mixture of K diagonal Gaussians, p(z) = sum_k pi_k N(z; mu_k, diag sigma_k^2).

@@ -5,9 +5,11 @@ import keras
 from keras import ops
 
 from vizoo.layers.prior import Prior
+from vizoo.registry import register_prior
 from vizoo.utils import as_seed_generator, check_array, check_positive_int
 
 
+@register_prior("vamp")
 @keras.saving.register_keras_serializable(package="vizoo")
 class VampPrior(Prior):
     """VampPrior (Tomczak & Welling 2018): the aggregate posterior of K learned pseudo-inputs.

@@ -3,8 +3,10 @@ from keras import ops
 
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss
 from vizoo.losses.kl_schedule import check_kl_options, free_bits_penalty
+from vizoo.registry import register_loss
 
 
+@register_loss("elbo")
 @keras.saving.register_keras_serializable(package="vizoo")
 class ELBOLoss(BoundLoss):
     """Negated evidence lower bound (Kingma & Welling 2014).

@@ -3,11 +3,13 @@ from keras import ops
 
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, logmeanexp
 from vizoo.losses.kl_schedule import check_kl_options
+from vizoo.registry import register_loss
 from vizoo.utils import check_choice
 
 GRADIENT_ESTIMATORS = (None, "dreg", "stl")
 
 
+@register_loss("iwae")
 @keras.saving.register_keras_serializable(package="vizoo")
 class IWAELoss(BoundLoss):
     """Negated importance-weighted bound (Burda, Grosse & Salakhutdinov 2016).

@@ -2,11 +2,13 @@ import keras
 from keras import ops
 
 from vizoo.losses.bound_loss import BoundLoss, logmeanexp
+from vizoo.registry import register_loss
 from vizoo.utils import check_choice, check_non_negative_int
 
 GRADIENT_ESTIMATORS = (None, "dreg")
 
 
+@register_loss("iwhvi")
 @keras.saving.register_keras_serializable(package="vizoo")
 class IWHVILoss(BoundLoss):
     """Negated importance weighted hierarchical variational bound (IWHVI, Sobolev & Vetrov 2019).

@@ -5,6 +5,7 @@ from keras import ops
 from vizoo.layers import BernoulliLikelihood
 from vizoo.layers.bernoulli_posterior import BernoulliPosterior, bernoulli_log_prob, check_latent_dims, mlp
 from vizoo.models.latent_variable_model import LatentVariableModel
+from vizoo.registry import register_model
 from vizoo.utils import check_hidden_units, check_positive_int
 
 # Terms for NVIL's variance reduction, each `[batch, 1]`: the baseline b(x) + c and the
@@ -12,6 +13,7 @@ from vizoo.utils import check_hidden_units, check_positive_int
 BASELINE_TERMS = ("baseline", "signal_scale")
 
 
+@register_model("sbn")
 @keras.saving.register_keras_serializable(package="vizoo")
 class SigmoidBeliefNetwork(LatentVariableModel):
     """Sigmoid belief network: layers of binary latents, trained with score-function bounds.

@@ -3,6 +3,7 @@ from keras import ops
 
 from vizoo.layers import LIKELIHOODS, POSTERIORS, PRIORS, BernoulliLikelihood
 from vizoo.models.latent_variable_model import LatentVariableModel
+from vizoo.registry import register_model
 from vizoo.utils import check_choice, check_hidden_units, check_positive_int
 
 
@@ -24,6 +25,7 @@ def _component(value, name, registry, *args, dtype=None):
     return value
 
 
+@register_model("vae")
 @keras.saving.register_keras_serializable(package="vizoo")
 class VAE(LatentVariableModel):
     """Variational autoencoder with MLP encoder and decoder (Kingma & Welling 2014).
