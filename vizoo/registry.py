@@ -18,7 +18,7 @@ its bases (a flow posterior's `--flow-steps` serves every flow).
 
 import importlib
 import pkgutil
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 
 class Option(NamedTuple):
@@ -33,6 +33,8 @@ class Option(NamedTuple):
         default: the value when the flag is not given; None means "the class's own default"
             (the argument is then not passed). A value given on the command line, 0 and
             False included, is passed as given.
+        check: optional `check(value, dest) -> value` run on a given value before the class
+            sees it (e.g. `vizoo.utils.check_positive_int`), so errors name the flag's dest.
     """
 
     flag: str
@@ -40,6 +42,7 @@ class Option(NamedTuple):
     help: str
     nargs: Optional[str] = None
     default: Any = None
+    check: Optional[Callable] = None
 
     @property
     def dest(self):

@@ -3,7 +3,8 @@ from keras import ops
 
 from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.posterior import Posterior
-from vizoo.utils import check_non_negative_int
+from vizoo.registry import Option
+from vizoo.utils import check_non_negative_int, check_positive_int
 
 
 class FlowPosterior(Posterior):
@@ -25,6 +26,13 @@ class FlowPosterior(Posterior):
         latent_dim: int, dimension of z.
         num_steps: int >= 0, number of flow steps T.
     """
+
+    # Constructor arguments on the command line, for every flow (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "num_steps": Option(
+            "--flow-steps", int, "steps of a flow posterior (default the posterior's own)", check=check_positive_int
+        ),
+    }
 
     def __init__(self, latent_dim, num_steps, **kwargs):
         super().__init__(latent_dim, **kwargs)

@@ -20,10 +20,15 @@ class Likelihood(keras.layers.Layer):
     """
 
     requires_unit_interval = False
+    # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
+    cli_options = {}
 
     def __init__(self, output_dim, **kwargs):
         super().__init__(**kwargs)
         self.output_dim = check_positive_int(output_dim, "output_dim")
+
+    def initialize_from_data(self, dataset):
+        """Data-dependent initialization before training, from a batched dataset of x; nothing by default."""
 
     def log_prob(self, x, params):
         raise NotImplementedError

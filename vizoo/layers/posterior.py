@@ -51,6 +51,8 @@ class Posterior(keras.layers.Layer):
     # Names of per-sample terms besides z and log q that `transform_terms` can give
     # (a model passes them through to the losses that ask for them).
     extra_terms = ()
+    # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
+    cli_options = {}
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
@@ -59,6 +61,9 @@ class Posterior(keras.layers.Layer):
     @property
     def noise_shape(self):
         return (self.latent_dim,)
+
+    def initialize_from_data(self, dataset):
+        """Data-dependent initialization before training, from a batched dataset of x; nothing by default."""
 
     def sample_noise(self, params, k, seed=None):
         raise NotImplementedError

@@ -2,8 +2,10 @@ import math
 import weakref
 
 import keras
+import numpy as np
 from keras import ops
 
+from vizoo.layers.mixture_of_gaussians_prior import MixtureOfGaussiansPrior
 from vizoo.layers.prior import Prior
 from vizoo.registry import register_prior
 from vizoo.utils import as_seed_generator, check_array, check_positive_int
@@ -40,6 +42,9 @@ class VampPrior(Prior):
     """
 
     shares_inference_variables = True  # its components are the model's own encoder
+
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {"num_components": MixtureOfGaussiansPrior.cli_options["num_components"]}
 
     def __init__(self, num_components=500, input_dim=None, pseudo_inputs_initializer=None, **kwargs):
         super().__init__(**kwargs)
@@ -91,6 +96,23 @@ class VampPrior(Prior):
                 f"x must have num_components={self.num_components} rows. Received: x.shape={x.shape}"
             )
         self.pseudo_inputs.assign(x)
+
+    def initialize_from_data(self, dataset):
+        """Pseudo-inputs start as the first `num_components` examples of a batched dataset of x (or (x, ...))."""
+        batches, count = [], 0
+        for batch in dataset:
+            x = batch[0] if isinstance(batch, tuple) else batch
+            batches.append(np.asarray(x))
+            count += len(batches[-1])
+            if count >= self.num_components:
+                break
+        x = np.concatenate(batches)
+        if len(x) < self.num_components:
+            raise ValueError(
+                f"VampPrior's num_components must not exceed the training examples ({len(x)}). "
+                f"Received: num_components={self.num_components}"
+            )
+        self.initialize_pseudo_inputs(x[: self.num_components])
 
     def components(self):
         """The posterior parameters of the K components, q(z | u_k)."""

@@ -58,6 +58,11 @@ class LatentVariableModel(keras.Model):
     """
 
     input_dim = None  # set by subclasses
+    # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
+    cli_options = {}
+    # Constructor arguments that take a registered component (a registry name or a layer), e.g.
+    # `("likelihood", "posterior", "prior")`; the command line builds them from `--posterior`, `--prior`.
+    components = ()
 
     @property
     def input_dtype(self):
@@ -79,6 +84,17 @@ class LatentVariableModel(keras.Model):
             self.kl_weight.assign(1.0)
             return
         super().load_own_variables(store)
+
+    def initialize_from_data(self, dataset):
+        """Data-dependent initialization of the components before training (e.g. VampPrior's pseudo-inputs).
+
+        Args:
+            dataset: a batched `tf.data.Dataset` (or iterable) of training x, or of (x, ...) tuples.
+        """
+        if not self.built:
+            self.build((None, self.input_dim))
+        for name in self.components:
+            getattr(self, name).initialize_from_data(dataset)
 
     # ----------------------------------------------------------------- loss & k
     @property

@@ -5,7 +5,8 @@ from keras import ops
 from vizoo.layers import BernoulliLikelihood
 from vizoo.layers.bernoulli_posterior import BernoulliPosterior, bernoulli_log_prob, check_latent_dims, mlp
 from vizoo.models.latent_variable_model import LatentVariableModel
-from vizoo.registry import register_model
+from vizoo.models.vae import VAE
+from vizoo.registry import Option, register_model
 from vizoo.utils import check_hidden_units, check_positive_int
 
 # Terms for NVIL's variance reduction, each `[batch, 1]`: the baseline b(x) + c and the
@@ -86,6 +87,18 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         Mnih & Gregor, "Neural Variational Inference and Learning in Belief Networks", ICML 2014.
         Mnih & Rezende, "Variational Inference for Monte Carlo Objectives", ICML 2016.
     """
+
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "latent_dims": Option(
+            "--sbn-layers",
+            int,
+            "sizes of the sbn's stochastic layers of binary units, h_1 (next to x) first (default 200 200 200)",
+            nargs="+",
+        ),
+        "hidden_units": VAE.cli_options["hidden_units"],
+        "activation": VAE.cli_options["activation"],
+    }
 
     def __init__(
         self,

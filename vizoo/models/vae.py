@@ -3,7 +3,7 @@ from keras import ops
 
 from vizoo.layers import LIKELIHOODS, POSTERIORS, PRIORS, BernoulliLikelihood
 from vizoo.models.latent_variable_model import LatentVariableModel
-from vizoo.registry import register_model
+from vizoo.registry import Option, register_model
 from vizoo.utils import check_choice, check_hidden_units, check_positive_int
 
 
@@ -74,6 +74,21 @@ class VAE(LatentVariableModel):
         Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
         Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
     """
+
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "latent_dim": Option("--latent-dim", int, "dimension of z", default=50, check=check_positive_int),
+        "hidden_units": Option(
+            "--hidden-units",
+            int,
+            "MLP hidden layer sizes (default the model's own: vae 200 200; sbn none, the papers' linear SBN)",
+            nargs="*",
+            check=check_hidden_units,
+        ),
+        "activation": Option("--activation", str, "hidden activation", default="tanh"),
+    }
+    # Constructor arguments that take a registered component (a registry name or a layer).
+    components = ("likelihood", "posterior", "prior")
 
     def __init__(
         self,
