@@ -28,6 +28,8 @@ class DiagonalGaussianPosterior(GaussianPosterior):
         dict with `loc` and `log_scale`, each `[batch, latent_dim]`.
     """
 
+    factorized = True  # kl_divergence_per_dim: one closed-form KL per latent dimension
+
     def __init__(self, latent_dim, **kwargs):
         super().__init__(latent_dim, **kwargs)
         self.loc_layer = keras.layers.Dense(latent_dim, name="loc", dtype=self.dtype_policy)

@@ -19,7 +19,7 @@ class FlowPosterior(Posterior):
     example, whatever the steps are conditioned on. Subclasses implement
     `flow(params, z) -> (z_T, log_det)` with z `[batch, k, latent_dim]` and
     log_det `[batch, k]`. With `num_steps=0` the posterior is the diagonal
-    Gaussian. log q is known at the flow's own samples only (`has_density`
+    Gaussian. log q is known at the flow's own samples only (`has_log_prob`
     is False).
 
     Args:

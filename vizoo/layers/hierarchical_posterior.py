@@ -89,7 +89,6 @@ class HierarchicalPosterior(Posterior):
     """
 
     exact_density = False
-    has_density = False
     sampler_options = ("num_reverse_samples",)
     # log v_j `[batch, k, K + 1]` with tau's parameters stopped for j >= 1 (DReG for tau).
     extra_terms = ("reverse_log_weights_detached",)

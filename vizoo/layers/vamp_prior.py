@@ -56,7 +56,7 @@ class VampPrior(Prior):
         self._model = None
 
     def bind(self, model):
-        if not getattr(model.posterior, "has_density", False):
+        if not model.posterior.has_log_prob:
             raise ValueError(
                 "VampPrior needs a posterior with a closed-form density at any z (diagonal or full_covariance). "
                 f"Received: posterior={type(model.posterior).__name__}"

@@ -65,6 +65,8 @@ class BoundLoss(keras.losses.Loss):
     score_function = False
     # - needs_density: the loss reads log q(z|x) (`log_qz`); compile refuses a posterior without a density.
     needs_density = True
+    # Epochs of KL warm-up the loss trains with (0: none); `fit` adds `vizoo.callbacks.KLWarmup` when positive.
+    kl_warmup_epochs = 0
     # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them;
     # `k` is every loss's, `--k`).
     cli_options = {}

@@ -1,6 +1,5 @@
 """Base class of vizoo's models: the Keras plumbing between a model's terms and a bound loss."""
 
-import inspect
 import warnings
 
 import keras
@@ -11,10 +10,8 @@ from keras.src.losses import loss as loss_module
 
 from vizoo.data.checks import check_data, check_input_shape, input_errors
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss
+from vizoo.terms import SAMPLE, STATE, TERMS
 from vizoo.utils import check_array, check_positive_int
-
-# The terms every model returns; the losses read these unless they say otherwise.
-CORE_TERMS = ("log_px_z", "log_pz", "log_qz")
 
 
 class LatentVariableModel(keras.Model):
@@ -58,11 +55,32 @@ class LatentVariableModel(keras.Model):
     """
 
     input_dim = None  # set by subclasses
+    # The dimension of z where the model has one continuous latent vector (None otherwise; plots of the
+    # posterior need 2).
+    latent_dim = None
+    # Capabilities, declared (read directly by plots, the command line and export):
+    # - decodes: `decode(z)` gives the likelihood's parameters and `posterior_mean(x)` a z it takes
+    #   (reconstructions);
+    decodes = False
+    # - generates: `generate(n)` gives the mean of p(x|z) for n draws from the model's prior;
+    generates = False
+    # - exportable: `vizoo.export.export_encoder` can write its encoder (`encode` and `posterior`).
+    exportable = True
+    # Terms of kind "extra" (declared in vizoo.terms) that the family gives (e.g. NVIL's baselines).
+    extra_terms = ()
     # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
     cli_options = {}
     # Constructor arguments that take a registered component (a registry name or a layer), e.g.
     # `("likelihood", "posterior", "prior")`; the command line builds them from `--posterior`, `--prior`.
     components = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = [name for name in cls.extra_terms if name not in TERMS]
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}.extra_terms must be terms declared in vizoo.terms. Received: extra_terms={unknown}"
+            )
 
     @property
     def input_dtype(self):
@@ -127,15 +145,21 @@ class LatentVariableModel(keras.Model):
                 "loss=vizoo.losses.IWAELoss(k=5) or ELBOLoss(). "
                 f"Received: loss={loss!r}"
             )
-        posterior = getattr(self, "posterior", None)
-        if loss.requires_reparameterization and not getattr(posterior, "reparameterized", True):
+        posterior = self.posterior
+        if loss.needs_density and not posterior.has_density:
+            raise ValueError(
+                f"{type(loss).__name__} reads log q(z|x) (its needs_density is True), but {type(posterior).__name__} "
+                "has no density (a sampler only, has_density False): use a loss that needs none. "
+                f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
+            )
+        if loss.requires_reparameterization and not posterior.reparameterized:
             raise ValueError(
                 f"{type(loss).__name__} differentiates through the samples z, but "
                 f"{type(posterior).__name__} is not reparameterized (its samples are discrete or "
                 "score-function only): use a score-function loss. "
                 f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
             )
-        if getattr(loss, "score_function", False) and getattr(posterior, "reparameterized", False):
+        if loss.score_function and posterior.reparameterized:
             # Its surrogate differentiates log q at the samples; samples that carry a gradient add a path term.
             raise ValueError(
                 f"{type(loss).__name__} is a score-function estimator for samples that carry no gradient, but "
@@ -143,7 +167,7 @@ class LatentVariableModel(keras.Model):
                 "IWAELoss) or a discrete model (e.g. SigmoidBeliefNetwork). "
                 f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
             )
-        taken = getattr(posterior, "sampler_options", ())
+        taken = posterior.sampler_options
         untaken = sorted(set(loss.sampler_options) - set(taken))
         if untaken:
             raise ValueError(
@@ -292,8 +316,8 @@ class LatentVariableModel(keras.Model):
             raise ValueError(
                 f"num_samples must match the noise's second axis ({noise.shape[1]}). Received: num_samples={num_samples}"
             )
-        posterior = getattr(self, "posterior", None)
-        accepted = getattr(posterior, "sampler_options", ())
+        posterior = self.posterior
+        accepted = posterior.sampler_options
         unknown = sorted(set(sampler_options) - set(accepted))
         if unknown:
             raise ValueError(
@@ -301,38 +325,90 @@ class LatentVariableModel(keras.Model):
             )
         terms = self._requested_terms(terms)
         seed = self.seed_generator if seed is None else seed
-        # `kl_weight` is the model's state, not a sample: added here for every family.
+        # State terms (vizoo.terms kind "state", e.g. kl_weight) are the model's variable of the same name,
+        # broadcast per example: added here for every family. The family computes the others.
+        state = [name for name in terms if TERMS[name].kind == STATE]
         values = self._sample_terms(
-            x, num_samples, seed, tuple(t for t in terms if t != "kl_weight"), encoding, noise, **sampler_options
+            x, num_samples, seed, tuple(t for t in terms if t not in state), encoding, noise, **sampler_options
         )
-        if "kl_weight" in terms:
-            kl_weight = ops.cast(self.kl_weight, "float32")
-            values["kl_weight"] = ops.broadcast_to(kl_weight, (ops.shape(x)[0], 1))  # [batch, 1]
+        for name in state:
+            shape = tuple(ops.shape(x)[0] if axis == "batch" else axis for axis in TERMS[name].shape)  # [batch, 1]
+            values[name] = ops.broadcast_to(ops.cast(getattr(self, name), TERMS[name].dtype), shape)
         return values
 
     def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
         raise NotImplementedError
+
+    def joint_terms(self, x, z):
+        """`{"log_px_z": [batch, k], "log_pz": [batch, k]}`: the generative model's terms at given z `[batch, k, latent_dim]`.
+
+        Evaluation scores the samples of a proposal other than q with it (a posterior with no density).
+        """
+        raise NotImplementedError
+
+    def bound(self, x, loss=None, num_samples=None, seed=None):
+        """The bound (or estimate) of `loss` for each example of x, `[batch]`.
+
+        Args:
+            x: `[batch, input_dim]` data.
+            loss: a `BoundLoss`; default the compiled loss. It is checked against the model
+                (terms, reparameterization, density) as `compile` checks it.
+            num_samples: int, samples per example; default the loss's k.
+            seed: optional seed for the noise.
+
+        Returns:
+            `[batch]` float32: `loss.bound` of the model's terms (not negated; a lower bound on
+            log p(x) in expectation where `loss.is_bound`).
+
+        Example:
+            >>> model.bound(x_test[:10])  # the compiled IWAE-k bound per example
+            >>> model.bound(x_test[:10], loss=vizoo.losses.IWAELoss(k=500))
+        """
+        loss = self._compiled_bound() if loss is None else loss
+        self.check_loss(loss)
+        k = loss.k if num_samples is None else check_positive_int(num_samples, "num_samples")
+        names = tuple(dict.fromkeys(self._default_terms("always") + tuple(loss.required_terms)))
+        terms = self.sample_terms(self._check_inputs(x), k, seed=seed, terms=names, **loss.sampler_options)
+        return loss.bound(terms)
 
     def posterior_mean(self, x):
         """E_q[z|x] `[batch, latent_dim]` (flows: the image of the base mean)."""
         raise NotImplementedError
 
     def term_support(self, name):
-        """None if `sample_terms` can compute term `name`, else the reason it cannot (a sentence)."""
-        return None if name in CORE_TERMS + ("z", "kl_weight") else f"{type(self).__name__} has no term {name!r}."
+        """None if `sample_terms` can compute term `name`, else the reason it cannot (a sentence).
+
+        Terms are declared in `vizoo.terms`: those every model gives (`every_model`) are supported here
+        (`log_qz` where the posterior `has_density`), as are the family's and the posterior's declared
+        `extra_terms`; families override this for the terms whose support depends on their components.
+        """
+        if name not in TERMS:
+            return f"{type(self).__name__} has no term {name!r} (vizoo.terms declares every term)."
+        if name == "log_qz" and not self.posterior.has_density:
+            return (
+                f"{type(self.posterior).__name__} is a sampler with no density (has_density is False): "
+                "it gives z but no log q(z|x)."
+            )
+        if TERMS[name].every_model or name in self.extra_terms or name in self.posterior.extra_terms:
+            return None
+        return f"{type(self).__name__} has no term {name!r}."
 
     @property
     def available_terms(self):
-        """Names of every term this model can compute."""
-        candidates = CORE_TERMS + ("log_qz_detached", "kl")
-        return tuple(name for name in candidates if self.term_support(name) is None)
+        """Names of the log-density and family terms this model can compute (every `vizoo.terms` term but `z` and state)."""
+        return tuple(
+            name for name, spec in TERMS.items() if spec.kind not in (SAMPLE, STATE) and self.term_support(name) is None
+        )
+
+    def _default_terms(self, default):
+        return tuple(name for name, spec in TERMS.items() if spec.default == default and self.term_support(name) is None)
 
     def _requested_terms(self, terms):
         if terms is None:
             loss = getattr(self, "loss", None)
             if isinstance(loss, BoundLoss):
-                return tuple(dict.fromkeys(CORE_TERMS + tuple(loss.required_terms)))
-            return tuple(name for name in CORE_TERMS + ("kl",) if self.term_support(name) is None)
+                return tuple(dict.fromkeys(self._default_terms("always") + tuple(loss.required_terms)))
+            return self._default_terms("always") + self._default_terms("free")
         if isinstance(terms, str):
             terms = (terms,)
         terms = tuple(terms)
@@ -360,7 +436,7 @@ class LatentVariableModel(keras.Model):
     # ------------------------------------------------------------ data checks
     @property
     def _needs_unit_interval(self):
-        return getattr(getattr(self, "likelihood", None), "requires_unit_interval", False)
+        return self.likelihood.requires_unit_interval
 
     def check_data(self, data, name="x"):
         """Check data for this model (see `vizoo.data.checks.check_data`); return it."""
@@ -373,7 +449,8 @@ class LatentVariableModel(keras.Model):
         if isinstance(x, tf.data.Dataset) and len(args) < 7:
             # A dataset shuffles itself: Keras's default shuffle=True would only warn that it is ignored.
             kwargs.setdefault("shuffle", False)
-        warmup_epochs = getattr(getattr(self, "loss", None), "kl_warmup_epochs", 0)
+        loss = getattr(self, "loss", None)  # None before compile
+        warmup_epochs = loss.kl_warmup_epochs if isinstance(loss, BoundLoss) else 0
         if warmup_epochs and len(args) < 4:  # callbacks not given positionally (x, y, batch_size, epochs, verbose, ...)
             from vizoo.callbacks import KLWarmup
 
@@ -396,12 +473,16 @@ class LatentVariableModel(keras.Model):
 
 
 def _describe(loss):
-    # k, and the options set to other than their defaults (new options do not lengthen every message).
-    parameters = inspect.signature(type(loss).__init__).parameters
+    # k, and the options set to other than their defaults (new options do not lengthen every message): the
+    # defaults are those of the loss rebuilt from k alone.
+    config = loss.get_config()
+    try:
+        defaults = type(loss).from_config({"k": loss.k}).get_config()
+    except (TypeError, ValueError):
+        defaults = {}
     options = {
         key: value
-        for key, value in loss.get_config().items()
-        if key not in ("name", "reduction", "dtype")
-        and (key == "k" or key not in parameters or parameters[key].default != value)
+        for key, value in config.items()
+        if key not in ("name", "reduction", "dtype") and (key == "k" or defaults.get(key, object()) != value)
     }
     return f"{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"

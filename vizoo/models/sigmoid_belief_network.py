@@ -9,11 +9,6 @@ from vizoo.models.vae import VAE
 from vizoo.registry import Option, register_model
 from vizoo.utils import check_hidden_units, check_positive_int
 
-# Terms for NVIL's variance reduction, each `[batch, 1]`: the baseline b(x) + c and the
-# scale max(1, sqrt(v)) of the learning signal (running moments c, v from before the step).
-BASELINE_TERMS = ("baseline", "signal_scale")
-
-
 @register_model("sbn")
 @keras.saving.register_keras_serializable(package="vizoo")
 class SigmoidBeliefNetwork(LatentVariableModel):
@@ -99,6 +94,11 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         "hidden_units": VAE.cli_options["hidden_units"],
         "activation": VAE.cli_options["activation"],
     }
+    decodes = True  # decode(h_1); posterior_mean gives E_q[h_1|x]
+    generates = True
+    # NVIL's variance-reduction terms (declared in vizoo.terms), each `[batch, 1]`: the baseline b(x) + c and
+    # the scale max(1, sqrt(v)) of the learning signal (running moments c, v from before the step).
+    extra_terms = ("baseline", "signal_scale")
 
     def __init__(
         self,
@@ -202,6 +202,10 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         """b(x), `[batch, 1]` (float32)."""
         return ops.cast(self.baseline_network(x), "float32")
 
+    def joint_terms(self, x, z):
+        h1 = z[..., : self.latent_dims[0]]
+        return {"log_px_z": self.likelihood.log_prob(x, self.decode(h1)), "log_pz": self.log_prior(z)}
+
     def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
         encoding = self.encode(x) if encoding is None else encoding
         eps = self.posterior.sample_noise(encoding, num_samples, seed=seed) if noise is None else noise
@@ -217,7 +221,7 @@ class SigmoidBeliefNetwork(LatentVariableModel):
 
     def call(self, inputs, training=None, num_samples=None, seed=None, terms=None):
         values = super().call(inputs, training=training, num_samples=num_samples, seed=seed, terms=terms)
-        if training and any(name in values for name in BASELINE_TERMS):
+        if training and any(name in values for name in self.extra_terms):
             self._update_signal_moments(inputs, values)
         return values
 
@@ -233,7 +237,7 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         self.signal_variance.assign(decay * self.signal_variance + (1.0 - decay) * variance)
 
     def term_support(self, name):
-        if name in BASELINE_TERMS:
+        if name in self.extra_terms:
             if self.baseline_network is None:
                 return (
                     "SigmoidBeliefNetwork was built without a baseline network (baseline_hidden_units=None); "
@@ -241,10 +245,6 @@ class SigmoidBeliefNetwork(LatentVariableModel):
                 )
             return None
         return super().term_support(name)
-
-    @property
-    def available_terms(self):
-        return super().available_terms + tuple(name for name in BASELINE_TERMS if self.term_support(name) is None)
 
     def posterior_mean(self, x):
         """E_q[h_1|x] (the first layer's Bernoulli probabilities), `[batch, latent_dims[0]]`."""

@@ -89,6 +89,8 @@ class VAE(LatentVariableModel):
     }
     # Constructor arguments that take a registered component (a registry name or a layer).
     components = ("likelihood", "posterior", "prior")
+    decodes = True
+    generates = True
 
     def __init__(
         self,
@@ -122,7 +124,7 @@ class VAE(LatentVariableModel):
         self.posterior = _component(posterior, "posterior", POSTERIORS, self.latent_dim, dtype=policy)
         self.prior = _component(prior, "prior", PRIORS, dtype=policy)
         self.likelihood = _component(likelihood, "likelihood", LIKELIHOODS, self.input_dim, dtype=policy)
-        if getattr(self.posterior, "latent_dim", self.latent_dim) != self.latent_dim:
+        if self.posterior.latent_dim != self.latent_dim:
             raise ValueError(
                 f"The posterior's latent_dim must be the model's ({self.latent_dim}). "
                 f"Received: posterior.latent_dim={self.posterior.latent_dim}"
@@ -169,6 +171,9 @@ class VAE(LatentVariableModel):
             name: ops.reshape(value, tuple(batch_shape) + tuple(value.shape[-1:])) for name, value in params.items()
         }
 
+    def joint_terms(self, x, z):
+        return {"log_px_z": self.likelihood.log_prob(x, self.decode(z)), "log_pz": self.prior(z)}
+
     def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
         encoding = self.encode(x) if encoding is None else encoding
         eps = self.posterior.sample_noise(encoding, num_samples, seed=seed, **sampler_options) if noise is None else noise
@@ -187,13 +192,16 @@ class VAE(LatentVariableModel):
         return {name: values[name]() for name in terms}
 
     def term_support(self, name):
+        # Terms whose support depends on the components' declared capabilities; the rest as every model.
+        if name in ("kl", "kl_per_dim", "log_qz_detached") and not self.posterior.has_density:
+            return f"{type(self.posterior).__name__} is a sampler with no density (has_density is False)."
         if name == "kl" and not self.posterior.has_analytic_kl(self.prior):
             return (
                 f"KL({type(self.posterior).__name__} || {type(self.prior).__name__}) has no closed form "
                 "(it needs a Gaussian posterior and the standard normal prior)."
             )
         if name == "log_qz_detached":
-            if not self.posterior.has_density:
+            if not self.posterior.has_log_prob:
                 return (
                     f"{type(self.posterior).__name__} knows log q(z|x) only at its own samples, not at z with "
                     "its parameters stopped; use a Gaussian posterior (diagonal or full_covariance)."
@@ -203,15 +211,13 @@ class VAE(LatentVariableModel):
                     f"{type(self.prior).__name__} is defined through the encoder, so the encoder's gradient has "
                     "a prior part that STL/DReG do not estimate; use another prior."
                 )
-        if name == "kl_per_dim" and not (
-            hasattr(self.posterior, "kl_divergence_per_dim") and self.posterior.has_analytic_kl(self.prior)
-        ):
+        if name == "kl_per_dim" and not (self.posterior.factorized and self.posterior.has_analytic_kl(self.prior)):
             return (
                 f"the KL per latent dimension needs a factorized posterior with a closed-form KL against the "
                 f"prior (the diagonal Gaussian and the standard normal prior). Received: "
                 f"posterior={type(self.posterior).__name__}, prior={type(self.prior).__name__}"
             )
-        if name in ("kl", "kl_per_dim", "log_qz_detached") or name in self.posterior.extra_terms:
+        if name in ("kl", "kl_per_dim", "log_qz_detached"):
             return None
         return super().term_support(name)
 
