@@ -94,6 +94,17 @@ def _fit_gaussian(z):
     return mean, tf.linalg.cholesky(covariance + jitter * tf.eye(dim, dtype=tf.float64))
 
 
+class _Unconverted:
+    """The model's methods wrapped in `tf.autograph.experimental.do_not_convert`."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        attribute = getattr(self._model, name)
+        return tf.autograph.experimental.do_not_convert(attribute) if callable(attribute) else attribute
+
+
 class _BatchStatistics:
     """x `[batch, D]` -> per-example sums over num_chunks chunks of samples (wrapped in a `tf.function`).
 
@@ -116,7 +127,10 @@ class _BatchStatistics:
         self.proposal_samples = proposal_samples
 
     def __call__(self, x):
-        model = self.model_ref()
+        # The model's own code has no tensor-dependent Python control flow: it is traced as is, not converted
+        # by AutoGraph (whose conversion cache handed a converted method of an unrelated class to
+        # joint_terms' likelihood call in a long test session). Only this loop over chunks is converted.
+        model = _Unconverted(self.model_ref())
         # Encoded once per batch and reused by every chunk of samples.
         encoding = model.encode(x)
         if self.proposal_samples:
