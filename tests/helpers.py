@@ -86,7 +86,7 @@ def run_posterior_test(make, batch=5, k=3, mean_is_expectation=False, seed=0):
     - samples consistent with the density (float64): for a reparameterized
       posterior with standard-normal noise of the latent size and an exact
       density, log q = log N(eps) - log|det dz/deps| of the autodiff Jacobian;
-      where `has_density`, `log_prob(z, params)` at the samples equals log q;
+      where `has_log_prob`, `log_prob(z, params)` at the samples equals log q (a sampler, `has_density` False, returns no log q);
       with `mean_is_expectation`, `mean` is the sample mean within 5 standard
       errors;
     - each sample uses its own noise only (a slice of the noise gives the same

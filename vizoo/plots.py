@@ -199,16 +199,16 @@ def posterior_grids(model, x, grid_size=80, extent=3.5, num_samples=20000, seed=
     decoded = model.decode(ops.convert_to_tensor(z))
     log_pz = np.asarray(model.prior(ops.convert_to_tensor(z)), dtype=np.float64)  # [G*G]
     true, approx = [], []
-    has_density = model.posterior.has_log_prob  # else a histogram of samples
+    has_log_prob = model.posterior.has_log_prob  # else a histogram of samples
     encoding = model.encode(ops.convert_to_tensor(x))
-    if not has_density:
+    if not has_log_prob:
         samples = np.asarray(model.sample_terms(ops.convert_to_tensor(x), num_samples, seed=seed, terms=("z",))["z"])
     for i in range(len(x)):
         log_px_z = np.asarray(model.likelihood.log_prob(ops.convert_to_tensor(x[i : i + 1]), decoded), dtype=np.float64)
         log_joint = (log_px_z + log_pz).reshape(grid_size, grid_size)
         p = np.exp(log_joint - log_joint.max())
         true.append(p / p.sum())
-        if has_density:
+        if has_log_prob:
             params = {key: value[i : i + 1] for key, value in encoding.items()}
             log_q = np.asarray(model.posterior.log_prob(ops.convert_to_tensor(z), params), dtype=np.float64)
             q = np.exp(log_q - log_q.max()).reshape(grid_size, grid_size)

@@ -30,6 +30,13 @@ class Likelihood(keras.layers.Layer):
     def initialize_from_data(self, dataset):
         """Data-dependent initialization before training, from a batched dataset of x; nothing by default."""
 
+    def set_bias_from_mean(self, data_mean):
+        """Start the output at the data mean (Burda et al.); only likelihoods with an output bias can."""
+        raise ValueError(
+            "initialize_output_bias needs a likelihood with an output bias, e.g. the Bernoulli likelihood. "
+            f"Received: likelihood={type(self).__name__}"
+        )
+
     def log_prob(self, x, params):
         raise NotImplementedError
 

@@ -11,7 +11,12 @@ from keras.src.losses import loss as loss_module
 from vizoo.data.checks import check_data, check_input_shape, input_errors
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss
 from vizoo.terms import SAMPLE, STATE, TERMS
-from vizoo.utils import check_array, check_positive_int
+from vizoo.utils import check_array, check_hidden_units, check_positive_int
+
+
+def _stopped_per_sample(params):
+    """Posterior parameters `[batch, ...]` with their gradient stopped, broadcastable over k: `[batch, 1, ...]`."""
+    return {key: ops.expand_dims(ops.stop_gradient(value), axis=1) for key, value in params.items()}
 
 
 class LatentVariableModel(keras.Model):
@@ -32,6 +37,20 @@ class LatentVariableModel(keras.Model):
     - `gradient_groups()`: `{group: [variables]}` for the groups of
       `vizoo.losses.GRADIENT_GROUPS` (`generative`, `inference`, `control`),
       so that a loss's per-group surrogates reach their own variables.
+
+    What families share lives here, so that a family differs from another by its
+    components and options, not by copied methods. A family's `__init__` calls
+    `_init_options(input_dim, hidden_units, activation, seed)` and sets its
+    components: `posterior` (a `Posterior`), `likelihood` (a `Likelihood`),
+    `encoder_layers` (Dense layers from x to the posterior's features; may be
+    empty) and `decoder_layers` (from the decoder's input to the likelihood's
+    features); then `_init_seed_generator()`. It implements `log_prior(z)`
+    and `sample_prior(n, seed)` (p(z)), and may override `decoder_input(z)`
+    (the part of z the decoder reads; all of it by default) and
+    `family_terms(x, names)` (its `extra_terms`). The base gives `encode`,
+    `decode`, `posterior_mean`, `joint_terms`, `_sample_terms`, `generate`,
+    `initialize_output_bias`, `_build_stack` and the shared `get_config` keys
+    (`input_dim`, `hidden_units`, `activation`, `seed`).
 
     The number of samples k comes from the compiled loss
     (`model.compile(loss=IWAELoss(k=5))`), or from `num_samples=` in a direct
@@ -102,6 +121,127 @@ class LatentVariableModel(keras.Model):
             self.kl_weight.assign(1.0)
             return
         super().load_own_variables(store)
+
+    # ------------------------------------------------------ shared by the families
+    def _init_options(self, input_dim, hidden_units, activation, seed):
+        """Check and keep the options every family takes (each returned by `get_config`)."""
+        self.input_dim = check_positive_int(input_dim, "input_dim")
+        self.hidden_units = check_hidden_units(hidden_units)
+        self.activation = activation
+        keras.activations.get(activation)  # fails early on an unknown name
+        self.seed = seed
+
+    def _init_seed_generator(self):
+        # The model's sampling noise (its state is not saved in `.keras` files).
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name="noise_seed")
+
+    def _dense_stack(self, units, prefix):
+        """Dense layers with the model's activation and dtype policy, named `{prefix}_dense_{i}`."""
+        return [
+            keras.layers.Dense(u, activation=self.activation, name=f"{prefix}_dense_{i}", dtype=self.dtype_policy)
+            for i, u in enumerate(units)
+        ]
+
+    @staticmethod
+    def _build_stack(layers, head, shape):
+        """Build `layers` then `head` from input shape `shape` (components deserialized built are left alone)."""
+        for layer in layers:
+            if not layer.built:
+                layer.build(shape)
+            shape = (None, layer.units)
+        if head is not None and not head.built:
+            head.build(shape)
+        return shape
+
+    def encode(self, x):
+        """Posterior parameters for x `[batch, input_dim]`: the encoder layers, then the posterior's head."""
+        h = x
+        for layer in self.encoder_layers:
+            h = layer(h)
+        return self.posterior(h)
+
+    def decoder_input(self, z):
+        """The part of z `[..., latent]` the decoder reads (all of it here)."""
+        return z
+
+    def decode(self, z):
+        """Likelihood parameters for the decoder's input `[..., features]` (for Bernoulli, `logits`)."""
+        # The MLP runs on rows [n, features]: a Dense on a 2-D input is one fused matmul + bias +
+        # activation (oneDNN), where on [batch, k, features] it becomes a tensordot with the bias
+        # and activation as separate passes (benchmarks/step_variants.py: within noise either way).
+        batch_shape = ops.shape(z)[:-1]
+        h = ops.reshape(z, (-1, z.shape[-1]))
+        for layer in self.decoder_layers:
+            h = layer(h)
+        params = self.likelihood(h)
+        return {
+            name: ops.reshape(value, tuple(batch_shape) + tuple(value.shape[-1:])) for name, value in params.items()
+        }
+
+    def log_prior(self, z):
+        """log p(z) for z `[..., latent]` -> `[...]` (float32)."""
+        raise NotImplementedError
+
+    def sample_prior(self, num_examples, seed):
+        """z ~ p(z), `[num_examples, latent]`."""
+        raise NotImplementedError
+
+    def family_terms(self, x, names):
+        """`{name: term}` of the family's own `extra_terms` among `names` (none here)."""
+        return {}
+
+    def posterior_mean(self, x):
+        """E_q[z|x] `[batch, latent]` (or the posterior's location summary: a flow's image of its base mean)."""
+        return self.posterior.mean(self.encode(x))
+
+    def joint_terms(self, x, z):
+        """`{"log_px_z": [batch, k], "log_pz": [batch, k]}`: the generative model's terms at given z `[batch, k, latent]`.
+
+        Evaluation scores the samples of a proposal other than q with it (a posterior with no density).
+        """
+        return {"log_px_z": self.likelihood.log_prob(x, self.decode(self.decoder_input(z))), "log_pz": self.log_prior(z)}
+
+    def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
+        encoding = self.encode(x) if encoding is None else encoding
+        eps = self.posterior.sample_noise(encoding, num_samples, seed=seed, **sampler_options) if noise is None else noise
+        extra = [name for name in terms if name in self.posterior.extra_terms]
+        # z [batch, k, latent], log_qz [batch, k] (an estimate where not posterior.exact_density; None without a density)
+        z, log_qz, extras = self.posterior.transform_terms(encoding, eps, extra, **sampler_options)
+        values = {"z": lambda: z, "log_qz": lambda: log_qz}
+        values.update({name: (lambda value=value: value) for name, value in extras.items()})
+        values["log_px_z"] = lambda: self.likelihood.log_prob(x, self.decode(self.decoder_input(z)))
+        values["log_pz"] = lambda: self.log_prior(z)
+        # log q at the same z with q's parameters stopped (z still carries their gradient): STL/DReG.
+        values["log_qz_detached"] = lambda: self.posterior.log_prob(z, _stopped_per_sample(encoding))
+        values["kl"] = lambda: ops.expand_dims(self.posterior.kl_divergence(encoding, self.prior), axis=-1)
+        # [batch, latent_dim]: closed-form KL per latent dimension (free bits).
+        values["kl_per_dim"] = lambda: self.posterior.kl_divergence_per_dim(encoding, self.prior)
+        family = [name for name in terms if name in self.extra_terms]
+        if family:
+            family_values = self.family_terms(x, family)
+            values.update({name: (lambda value=value: value) for name, value in family_values.items()})
+        return {name: values[name]() for name in terms}
+
+    def generate(self, num_examples, seed=None):
+        """Mean of p(x|z) for `num_examples` draws z ~ p(z), `[num_examples, input_dim]`."""
+        num_examples = check_positive_int(num_examples, "num_examples")
+        if not self.built:
+            self.build((None, self.input_dim))
+        z = self.sample_prior(num_examples, self.seed_generator if seed is None else seed)
+        return self.likelihood.mean(self.decode(self.decoder_input(z)))
+
+    def initialize_output_bias(self, data_mean):
+        """Start the likelihood's output bias at the data mean (Bernoulli: logit(mean), Burda et al.)."""
+        if not self.built:
+            self.build((None, self.input_dim))
+        self.likelihood.set_bias_from_mean(np.asarray(data_mean))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_dim=self.input_dim, hidden_units=list(self.hidden_units), activation=self.activation, seed=self.seed
+        )
+        return config
 
     def initialize_from_data(self, dataset):
         """Data-dependent initialization of the components before training (e.g. VampPrior's pseudo-inputs).
@@ -336,16 +476,6 @@ class LatentVariableModel(keras.Model):
             values[name] = ops.broadcast_to(ops.cast(getattr(self, name), TERMS[name].dtype), shape)
         return values
 
-    def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
-        raise NotImplementedError
-
-    def joint_terms(self, x, z):
-        """`{"log_px_z": [batch, k], "log_pz": [batch, k]}`: the generative model's terms at given z `[batch, k, latent_dim]`.
-
-        Evaluation scores the samples of a proposal other than q with it (a posterior with no density).
-        """
-        raise NotImplementedError
-
     def bound(self, x, loss=None, num_samples=None, seed=None):
         """The bound (or estimate) of `loss` for each example of x, `[batch]`.
 
@@ -370,10 +500,6 @@ class LatentVariableModel(keras.Model):
         names = tuple(dict.fromkeys(self._default_terms("always") + tuple(loss.required_terms)))
         terms = self.sample_terms(self._check_inputs(x), k, seed=seed, terms=names, **loss.sampler_options)
         return loss.bound(terms)
-
-    def posterior_mean(self, x):
-        """E_q[z|x] `[batch, latent_dim]` (flows: the image of the base mean)."""
-        raise NotImplementedError
 
     def term_support(self, name):
         """None if `sample_terms` can compute term `name`, else the reason it cannot (a sentence).
