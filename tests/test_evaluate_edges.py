@@ -93,3 +93,13 @@ def test_bound_checks_the_loss_against_the_model():
         model.bound(np.zeros((2, 16), "float32"), loss=VIMCOLoss(k=2))
     with pytest.raises(ValueError, match="Received: num_samples=0"):
         model.bound(np.zeros((2, 16), "float32"), loss=ELBOLoss(), num_samples=0)
+
+
+def test_result_names_a_training_loss_that_is_not_a_bound(x):
+    model = VAE(16, 2, hidden_units=[4], seed=0)
+    assert "training_loss" not in evaluate.log_likelihood(model, x, k=4)
+    model.compile(optimizer="adam", loss=RenyiLoss(k=2, alpha=-1.0))
+    result = evaluate.log_likelihood(model, x, k=4)
+    assert result["training_loss"] == "RenyiLoss" and result["training_loss_is_bound"] is False
+    model.compile(optimizer="adam", loss=RenyiLoss(k=2, alpha=0.5))
+    assert evaluate.log_likelihood(model, x, k=4)["training_loss_is_bound"] is True

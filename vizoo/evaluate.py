@@ -252,6 +252,9 @@ def log_likelihood(
         example to `proposal_samples` of q's samples (an unbiased estimate of
         p(x) still, so log p(x) stays a stochastic lower bound); `elbo`,
         `iwae_k`, `kl` and `reconstruction` are then those of r, not of q.
+        For a compiled model, `training_loss` names the compiled loss and
+        `training_loss_is_bound` says whether its value is a bound (False for
+        an estimate such as `RenyiLoss` with alpha < 0).
 
     Example:
         >>> result = vizoo.evaluate.log_likelihood(model, x_test, k=5000)
@@ -361,6 +364,10 @@ def log_likelihood(
         result["log_likelihood_is_lower_bound"] = True
     if proposal_samples:
         result["proposal_samples"] = proposal_samples
+    loss = getattr(model, "loss", None)  # None before compile
+    if isinstance(loss, BoundLoss):  # the training objective, and whether it is a bound or an estimate
+        result["training_loss"] = type(loss).__name__
+        result["training_loss_is_bound"] = bool(loss.is_bound)
     if train_k_note is not None:
         result["train_k_note"] = train_k_note
     if return_per_example:
