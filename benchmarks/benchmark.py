@@ -38,33 +38,52 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# name: (bound, k, posterior, loss options); bounds and posteriors are names in vizoo's
-# registries (vizoo.losses.LOSSES, vizoo.layers.POSTERIORS). Posteriors besides the
-# diagonal one are named after it; gradient estimators after the estimator.
-MODELS = {
-    "vae": ("elbo", 1, "diagonal", {}),
-    "iwae5": ("iwae", 5, "diagonal", {}),
-    "iwae50": ("iwae", 50, "diagonal", {}),
-    "iwae50_dreg": ("iwae", 50, "diagonal", {"gradient_estimator": "dreg"}),
-    **{f"{model}_{posterior}": (bound, k, posterior, {})
+if REPO not in sys.path:  # run as a script from anywhere: vizoo from this checkout
+    sys.path.insert(0, REPO)
+
+from vizoo.registry import LOSSES  # noqa: E402  (the registries only: no model is built at import)
+import vizoo.losses  # noqa: E402,F401  (fills LOSSES)
+
+# name: (model family, bound, k, posterior, loss options); families, bounds and posteriors are names in
+# vizoo's registries (vizoo.models.MODELS, vizoo.losses.LOSSES, vizoo.layers.POSTERIORS); posterior None
+# for a family that takes no posterior (its `components`). Posteriors besides the diagonal one are named
+# after it; gradient estimators after the estimator.
+ROWS = {
+    "vae": ("vae", "elbo", 1, "diagonal", {}),
+    "iwae5": ("vae", "iwae", 5, "diagonal", {}),
+    "iwae50": ("vae", "iwae", 50, "diagonal", {}),
+    "iwae50_dreg": ("vae", "iwae", 50, "diagonal", {"gradient_estimator": "dreg"}),
+    **{f"{model}_{posterior}": ("vae", bound, k, posterior, {})
        for posterior in ("full_covariance", "iaf", "planar")
        for model, bound, k in (("vae", "elbo", 1), ("iwae5", "iwae", 5))},
     # Hierarchical q (k=1, as the vae rows): HVM (K=0) and IWHVI with K reverse samples.
-    "hvm": ("hvm", 1, "hierarchical", {}),
-    "iwhvi10": ("iwhvi", 1, "hierarchical", {"num_reverse_samples": 10}),
-    "iwhvi50": ("iwhvi", 1, "hierarchical", {"num_reverse_samples": 50}),
-    "iwhvi50_ramp": ("iwhvi", 1, "hierarchical", {"num_reverse_samples": 50}),
-    # Discrete latents: the sigmoid belief network (its own Bernoulli q, named "sbn" in the posterior slot).
-    "sbn_vimco5": ("vimco", 5, "sbn", {}),
-    "sbn_vimco50": ("vimco", 50, "sbn", {}),
-    "sbn_nvil": ("nvil", 1, "sbn", {}),
+    "hvm": ("vae", "hvm", 1, "hierarchical", {}),
+    "iwhvi10": ("vae", "iwhvi", 1, "hierarchical", {"num_reverse_samples": 10}),
+    "iwhvi50": ("vae", "iwhvi", 1, "hierarchical", {"num_reverse_samples": 50}),
+    "iwhvi50_ramp": ("vae", "iwhvi", 1, "hierarchical", {"num_reverse_samples": 50}),
+    # Discrete latents: the sigmoid belief network (its own Bernoulli q).
+    "sbn_vimco5": ("sbn", "vimco", 5, None, {}),
+    "sbn_vimco50": ("sbn", "vimco", 50, None, {}),
+    "sbn_nvil": ("sbn", "nvil", 1, None, {}),
+}
+# Every other registered loss gets a row of its own with its defaults, k=5, on the IWAE paper's VAE: a new
+# reparameterization loss is benchmarked with no edit here (others need a row above, as VIMCO and NVIL have).
+DEFAULT_ROW = ("vae", 5, "diagonal")
+MODELS = {
+    **ROWS,
+    **{
+        name: (DEFAULT_ROW[0], name, DEFAULT_ROW[1], DEFAULT_ROW[2], {})
+        for name, cls in LOSSES.items()
+        if cls.requires_reparameterization and not any(row[1] == name for row in ROWS.values())
+    },
 }
 # A schedule for K: these rows start at this K and grow it linearly to their own K by the
 # last epoch (one compile per epoch; the optimizer and its state carry over).
 REVERSE_SAMPLE_RAMPS = {"iwhvi50_ramp": 10}
 GROUPS = {
     "posteriors": [
-        name for name, (bound, k, _, options) in MODELS.items() if bound in ("elbo", "iwae") and k in (1, 5) and not options
+        name for name, (family, bound, k, _, options) in MODELS.items()
+        if family == "vae" and bound in ("elbo", "iwae") and k in (1, 5) and not options
     ],
     "hierarchical": ["hvm", "iwhvi10", "iwhvi50", "iwhvi50_ramp"],
     "dreg": ["iwae50", "iwae50_dreg"],
@@ -72,6 +91,8 @@ GROUPS = {
 }
 LATENT_DIM, HIDDEN = 50, [200, 200]  # Burda et al.'s one-layer architecture
 SBN_LAYERS = [200, 200, 200]  # Mnih & Rezende's SBN: three layers of binary units, linear conditionals
+# Each family's constructor options (keyed by its registry name, as the rows are).
+FAMILY_OPTIONS = {"vae": {"latent_dim": LATENT_DIM, "hidden_units": HIDDEN}, "sbn": {"latent_dims": SBN_LAYERS}}
 # Flow posteriors: IAF as Kingma et al. (2 steps, MADE with 2 x 320 hidden units, gated);
 # planar: 8 steps (Rezende & Mohamed report 10 to 80; each step is cheap).
 # Hierarchical: psi of 10 dimensions; q(z|psi,x) and tau(psi|z,x) each one hidden layer of 200 on the
@@ -121,6 +142,10 @@ def sbn_layer_flops(input_dim):
     return 2 * input_dim * d1, per_sample
 
 
+# FLOPs of each family's once-per-example and per-sample parts (keyed by its registry name).
+FAMILY_FLOPS = {"vae": layer_flops, "sbn": sbn_layer_flops}
+
+
 def median_seconds(fn, repeats=30):
     """Median wall time of `fn()` after one warm-up call; `fn` must finish its work (e.g. call .numpy())."""
     import numpy as np
@@ -152,23 +177,20 @@ def run_one(name, args):
     import vizoo
     from vizoo import evaluate
     from vizoo.layers import POSTERIORS
-    from vizoo.losses import LOSSES
-    from vizoo.models import VAE, SigmoidBeliefNetwork
+    from vizoo.models import MODELS as FAMILIES
 
-    loss_name, k, posterior, loss_options = MODELS[name]
-    is_sbn = posterior == "sbn"
-    if not is_sbn:
-        posterior = POSTERIORS[posterior](LATENT_DIM, name="posterior", **POSTERIOR_OPTIONS.get(posterior, {}))
+    family, loss_name, k, posterior_name, loss_options = MODELS[name]
+    model_cls = FAMILIES[family]
+    options = dict(FAMILY_OPTIONS.get(family, {}))
     keras.utils.set_random_seed(args.seed)
+    if "posterior" in model_cls.components:
+        options["posterior"] = POSTERIORS[posterior_name](
+            LATENT_DIM, name="posterior", **POSTERIOR_OPTIONS.get(posterior_name, {})
+        )
     splits = vizoo.data.load(
         args.dataset, batch_size=BATCH_SIZE, binarization="dynamic", seed=args.seed, data_dir=args.data_dir
     )
-    if is_sbn:
-        model = SigmoidBeliefNetwork(input_dim=splits.input_dim, latent_dims=SBN_LAYERS, seed=args.seed)
-    else:
-        model = VAE(
-            input_dim=splits.input_dim, latent_dim=LATENT_DIM, hidden_units=HIDDEN, posterior=posterior, seed=args.seed
-        )
+    model = model_cls(input_dim=splits.input_dim, seed=args.seed, **options)
     model.initialize_output_bias(splits.train_mean)
     loss = LOSSES[loss_name](k=k, **loss_options)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss, steps_per_execution=STEPS_PER_EXECUTION)
@@ -218,7 +240,7 @@ def run_one(name, args):
     eval_seconds = time.perf_counter() - start
     model.save(os.path.join(args.results_dir, f"{name}.keras"))  # for benchmarks/gradient_snr.py
 
-    encoder_flops, decoder_flops = (sbn_layer_flops if is_sbn else layer_flops)(splits.input_dim)
+    encoder_flops, decoder_flops = FAMILY_FLOPS.get(family, layer_flops)(splits.input_dim)
     train_flops = 3 * (encoder_flops + k * decoder_flops) * splits.num_train / epoch_seconds
     eval_flops = (encoder_flops + args.eval_k * decoder_flops) * num_test / eval_seconds
     eval_rows = BATCH_SIZE * evaluate._chunk_size(args.eval_k, BATCH_SIZE, splits.input_dim, k)
@@ -226,8 +248,9 @@ def run_one(name, args):
     matmul_eval = matmul_gflops(eval_rows, splits.input_dim)
     return {
         "model": name,
-        "loss": f"{loss_name.upper()} k={k}" + "".join(f", {value}" for value in loss_options.values()),
-        "posterior": MODELS[name][2],
+        "loss": f"{loss_name.upper()} k={k}" + "".join(f", {value}" for value in loss_options.values())
+        + ("" if loss.is_bound else " (an estimate, not a bound)"),
+        "posterior": posterior_name or family,
         "epochs": args.epochs,
         "dataset": f"{args.dataset} (dynamic binarization, source {splits.source})",
         "num_train": splits.num_train,

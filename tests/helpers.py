@@ -96,7 +96,7 @@ def run_posterior_test(make, batch=5, k=3, mean_is_expectation=False, seed=0):
     - samples consistent with the density (float64): for a reparameterized
       posterior with standard-normal noise of the latent size and an exact
       density, log q = log N(eps) - log|det dz/deps| of the autodiff Jacobian;
-      where `has_density`, `log_prob(z, params)` at the samples equals log q;
+      where `has_log_prob`, `log_prob(z, params)` at the samples equals log q (a sampler, `has_density` False, returns no log q);
       with `mean_is_expectation`, `mean` is the sample mean within 5 standard
       errors;
     - each sample uses its own noise only (a slice of the noise gives the same
@@ -118,13 +118,21 @@ def run_posterior_test(make, batch=5, k=3, mean_is_expectation=False, seed=0):
     assert tuple(eps.shape) == (batch, k, *posterior.noise_shape), eps.shape
     z, log_qz = posterior.transform(params, eps)
     latent_dim = posterior.latent_dim
-    assert tuple(z.shape) == (batch, k, latent_dim) and tuple(log_qz.shape) == (batch, k)
-    assert z.dtype == tf.float64 and log_qz.dtype == tf.float64
+    assert tuple(z.shape) == (batch, k, latent_dim) and z.dtype == tf.float64
+    if not posterior.has_density:  # a sampler: no log q at all
+        assert log_qz is None, "a posterior with has_density False returns (z, None)"
+        log_qz = np.zeros((batch, k))  # compared below only where there is a density
+    assert tuple(log_qz.shape) == (batch, k) and log_qz.dtype == tf.float64
     assert np.all(np.isfinite(log_qz))
     assert tuple(posterior.mean(params).shape) == (batch, posterior.mean_dim) and posterior.mean_dim <= latent_dim
 
     # Samples and density agree.
-    if posterior.reparameterized and posterior.exact_density and tuple(posterior.noise_shape) == (latent_dim,):
+    if (
+        posterior.has_density
+        and posterior.reparameterized
+        and posterior.exact_density
+        and tuple(posterior.noise_shape) == (latent_dim,)
+    ):
         eps0 = tf.constant(rng.normal(size=(batch, latent_dim)))
         with tf.GradientTape() as tape:
             tape.watch(eps0)
@@ -133,7 +141,7 @@ def run_posterior_test(make, batch=5, k=3, mean_is_expectation=False, seed=0):
         jacobian = tape.batch_jacobian(z0, eps0).numpy()
         expected = _log_standard_normal(eps0) - np.linalg.slogdet(jacobian)[1]
         np.testing.assert_allclose(_as64(log_q0)[:, 0], expected, atol=1e-6, rtol=0, err_msg="change of variables")
-    if posterior.has_density:
+    if posterior.has_log_prob:
         per_sample = {key: value[:, None] for key, value in params.items()}
         np.testing.assert_allclose(_as64(posterior.log_prob(z, per_sample)), _as64(log_qz), atol=1e-6, rtol=0)
     if mean_is_expectation:
@@ -145,12 +153,13 @@ def run_posterior_test(make, batch=5, k=3, mean_is_expectation=False, seed=0):
     for j in (0, k - 1):
         z_j, log_qz_j = posterior.transform(params, eps[:, j : j + 1])
         np.testing.assert_allclose(_as64(z_j)[:, 0], _as64(z)[:, j], atol=1e-10)
-        np.testing.assert_allclose(_as64(log_qz_j)[:, 0], _as64(log_qz)[:, j], atol=1e-10)
+        if posterior.has_density:
+            np.testing.assert_allclose(_as64(log_qz_j)[:, 0], _as64(log_qz)[:, j], atol=1e-10)
 
     if posterior.reparameterized:
         with tf.GradientTape() as tape:
             z_g, log_qz_g = posterior.transform(posterior(h), eps)
-            target = tf.reduce_sum(tf.square(z_g)) + tf.reduce_sum(log_qz_g)
+            target = tf.reduce_sum(tf.square(z_g)) + (tf.reduce_sum(log_qz_g) if posterior.has_density else 0.0)
         _assert_every_weight_has_a_gradient(target, posterior, tape)
 
     # Serialization, XLA, mixed precision (float32 instances).
@@ -161,16 +170,17 @@ def run_posterior_test(make, batch=5, k=3, mean_is_expectation=False, seed=0):
     restored.set_weights(float32.get_weights())
     h32 = tf.cast(h, "float32")
     eps32 = tf.cast(eps, "float32")
-    expected = float32.transform(float32(h32), eps32)
-    for actual, wanted in zip(restored.transform(restored(h32), eps32), expected):
+    outputs = 2 if posterior.has_density else 1  # (z, log q), or z alone
+    expected = float32.transform(float32(h32), eps32)[:outputs]
+    for actual, wanted in zip(restored.transform(restored(h32), eps32)[:outputs], expected):
         np.testing.assert_allclose(actual, wanted, atol=1e-6, err_msg="restored from config")
-    compiled = tf.function(lambda h_, eps_: float32.transform(float32(h_), eps_), jit_compile=True)
+    compiled = tf.function(lambda h_, eps_: float32.transform(float32(h_), eps_)[:outputs], jit_compile=True)
     for actual, wanted in zip(compiled(h32, eps32), expected):
         np.testing.assert_allclose(actual, wanted, atol=1e-4, rtol=1e-4, err_msg="XLA")
     mixed = make(dtype="mixed_float16")
     mixed.build((None, FEATURES))
-    outputs = mixed.transform(mixed(tf.cast(h, "float16")), eps32)
-    assert [value.dtype for value in outputs] == [tf.float32, tf.float32], "densities leave float32 under mixed precision"
+    values = mixed.transform(mixed(tf.cast(h, "float16")), eps32)[:outputs]
+    assert [value.dtype for value in values] == [tf.float32] * outputs, "densities leave float32 under mixed precision"
     return posterior, params
 
 
@@ -295,24 +305,36 @@ def run_likelihood_test(make, support, batch=3, k=2, seed=0):
     return likelihood
 
 
-def random_terms(loss, batch=7, k=None, scale=30.0, seed=0):
-    """Random float32 terms for every term `loss` needs: `[batch, k]` (`kl`: `[batch, 1]`).
+def random_terms(loss, batch=7, k=None, scale=30.0, seed=0, latent_dim=3, num_reverse_samples=3):
+    """Random terms for every term `loss` needs, each shaped and typed as `vizoo.terms` declares it.
 
-    `log_qz_detached` equals `log_qz` (same value, other gradient).
+    Values respect the spec's `bounds` (a KL >= 0, `kl_weight` in [0, 1], ...); `log_px_z` is
+    -scale * U(0, 1); a detached term equals the term it copies (same value, other gradient).
+    Sizes: `k` (default the loss's), `latent_dim`, `num_reverse_samples` (K).
     """
+    from vizoo import terms as term_specs
+
     rng = np.random.default_rng(seed)
-    k = loss.k if k is None else k
+    sizes = dict(batch=batch, k=loss.k if k is None else k, latent_dim=latent_dim, K=num_reverse_samples)
     terms = {}
     for name in loss.required_terms:
-        if name == "kl":
-            terms[name] = rng.random((batch, 1)) * 5.0
-        elif name == "log_px_z":
-            terms[name] = -scale * rng.random((batch, k))
+        spec = term_specs.spec(name)
+        shape = term_specs.expected_shape(name, **sizes)
+        low, high = spec.bounds
+        if name == "log_px_z":
+            value = -scale * rng.random(shape)
+        elif low is not None and high is not None:
+            value = low + (high - low) * rng.random(shape)
+        elif low is not None:
+            value = low + 5.0 * rng.random(shape)
         else:
-            terms[name] = rng.normal(size=(batch, k)) - 2.0
-    if "log_qz_detached" in terms:
-        terms["log_qz_detached"] = terms["log_qz"]
-    return {key: value.astype("float32") for key, value in terms.items()}
+            value = rng.normal(size=shape) - 2.0
+        terms[name] = value.astype(spec.dtype)
+    for name in loss.required_terms:
+        source = term_specs.spec(name).detaches
+        if source in terms and terms[source].shape == terms[name].shape:
+            terms[name] = terms[source]
+    return terms
 
 
 def run_bound_loss_test(loss, reference_bound, terms=None):
@@ -367,10 +389,6 @@ def run_bound_loss_test(loss, reference_bound, terms=None):
     return value
 
 
-# Terms with one value per example, `[batch, 1]` (every other term is `[batch, k]`).
-PER_EXAMPLE_TERMS = ("kl", "kl_weight", "baseline", "signal_scale")
-
-
 def standard_normal_noise(model, batch, k, seed=0):
     """Noise `[batch, k, *posterior.noise_shape]` for a model whose posterior draws N(0, I)."""
     shape = (batch, k, *model.posterior.noise_shape)
@@ -380,7 +398,7 @@ def standard_normal_noise(model, batch, k, seed=0):
 def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mixed_precision=False, jit_compile=False):
     """The checks every model passes; `make(**kwargs)` builds one (kwargs: dtype).
 
-    - `model(x)` returns the loss's terms `[batch, k]` in float32, finite;
+    - `model(x)` returns the loss's terms, each shaped and typed as `vizoo.terms` declares it, finite;
       with given noise `sample_terms` is deterministic and each sample uses
       its own noise only; the reported loss is the loss of the terms;
     - it trains (`fit(x)` with no targets, finite and decreasing) with Keras's
@@ -403,23 +421,26 @@ def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mi
 
     import vizoo
 
+    from vizoo import terms as term_specs
+
     batch, k = 4, loss.k
     model = make()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
     terms = model(x[:batch])
     assert set(terms) >= set(loss.required_terms), sorted(terms)
+    sizes = dict(batch=batch, k=k, latent_dim=model.posterior.latent_dim, K=loss.sampler_options.get("num_reverse_samples"))
     for name, value in terms.items():
-        assert tuple(value.shape) == ((batch, 1) if name in PER_EXAMPLE_TERMS else (batch, k)), (name, value.shape)
-        assert value.dtype == tf.float32 and np.all(np.isfinite(value)), name
+        term_specs.check_term(name, value, **sizes)  # shape rule and dtype from the spec
+        assert np.all(np.isfinite(value)), name
 
     names = tuple(loss.required_terms)
-    per_sample = [name for name in names if name not in PER_EXAMPLE_TERMS]
     noise = make_noise(model, batch, k)
     first = model.sample_terms(x[:batch], noise=noise, terms=names)
     assert_terms_close(first, model.sample_terms(x[:batch], noise=noise, terms=names), atol=0)
     last = model.sample_terms(x[:batch], noise=noise[:, -1:], terms=names)
-    for name in per_sample:
-        np.testing.assert_allclose(np.asarray(last[name])[:, 0], np.asarray(first[name])[:, -1], atol=1e-5, err_msg=name)
+    for name in names:
+        if "k" in term_specs.spec(name).shape:
+            np.testing.assert_allclose(np.asarray(last[name])[:, 0], np.asarray(first[name])[:, -1], atol=1e-5, err_msg=name)
     np.testing.assert_allclose(
         float(model.compute_loss(y_pred=first)), float(loss(None, first)), rtol=1e-6, err_msg="compute_loss"
     )
@@ -441,7 +462,8 @@ def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mi
     assert_terms_close(loaded.sample_terms(x[:batch], noise=noise, terms=names), model.sample_terms(x[:batch], noise=noise, terms=names))
     assert np.isfinite(loaded.fit(x, epochs=1, verbose=0).history["loss"][0])
 
-    result = vizoo.evaluate.log_likelihood(model, x[:8], k=2 * k, batch_size=4, seed=0)
+    result = vizoo.evaluate.log_likelihood(model, x[:8], k=2 * k, batch_size=4, seed=0, **(
+        {} if model.posterior.has_density else {"proposal_samples": 50}))
     assert np.isfinite(result["nll"]) and result["log_likelihood"] >= result["elbo"] - 1e-4
 
     if jit_compile:

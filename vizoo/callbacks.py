@@ -216,8 +216,10 @@ class KLWarmup(keras.callbacks.Callback):
         return min(1.0, epoch / self.epochs)
 
     def on_train_begin(self, logs=None):
-        loss = getattr(self.model, "loss", None)
-        if "kl_weight" not in getattr(loss, "required_terms", ()):
+        from vizoo.losses.bound_loss import BoundLoss
+
+        loss = self.model.loss  # fit runs compiled
+        if not isinstance(loss, BoundLoss) or "kl_weight" not in loss.required_terms:
             raise ValueError(
                 "KLWarmup sets the model's kl_weight, which the compiled loss does not read: compile with "
                 "ELBOLoss(kl_warmup_epochs=N) or IWAELoss(kl_warmup_epochs=N). "

@@ -4,7 +4,6 @@ Wiring only: the math lives in vizoo.models, vizoo.losses and vizoo.evaluate.
 """
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -12,18 +11,57 @@ import sys
 import time
 
 from vizoo import config as run_config
-from vizoo.layers import POSTERIORS, PRIORS, FlowPosterior, GaussianPosterior
+from vizoo.layers import POSTERIORS, PRIORS
 from vizoo.losses import LOSSES
 from vizoo.models import MODELS
+from vizoo.registry import declared_options
+
+# The registries whose classes declare command-line options (`cli_options`), by the flag that chooses the class.
+# Every option below comes from those declarations: no family is named here.
+_CHOOSERS = {"model": MODELS, "posterior": POSTERIORS, "prior": PRIORS, "loss": LOSSES}
+# Components a model may take (its `components`), chosen by the flag of the same name.
+_COMPONENTS = ("posterior", "prior")
+_PLURALS = {"model": "models", "loss": "losses", "posterior": "posteriors", "prior": "priors"}
 
 
-# Options passed to the loss when set (each applies to the losses whose constructor takes it).
-_LOSS_OPTIONS = ("analytic_kl", "gradient_estimator", "kl_warmup_epochs", "free_bits", "free_bits_groups")
+def declared_flags():
+    """`{dest: (Option, {chooser: [names of the classes that take it]})}` over every registered class's `cli_options`.
+
+    Raises:
+        ValueError: if two classes declare one flag with different types, nargs or defaults.
+    """
+    flags = {}
+    for chooser, registry in _CHOOSERS.items():
+        for name, cls in registry.items():
+            for argument, option in declared_options(cls).items():
+                known, takers = flags.setdefault(option.dest, (option, {}))
+                if (known.type, known.nargs, known.default) != (option.type, option.nargs, option.default):
+                    raise ValueError(
+                        f"{option.flag} is declared with another type, nargs or default by {name!r} than before. "
+                        f"Received: {chooser}={name!r}"
+                    )
+                takers.setdefault(chooser, []).append(name)
+    return flags
 
 
-def _accepts(cls, argument):
-    """Whether `cls(...)` takes the keyword `argument` (so options follow the registries, not lists here)."""
-    return argument in inspect.signature(cls.__init__).parameters
+def given_options(cls, args):
+    """`{argument: value}` of the options `cls` declares that `args` gives (0 and False included; None: the class's default)."""
+    options = {}
+    for argument, option in declared_options(cls).items():
+        value = getattr(args, option.dest)
+        if value is not None:
+            options[argument] = option.check(value, option.dest) if option.check is not None else value
+    return options
+
+
+def _add_declared_flags(parser):
+    for dest, (option, takers) in declared_flags().items():
+        applies = "; ".join(f"{_PLURALS[chooser]} {', '.join(names)}" for chooser, names in takers.items())
+        help_text = f"{option.help} (for the {applies})"
+        if option.type is bool:
+            parser.add_argument(option.flag, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(option.flag, type=option.type, nargs=option.nargs, default=option.default, help=help_text)
 
 
 def build_parser():
@@ -35,60 +73,15 @@ def build_parser():
     parser.add_argument("--model", default="vae", help=f"model family, one of {list(MODELS)}")
     parser.add_argument("--loss", default="iwae", help=f"training bound, one of {list(LOSSES)}")
     parser.add_argument("--k", type=int, default=5, help="samples per example in the training bound")
-    parser.add_argument("--analytic-kl", action="store_true", help="ELBO with the closed-form KL term")
-    parser.add_argument(
-        "--gradient-estimator",
-        default=None,
-        help="encoder gradient of the IWAE bound: dreg (Tucker et al. 2019) or stl (Roeder et al. 2017); "
-        "default the plain reparameterized gradient",
-    )
-    parser.add_argument("--latent-dim", type=int, default=50, help="dimension of z (vae)")
-    parser.add_argument(
-        "--sbn-layers",
-        type=int,
-        nargs="+",
-        default=None,
-        help="sizes of the sbn's stochastic layers of binary units, h_1 (next to x) first (default 200 200 200)",
-    )
-    parser.add_argument(
-        "--hidden-units",
-        type=int,
-        nargs="*",
-        default=None,
-        help="MLP hidden layer sizes (default the model's own: vae 200 200; sbn none, the papers' linear SBN)",
-    )
-    parser.add_argument("--activation", default="tanh", help="hidden activation")
     parser.add_argument("--posterior", default="diagonal", help=f"q(z|x), one of {list(POSTERIORS)}")
-    parser.add_argument(
-        "--flow-steps", type=int, default=None, help="steps of a flow posterior (default: IAF 2, planar/radial 4)"
-    )
-    parser.add_argument(
-        "--flow-hidden-units", type=int, nargs="+", default=[320, 320], help="hidden layers of each IAF step's MADE"
-    )
-    parser.add_argument(
-        "--aux-dim", type=int, default=None, help="dimension of the hierarchical posterior's psi (default latent dim)"
-    )
-    parser.add_argument(
-        "--reverse-samples",
-        type=int,
-        default=None,
-        help="K, reverse samples psi ~ tau(psi|z,x) per z of the hierarchical posterior (its default K) and of the "
-        "iwhvi loss (default 10)",
-    )
+    parser.add_argument("--prior", default="standard_normal", help=f"p(z), one of {list(PRIORS)}")
+    _add_declared_flags(parser)  # every option a registered model, loss, posterior or prior declares
     parser.add_argument(
         "--eval-reverse-samples",
         type=int,
         default=None,
         help="K for the test log p(x) of a hierarchical posterior (default its own K; larger is tighter)",
     )
-    parser.add_argument("--prior", default="standard_normal", help=f"p(z), one of {list(PRIORS)}")
-    parser.add_argument(
-        "--prior-components",
-        type=int,
-        default=None,
-        help="mixture components (default 10) or VampPrior pseudo-inputs (default 500, drawn from training data)",
-    )
-    parser.add_argument("--prior-flow-steps", type=int, default=2, help="MAF steps of the maf prior")
     parser.add_argument("--epochs", type=int, default=100, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=100, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -122,18 +115,6 @@ def build_parser():
     parser.add_argument("--eval-k", type=int, default=5000, help="importance samples for test log p(x)")
     parser.add_argument(
         "--verbose", type=int, default=2, help="Keras fit verbosity (0, 1 or 2); 1 and 2 show evaluation's progress bar"
-    )
-    parser.add_argument(
-        "--kl-warmup-epochs",
-        type=int,
-        default=0,
-        help="linear KL warm-up: beta from 0 to 1 over this many epochs, in the training objective only (elbo, iwae)",
-    )
-    parser.add_argument(
-        "--free-bits", type=float, default=0.0, help="free bits lambda, nats per group of latent dimensions (elbo)"
-    )
-    parser.add_argument(
-        "--free-bits-groups", type=int, default=None, help="contiguous groups of latent dimensions for free bits (default one per dimension)"
     )
     parser.add_argument(
         "--precision",
@@ -175,33 +156,10 @@ def _check_args(args):
     check_choice(args.distribute, "distribute", STRATEGIES)
     if args.distribute == "multi_worker":
         get_strategy("multi_worker")  # refused, with the reason
-    for name in ("k", "latent_dim", "epochs", "batch_size", "eval_k", "steps_per_execution", "prior_flow_steps"):
+    for name in ("k", "epochs", "batch_size", "eval_k", "steps_per_execution"):
         check_positive_int(getattr(args, name), name)
-    for name in ("flow_steps", "prior_components", "aux_dim"):
-        if getattr(args, name) is not None:
-            check_positive_int(getattr(args, name), name)
-    for name in ("reverse_samples", "eval_reverse_samples"):
-        if getattr(args, name) is not None:
-            check_non_negative_int(getattr(args, name), name)
-    hierarchical = [name for name, cls in POSTERIORS.items() if _accepts(cls, "num_reverse_samples")]
-    if args.aux_dim is not None and not _accepts(POSTERIORS[args.posterior], "aux_dim"):
-        raise ValueError(f"aux_dim applies to the posteriors {hierarchical}. Received: posterior={args.posterior!r}")
-    for name in ("reverse_samples", "eval_reverse_samples"):
-        applies = _accepts(POSTERIORS[args.posterior], "num_reverse_samples") or (
-            name == "reverse_samples" and _accepts(LOSSES[args.loss], "num_reverse_samples")
-        )
-        if getattr(args, name) is not None and not applies:
-            raise ValueError(
-                f"{name} applies to the posteriors {hierarchical} (and reverse_samples to the loss iwhvi). "
-                f"Received: posterior={args.posterior!r}, loss={args.loss!r}"
-            )
-    posterior, prior = POSTERIORS[args.posterior], PRIORS[args.prior]
-    if args.flow_steps is not None and not issubclass(posterior, FlowPosterior):
-        flows = [name for name, cls in POSTERIORS.items() if issubclass(cls, FlowPosterior)]
-        raise ValueError(f"flow_steps applies to the flow posteriors {flows}. Received: posterior={args.posterior!r}")
-    if args.prior_components is not None and not _accepts(prior, "num_components"):
-        choices = [name for name, cls in PRIORS.items() if _accepts(cls, "num_components")]
-        raise ValueError(f"prior_components applies to the priors {choices}. Received: prior={args.prior!r}")
+    if args.eval_reverse_samples is not None:
+        check_non_negative_int(args.eval_reverse_samples, "eval_reverse_samples")
     if not args.lr > 0:
         raise ValueError(f"lr must be positive. Received: lr={args.lr}")
     if args.control_lr is not None and not (math.isfinite(args.control_lr) and args.control_lr > 0):
@@ -215,94 +173,68 @@ def _check_args(args):
                 '(or pip install -e ".[tensorboard]"). Received: tensorboard=True'
             )
     model_cls = MODELS[args.model]
-    if args.sbn_layers is not None and not _accepts(model_cls, "latent_dims"):
-        choices = [name for name, cls in MODELS.items() if _accepts(cls, "latent_dims")]
-        raise ValueError(f"sbn_layers applies to the models {choices}. Received: model={args.model!r}")
-    if not _accepts(model_cls, "posterior"):  # the model has its own posterior and prior (the sbn's are Bernoulli)
-        for option, default in (("posterior", "diagonal"), ("prior", "standard_normal")):
-            if getattr(args, option) != default:
-                choices = [name for name, cls in MODELS.items() if _accepts(cls, option)]
-                raise ValueError(
-                    f"{option} applies to the models {choices}. Received: model={args.model!r}, "
-                    f"{option}={getattr(args, option)!r}"
-                )
-    for option in _LOSS_OPTIONS:
-        if getattr(args, option) and not _accepts(LOSSES[args.loss], option):
-            choices = [name for name, cls in LOSSES.items() if _accepts(cls, option)]
-            raise ValueError(f"{option} applies to the losses {choices}. Received: loss={args.loss!r}")
-    if args.analytic_kl and not (issubclass(posterior, GaussianPosterior) and prior.is_standard_normal):
+    parser_defaults = vars(build_parser().parse_args([]))
+    # The components the model takes (its `components`); the others must stay at their defaults.
+    chosen = {"model": args.model, "loss": args.loss}
+    for option in _COMPONENTS:
+        if option in model_cls.components:
+            chosen[option] = getattr(args, option)
+        elif getattr(args, option) != parser_defaults[option]:
+            choices = [name for name, cls in MODELS.items() if option in cls.components]
+            raise ValueError(
+                f"{option} applies to the models {choices}. Received: model={args.model!r}, "
+                f"{option}={getattr(args, option)!r}"
+            )
+    # Each declared option given must apply to a chosen class that declares it.
+    for dest, (option, takers) in declared_flags().items():
+        value = getattr(args, dest)
+        if value is None or value == option.default or (option.type is bool and value is False):
+            continue  # not given (a switch set False in a config file is the switch left off)
+        if not any(chosen.get(chooser) in names for chooser, names in takers.items()):
+            applies = " and ".join(f"the {_PLURALS[chooser]} {sorted(names)}" for chooser, names in takers.items())
+            received = ", ".join(f"{chooser}={getattr(args, chooser)!r}" for chooser in takers)
+            raise ValueError(f"{dest} applies to {applies}. Received: {received}")
+        if option.check is not None:
+            option.check(value, dest)
+    if args.eval_reverse_samples is not None and not (
+        "posterior" in chosen and "num_reverse_samples" in POSTERIORS[args.posterior].sampler_options
+    ):
+        takers = [name for name, cls in POSTERIORS.items() if "num_reverse_samples" in cls.sampler_options]
         raise ValueError(
-            "analytic_kl needs a Gaussian posterior and the standard normal prior (a closed-form KL). "
-            f"Received: posterior={args.posterior!r}, prior={args.prior!r}"
+            f"eval_reverse_samples applies to the posteriors {takers} (those whose sampler_options take "
+            f"num_reverse_samples). Received: model={args.model!r}, posterior={args.posterior!r}"
         )
     # The loss's own arguments' errors, then whether the model can train with it, before any data is loaded.
     build_model(args, input_dim=1).check_loss(build_loss(args))
 
 
 def build_model(args, input_dim):
-    """The model that --model and its options describe, for data of `input_dim` features."""
+    """The model that --model and the options it declares describe, for data of `input_dim` features."""
     cls = MODELS[args.model]
-    options = {"input_dim": input_dim, "activation": args.activation, "seed": args.seed, "dtype": args.precision}
-    if args.hidden_units is not None:
-        options["hidden_units"] = args.hidden_units
-    if _accepts(cls, "latent_dims"):
-        options["latent_dims"] = args.sbn_layers or [200, 200, 200]
-    if _accepts(cls, "posterior"):
-        options.update(
-            latent_dim=args.latent_dim, likelihood="bernoulli", posterior=build_posterior(args), prior=build_prior(args)
-        )
+    options = {"input_dim": input_dim, "seed": args.seed, "dtype": args.precision, **given_options(cls, args)}
+    if "posterior" in cls.components:
+        options["posterior"] = build_posterior(args)
+    if "prior" in cls.components:
+        options["prior"] = build_prior(args)
     return cls(**options)
 
 
 def build_posterior(args):
-    """The posterior layer that --posterior, --flow-steps, --flow-hidden-units, --aux-dim and --reverse-samples describe."""
+    """The posterior layer that --posterior, --latent-dim and the options it declares describe."""
     cls = POSTERIORS[args.posterior]
-    options = {} if args.flow_steps is None else {"num_steps": args.flow_steps}
-    if issubclass(cls, FlowPosterior) and _accepts(cls, "hidden_units"):
-        options["hidden_units"] = args.flow_hidden_units
-    if args.aux_dim is not None:
-        options["aux_dim"] = args.aux_dim
-    if args.reverse_samples is not None and _accepts(cls, "num_reverse_samples"):
-        options["num_reverse_samples"] = args.reverse_samples
-    return cls(args.latent_dim, name="posterior", **options)
+    return cls(args.latent_dim, name="posterior", **given_options(cls, args))
 
 
 def build_prior(args):
-    """The prior layer that --prior, --prior-components and --prior-flow-steps describe."""
+    """The prior layer that --prior and the options it declares describe."""
     cls = PRIORS[args.prior]
-    options = {}
-    if args.prior_components is not None:
-        options["num_components"] = args.prior_components
-    if _accepts(cls, "num_steps"):
-        options["num_steps"] = args.prior_flow_steps
-    return cls(name="prior", **options)
+    return cls(name="prior", **given_options(cls, args))
 
 
 def build_loss(args):
-    """The bound that --loss, --k, --analytic-kl, --gradient-estimator, --reverse-samples, --kl-warmup-epochs and --free-bits describe."""
-    options = {option: getattr(args, option) for option in _LOSS_OPTIONS if getattr(args, option)}
-    if args.reverse_samples is not None and _accepts(LOSSES[args.loss], "num_reverse_samples"):
-        options["num_reverse_samples"] = args.reverse_samples
-    return LOSSES[args.loss](k=args.k, **options)
-
-
-def first_examples(dataset, num_examples):
-    """The first `num_examples` x of a batched dataset of x or (x, ...) tuples, as numpy."""
-    import numpy as np
-
-    batches, count = [], 0
-    for batch in dataset:
-        x = batch[0] if isinstance(batch, tuple) else batch
-        batches.append(np.asarray(x))
-        count += len(batches[-1])
-        if count >= num_examples:
-            break
-    x = np.concatenate(batches)
-    if len(x) < num_examples:
-        raise ValueError(
-            f"prior_components must not exceed the training examples ({len(x)}). Received: prior_components={num_examples}"
-        )
-    return x[:num_examples]
+    """The bound that --loss, --k and the options it declares describe (an option given as 0 or False is passed)."""
+    cls = LOSSES[args.loss]
+    return cls(k=args.k, **given_options(cls, args))
 
 
 def run(args):
@@ -342,8 +274,7 @@ def run(args):
     with vizoo.distribute.get_strategy(args.distribute).scope():  # variables on every replica
         model = build_model(args, splits.input_dim)
         model.initialize_output_bias(splits.train_mean)
-        if args.prior == "vamp":  # pseudo-inputs start as training examples (shuffled, binarized)
-            model.prior.initialize_pseudo_inputs(first_examples(splits.train, model.prior.num_components))
+        model.initialize_from_data(splits.train)  # e.g. VampPrior's pseudo-inputs: training examples (shuffled, binarized)
         group_optimizers = {} if args.control_lr is None else {"control": vizoo.optimizers.Adam(args.control_lr)}
         model.compile(
             optimizer=vizoo.optimizers.Adam(args.lr),
@@ -384,6 +315,10 @@ def run(args):
             "Run the same command again to evaluate it."
         ) from None
     metrics.update(
+        # The training objective and whether it is a bound (a loss declares `is_bound`; e.g. RenyiLoss with
+        # alpha < 0 is an estimate, not a bound, and its training loss values are that estimate).
+        training_loss=type(model.loss).__name__,
+        training_loss_is_bound=bool(model.loss.is_bound),
         train_seconds=train_seconds,
         resumed_from_epoch=trained["resumed_epoch"],
         eval_seconds=time.perf_counter() - start,
@@ -407,6 +342,11 @@ def run(args):
         f"active units {metrics['active_units']}/{metrics['latent_units']}, {metrics['bits_per_dim']:.4f} bits/dim; "
         f"outputs in {args.out_dir}"
     )
+    if not metrics["training_loss_is_bound"]:
+        print(
+            f"note: the training loss {metrics['training_loss']} ({args.loss} with these options) is an estimate, "
+            "not a bound on log p(x): its values in history.csv may lie below -log p(x)"
+        )
     return metrics
 
 

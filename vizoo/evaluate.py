@@ -38,13 +38,15 @@ def _chunk_size(k, batch_size, input_dim, group, chunk_elements=None):
     return min(chunk, k)
 
 
-# model -> (seed generator, {(chunk, num_chunks, group, jit_compile, sampler options): function}).
+# model -> (seed generator, {(chunk, num_chunks, group, jit_compile, sampler options, proposal): function}).
 # Tracing and optimizing the sampling loop costs ~1 s; repeated evaluations of a model reuse it.
 _COMPILED = weakref.WeakKeyDictionary()
+# Samples of a posterior with no density from which evaluation fits its Gaussian proposal, per example.
+PROPOSAL_SAMPLES = 1000
 
 
-def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options):
-    """One compiled `_batch_statistics_fn` per (chunk, num_chunks) in `chunks`, reused across calls.
+def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, proposal_samples=0):
+    """One compiled `_BatchStatistics` per (chunk, num_chunks) in `chunks`, reused across calls.
 
     The functions of a model share one seed generator, restarted here from `seed`,
     so a call draws the same noise as a fresh `SeedGenerator(seed)` would.
@@ -56,47 +58,113 @@ def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options):
     options = tuple(sorted(sampler_options.items()))
     passes = []
     for chunk, num_chunks in chunks:
-        key = (chunk, num_chunks, group, bool(jit_compile), options)
+        key = (chunk, num_chunks, group, bool(jit_compile), options, proposal_samples)
         if key not in functions:
             functions[key] = _batch_statistics_fn(
-                model, chunk, num_chunks, group, seed_generator, jit_compile, sampler_options
+                model, chunk, num_chunks, group, seed_generator, jit_compile, sampler_options, proposal_samples
             )
         passes.append(functions[key])
     return passes
 
 
-def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None):
-    """A compiled function x `[batch, D]` -> per-example sums over num_chunks chunks of samples."""
-    num_groups = chunk // group  # full groups of the training k in one chunk
-    # A weak reference: the function lives in _COMPILED under the model, and must not keep it alive.
-    model_ref = weakref.ref(model)
-
-    @tf.function(
+def _batch_statistics_fn(
+    model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None, proposal_samples=0
+):
+    """`(compiled function x [batch, D] -> per-example sums over num_chunks chunks, number of IWAE groups)`."""
+    statistics = _BatchStatistics(model, chunk, num_chunks, group, seed_generator, sampler_options or {}, proposal_samples)
+    compiled = tf.function(
+        statistics,
         input_signature=[tf.TensorSpec([None, model.input_dim], tf.float32)],
         reduce_retracing=True,
         jit_compile=jit_compile,
     )
-    def statistics(x):
-        model = model_ref()
+    return compiled, num_chunks * (chunk // group)
+
+
+def _fit_gaussian(z):
+    """Mean `[batch, d]` and Cholesky factor `[batch, d, d]` (float64) of samples z `[batch, M, d]`."""
+    z = tf.cast(z, tf.float64)
+    mean = tf.reduce_mean(z, axis=1)
+    centred = z - mean[:, None, :]
+    count = tf.cast(tf.shape(z)[1], tf.float64)
+    covariance = tf.einsum("bmi,bmj->bij", centred, centred) / (count - 1.0)
+    dim = tf.shape(z)[2]
+    # A relative jitter keeps the factor finite for a (near-)degenerate sampler.
+    jitter = 1e-6 * (1.0 + tf.reduce_mean(tf.linalg.diag_part(covariance), axis=1))[:, None, None]
+    return mean, tf.linalg.cholesky(covariance + jitter * tf.eye(dim, dtype=tf.float64))
+
+
+class _Unconverted:
+    """The model's methods wrapped in `tf.autograph.experimental.do_not_convert`."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        attribute = getattr(self._model, name)
+        return tf.autograph.experimental.do_not_convert(attribute) if callable(attribute) else attribute
+
+
+class _BatchStatistics:
+    """x `[batch, D]` -> per-example sums over num_chunks chunks of samples (wrapped in a `tf.function`).
+
+    A callable object rather than a closure: TensorFlow counts tracings per function code, so
+    closures of one code compiled for several (k, K) warned of retracing although each traces once.
+
+    With `proposal_samples` (a posterior with no density), the importance samples come from a
+    Gaussian r(z|x) fitted per example to that many of the posterior's own samples (mean and full
+    covariance), and log r stands in for log q: importance sampling with any proposal is an unbiased
+    estimate of p(x), so log p(x) stays a stochastic lower bound.
+    """
+
+    def __init__(self, model, chunk, num_chunks, group, seed_generator, sampler_options, proposal_samples):
+        # A weak reference: the function lives in _COMPILED under the model, and must not keep it alive.
+        self.model_ref = weakref.ref(model)
+        self.chunk, self.num_chunks, self.group = chunk, num_chunks, group
+        self.num_groups = chunk // group  # full groups of the training k in one chunk
+        self.seed_generator = seed_generator
+        self.sampler_options = dict(sampler_options)
+        self.proposal_samples = proposal_samples
+
+    def __call__(self, x):
+        # The model's own code has no tensor-dependent Python control flow: it is traced as is, not converted
+        # by AutoGraph (whose conversion cache handed a converted method of an unrelated class to
+        # joint_terms' likelihood call in a long test session). Only this loop over chunks is converted.
+        model = _Unconverted(self.model_ref())
         # Encoded once per batch and reused by every chunk of samples.
         encoding = model.encode(x)
+        if self.proposal_samples:
+            draws = model.sample_terms(
+                x, self.proposal_samples, seed=self.seed_generator, terms=("z",), encoding=encoding, **self.sampler_options
+            )["z"]
+            loc, scale_tril = _fit_gaussian(draws)
+            log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=1)  # [batch]
         zeros = tf.zeros(tf.shape(x)[:1], tf.float32)
         log_sum_w = zeros + float("-inf")
         sum_log_w, sum_iwae, sum_kl, sum_reconstruction = zeros, zeros, zeros, zeros
-        for _ in tf.range(num_chunks):
-            terms = model.sample_terms(
-                x,
-                chunk,
-                seed=seed_generator,
-                terms=("log_px_z", "log_pz", "log_qz"),
-                encoding=encoding,
-                **(sampler_options or {}),
-            )
+        for _ in tf.range(self.num_chunks):
+            if self.proposal_samples:
+                eps = tf.cast(
+                    keras.random.normal((tf.shape(x)[0], self.chunk, tf.shape(loc)[1]), seed=self.seed_generator), tf.float64
+                )
+                z = loc[:, None, :] + tf.einsum("bij,bkj->bki", scale_tril, eps)  # [batch, chunk, d]
+                dim = tf.cast(tf.shape(loc)[1], tf.float64)
+                log_r = -0.5 * tf.reduce_sum(eps**2, axis=-1) - 0.5 * dim * math.log(2 * math.pi) - log_det[:, None]
+                terms = dict(model.joint_terms(x, tf.cast(z, tf.float32)), log_qz=tf.cast(log_r, tf.float32))
+            else:
+                terms = model.sample_terms(
+                    x,
+                    self.chunk,
+                    seed=self.seed_generator,
+                    terms=("log_px_z", "log_pz", "log_qz"),
+                    encoding=encoding,
+                    **self.sampler_options,
+                )
             log_w = BoundLoss.log_weights(terms)  # [batch, chunk]
             log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_w, axis=1)]), axis=0)
             sum_log_w += tf.reduce_sum(log_w, axis=1)
-            if num_groups:
-                grouped = tf.reshape(log_w[:, : num_groups * group], [-1, num_groups, group])
+            if self.num_groups:
+                grouped = tf.reshape(log_w[:, : self.num_groups * self.group], [-1, self.num_groups, self.group])
                 sum_iwae += tf.reduce_sum(logmeanexp(grouped, axis=2), axis=1)
             sum_kl += tf.reduce_sum(terms["log_qz"] - terms["log_pz"], axis=1)
             sum_reconstruction += tf.reduce_sum(terms["log_px_z"], axis=1)
@@ -108,8 +176,6 @@ def _batch_statistics_fn(model, chunk, num_chunks, group, seed_generator, jit_co
             "sum_reconstruction": sum_reconstruction,
             "posterior_mean": tf.cast(model.posterior_mean(x), tf.float32),
         }
-
-    return statistics, num_chunks * num_groups
 
 
 def log_likelihood(
@@ -124,6 +190,7 @@ def log_likelihood(
     chunk_elements=None,
     precision=None,
     verbose=0,
+    proposal_samples=None,
     **sampler_options,
 ):
     """Importance-sampled log p(x) of a trained model, with diagnostics.
@@ -135,7 +202,8 @@ def log_likelihood(
         k: int, importance samples per example (5000 as in Burda et al.).
         batch_size: int, examples per batch when `data` is an array.
         train_k: int, k of the training bound to report (`iwae_k`); default
-            the compiled loss's k (1 if not compiled).
+            the compiled loss's k (1 if not compiled), at most k (then the
+            result's `train_k_note` says so).
         seed: optional int, for reproducible estimates.
         return_per_example: also return the per-example log p(x) estimates.
         jit_compile: bool, compile the sampling loop with XLA (measure first:
@@ -153,10 +221,14 @@ def log_likelihood(
         verbose: 0 (silent, the default), 1 (a Keras progress bar over the
             batches with the ETA and the running NLL) or 2 (one line at the
             end). `train.py` shows the bar unless run with `--verbose 0`.
+        proposal_samples: for a posterior with no density (`has_density`
+            False) only: how many of its samples per example the Gaussian
+            proposal is fitted to (mean and full covariance; default 1000).
         **sampler_options: passed to `model.sample_terms`, e.g.
             `num_reverse_samples=1000` for a `HierarchicalPosterior` (the
             evaluation-time K; default the posterior's own). Not the compiled
-            loss's: evaluation states its own.
+            loss's: evaluation states its own, and records every option it
+            used in `sampler_options` (defaults included).
 
     Returns:
         dict (all per example, in nats unless said otherwise):
@@ -173,7 +245,16 @@ def log_likelihood(
         number is a lower bound on log p(x) (in expectation), not a
         consistent estimate: the result then has
         `log_likelihood_is_lower_bound: True` (and `nll` is an upper bound),
-        and `sampler_options` records the options used.
+        `sampler_options` records every sampler option used (the posterior's
+        defaults included; `{}` for a posterior with none). `proposal` names
+        the importance proposal: `"posterior"` (q itself), or for a posterior
+        with no density `"fitted_gaussian"`: a Gaussian r(z|x) fitted per
+        example to `proposal_samples` of q's samples (an unbiased estimate of
+        p(x) still, so log p(x) stays a stochastic lower bound); `elbo`,
+        `iwae_k`, `kl` and `reconstruction` are then those of r, not of q.
+        For a compiled model, `training_loss` names the compiled loss and
+        `training_loss_is_bound` says whether its value is a bound (False for
+        an estimate such as `RenyiLoss` with alpha < 0).
 
     Example:
         >>> result = vizoo.evaluate.log_likelihood(model, x_test, k=5000)
@@ -185,9 +266,34 @@ def log_likelihood(
     """
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
-    train_k = check_positive_int(model.num_samples if train_k is None else train_k, "train_k")
+    train_k_note = None
+    if train_k is None:  # the compiled loss's k, at most k (the caller did not ask for more)
+        train_k = min(model.num_samples, k)
+        if train_k < model.num_samples:
+            train_k_note = f"the compiled loss's k={model.num_samples} is more than k={k}: iwae_k is at train_k={k}"
+    train_k = check_positive_int(train_k, "train_k")
     if train_k > k:
         raise ValueError(f"train_k must be at most k={k}. Received: train_k={train_k}")
+    if proposal_samples is None:
+        proposal_samples = 0 if model.posterior.has_density else PROPOSAL_SAMPLES
+    elif model.posterior.has_density:
+        raise ValueError(
+            "proposal_samples applies to posteriors with no density (has_density False); "
+            f"{type(model.posterior).__name__} is its own proposal. Received: proposal_samples={proposal_samples!r}"
+        )
+    else:
+        proposal_samples = check_positive_int(proposal_samples, "proposal_samples")
+    unknown = sorted(set(sampler_options) - set(model.posterior.sampler_options))
+    if unknown:
+        raise ValueError(
+            f"{type(model.posterior).__name__} takes the sampler options {list(model.posterior.sampler_options)}. "
+            f"Received: {unknown}"
+        )
+    # Every sampler option used, the posterior's defaults included (its attribute of the option's name).
+    sampler_options = {
+        name: sampler_options[name] if name in sampler_options else getattr(model.posterior, name)
+        for name in model.posterior.sampler_options
+    }
     if chunk_elements is not None:
         check_positive_int(chunk_elements, "chunk_elements")
     data = model.check_data(data, "data")
@@ -213,11 +319,10 @@ def log_likelihood(
         for x in dataset:
             x = tf.cast(x, tf.float32)
             if passes is None:  # chunks sized for the batches actually given (a dataset's may differ)
-                sample_elements = getattr(getattr(model, "posterior", None), "sample_elements", None)
-                per_sample = max(model.input_dim, sample_elements(**sampler_options) if sample_elements else 0)
+                per_sample = max(model.input_dim, model.posterior.sample_elements(**sampler_options))
                 chunk = _chunk_size(k, int(x.shape[0]), per_sample, train_k, chunk_elements)
                 chunks = [(chunk, k // chunk)] + ([(k % chunk, 1)] if k % chunk else [])
-                passes = _compiled_passes(model, chunks, train_k, seed, jit_compile, sampler_options)
+                passes = _compiled_passes(model, chunks, train_k, seed, jit_compile, sampler_options, proposal_samples)
                 num_iwae_groups = sum(groups for _, groups in passes)
             results = [fn(x) for fn, _ in passes]
             for key in per_example:
@@ -249,12 +354,22 @@ def log_likelihood(
         "bits_per_dim": nll / (model.input_dim * math.log(2.0)),
         "k": k,
         "train_k": train_k,
+        # The sampler options used (the posterior's defaults included) and the importance proposal.
+        "sampler_options": dict(sampler_options),
+        "proposal": "fitted_gaussian" if proposal_samples else "posterior",
         "num_examples": int(log_px.shape[0]),
     }
-    if not getattr(getattr(model, "posterior", None), "exact_density", True):
+    if not model.posterior.exact_density:
         # log q is an estimate (an upper bound in expectation): log p(x) is then bounded below.
         result["log_likelihood_is_lower_bound"] = True
-        result["sampler_options"] = dict(sampler_options)
+    if proposal_samples:
+        result["proposal_samples"] = proposal_samples
+    loss = getattr(model, "loss", None)  # None before compile
+    if isinstance(loss, BoundLoss):  # the training objective, and whether it is a bound or an estimate
+        result["training_loss"] = type(loss).__name__
+        result["training_loss_is_bound"] = bool(loss.is_bound)
+    if train_k_note is not None:
+        result["train_k_note"] = train_k_note
     if return_per_example:
         result["per_example_log_likelihood"] = log_px
     return result

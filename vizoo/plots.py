@@ -83,7 +83,7 @@ def plot_samples(model, path, num_samples=64, seed=0):
         str or None.
     """
     side = _image_side(model.input_dim)
-    if side is None or not hasattr(model, "generate"):
+    if side is None or not model.generates:
         return None
     images = np.asarray(model.generate(num_samples, seed=seed))
     plt = _pyplot()
@@ -110,7 +110,7 @@ def plot_reconstructions(model, x, path, num_examples=16):
         str, or None if x is not a square image or the model has no decoder mean.
     """
     side = _image_side(model.input_dim)
-    if side is None or not (hasattr(model, "decode") and hasattr(getattr(model, "likelihood", None), "mean")):
+    if side is None or not model.decodes:
         return None
     x = np.asarray(x[:num_examples], dtype=np.float32)
     z = model.posterior_mean(x)
@@ -189,8 +189,8 @@ def posterior_grids(model, x, grid_size=80, extent=3.5, num_samples=20000, seed=
     """
     from keras import ops
 
-    if getattr(model, "latent_dim", None) != 2:
-        raise ValueError(f"posterior_grids needs a model with latent_dim=2. Received: latent_dim={getattr(model, 'latent_dim', None)}")
+    if model.latent_dim != 2:
+        raise ValueError(f"posterior_grids needs a model with latent_dim=2. Received: latent_dim={model.latent_dim}")
     x = np.asarray(x, dtype=np.float32)
     edges = np.linspace(-extent, extent, grid_size + 1)
     centres = (edges[:-1] + edges[1:]) / 2
@@ -199,16 +199,16 @@ def posterior_grids(model, x, grid_size=80, extent=3.5, num_samples=20000, seed=
     decoded = model.decode(ops.convert_to_tensor(z))
     log_pz = np.asarray(model.prior(ops.convert_to_tensor(z)), dtype=np.float64)  # [G*G]
     true, approx = [], []
-    has_density = getattr(model.posterior, "has_density", False)
+    has_log_prob = model.posterior.has_log_prob  # else a histogram of samples
     encoding = model.encode(ops.convert_to_tensor(x))
-    if not has_density:
+    if not has_log_prob:
         samples = np.asarray(model.sample_terms(ops.convert_to_tensor(x), num_samples, seed=seed, terms=("z",))["z"])
     for i in range(len(x)):
         log_px_z = np.asarray(model.likelihood.log_prob(ops.convert_to_tensor(x[i : i + 1]), decoded), dtype=np.float64)
         log_joint = (log_px_z + log_pz).reshape(grid_size, grid_size)
         p = np.exp(log_joint - log_joint.max())
         true.append(p / p.sum())
-        if has_density:
+        if has_log_prob:
             params = {key: value[i : i + 1] for key, value in encoding.items()}
             log_q = np.asarray(model.posterior.log_prob(ops.convert_to_tensor(z), params), dtype=np.float64)
             q = np.exp(log_q - log_q.max()).reshape(grid_size, grid_size)
@@ -316,7 +316,7 @@ def plot_run(run_dir, model=None, data=None, history=None, num_posteriors=4):
     history = history or os.path.join(run_dir, "history.csv")
     if os.path.exists(history):
         written.append(plot_history(history, os.path.join(run_dir, CURVES_FILE)))
-    if getattr(model, "latent_dim", None) == 2 and hasattr(model, "decode"):
+    if model.latent_dim == 2 and model.decodes:
         written.append(plot_posteriors(model, x[:num_posteriors], os.path.join(run_dir, POSTERIORS_FILE)))
     return [path for path in written if path is not None]
 
@@ -338,8 +338,8 @@ def main(argv=None):
         else:
             loaded = [(os.path.basename(os.path.normpath(d)), *_load_run(d)) for d in args.run_dirs]
             for label, model, _ in loaded:
-                if getattr(model, "latent_dim", None) != 2:
-                    raise ValueError(f"comparing posteriors needs runs with latent_dim=2. Received: {label} with latent_dim={getattr(model, 'latent_dim', None)}")
+                if model.latent_dim != 2:
+                    raise ValueError(f"comparing posteriors needs runs with latent_dim=2. Received: {label} with latent_dim={model.latent_dim}")
             x = _first_examples(loaded[0][2], args.examples)
             written = [plot_posteriors([(label, model) for label, model, _ in loaded], x, args.out or POSTERIORS_FILE)]
     except (ValueError, OSError) as error:

@@ -128,7 +128,7 @@ def fit_run(
         >>> vizoo.runs.finish_run("runs/a")  # outputs written: the checkpoint is no longer needed
     """
     prepare_out_dir(out_dir)
-    if not model.built and getattr(model, "input_dim", None):
+    if not model.built and model.input_dim:
         model.build((None, model.input_dim))  # a checkpoint restores into built variables
     checkpoint = TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR), train_data=train_data)
     resumed_epoch = checkpoint.saved_epoch()  # a corrupt checkpoint fails here, before any training

@@ -135,7 +135,7 @@ def test_flow_serving_outputs_and_no_closed_form_density():
     served = posterior.serving_outputs(params)
     assert sorted(served) == ["base_loc", "base_log_scale", "loc"]
     np.testing.assert_allclose(served["loc"], posterior.transform(params, np.zeros((5, 1, LATENT_DIM)))[0][:, 0])
-    assert posterior.kl_divergence(params, prior=None) is None and not posterior.has_density
+    assert posterior.kl_divergence(params, prior=None) is None and not posterior.has_log_prob
     with pytest.raises(NotImplementedError, match="PlanarFlowPosterior has no closed-form"):
         posterior.log_prob(np.zeros((5, LATENT_DIM)), params)
 

@@ -30,7 +30,9 @@ def export_encoder(model, path, version=1):
       of z, of the K reverse samples psi_1..K], K being its
       `num_reverse_samples` at export (set that attribute first to serve
       another K); its `log_qz` is the IWHVI estimate log q^_K(z|x), an upper
-      bound on log q(z|x) in expectation.
+      bound on log q(z|x) in expectation. A posterior with no density
+      (`has_density` False, an implicit sampler) serves `z` alone. The
+      outputs are the terms of `vizoo.terms` of those names, shaped as it declares.
 
     The export loads with `tf.saved_model.load` in a process that never imports
     vizoo; `saved_model_cli show --dir <path>/<version> --all` lists it.
@@ -43,14 +45,21 @@ def export_encoder(model, path, version=1):
     Returns:
         The path of the written version directory.
     """
+    if not model.exportable:
+        raise ValueError(
+            f"{type(model).__name__} declares exportable=False: its encoder cannot be written as a SavedModel. "
+            f"Received: model={type(model).__name__}"
+        )
     x_spec = tf.TensorSpec([None, model.input_dim], tf.float32, name="x")
+    # The samples, and log q(z|x) where the posterior has a density (a sampler serves z alone).
+    sample_terms = ("z", "log_qz") if model.posterior.has_density else ("z",)
     eps_spec = tf.TensorSpec([None, None, *model.posterior.noise_shape], tf.float32, name="eps")
 
     def serve(x):
         return model.posterior.serving_outputs(model.encode(x))
 
     def sample(x, eps):
-        return model.sample_terms(x, noise=eps, terms=("z", "log_qz"))
+        return model.sample_terms(x, noise=eps, terms=sample_terms)
 
     return write_saved_model(
         model, path, version, {"serving_default": (serve, [x_spec]), "sample": (sample, [x_spec, eps_spec])}

@@ -1,8 +1,10 @@
 """Keras layers: posteriors q(z|x), priors p(z), likelihoods p(x|z), and the networks flows use.
 
 `POSTERIORS`, `PRIORS` and `LIKELIHOODS` are the registries of what models,
-the command line and the benchmarks name: a new component registers here and
-nowhere else.
+the command line and the benchmarks name. A component registers itself in its
+own file (`@vizoo.registry.register_posterior("name")`, `register_prior`,
+`register_likelihood`); this package imports every module it holds, so a new
+component is one new file here and nothing else.
 """
 
 from vizoo.layers.bernoulli_likelihood import BernoulliLikelihood
@@ -25,22 +27,18 @@ from vizoo.layers.prior import Prior
 from vizoo.layers.radial_flow_posterior import RadialFlowPosterior
 from vizoo.layers.standard_normal_prior import StandardNormalPrior
 from vizoo.layers.vamp_prior import VampPrior
+from vizoo.registry import (
+    LIKELIHOODS,
+    POSTERIORS,
+    PRIORS,
+    import_package_modules,
+    register_likelihood,
+    register_posterior,
+    register_prior,
+)
 
-LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
-POSTERIORS = {
-    "diagonal": DiagonalGaussianPosterior,
-    "full_covariance": FullCovarianceGaussianPosterior,
-    "iaf": IAFPosterior,
-    "planar": PlanarFlowPosterior,
-    "radial": RadialFlowPosterior,
-    "hierarchical": HierarchicalPosterior,
-}
-PRIORS = {
-    "standard_normal": StandardNormalPrior,
-    "mixture": MixtureOfGaussiansPrior,
-    "vamp": VampPrior,
-    "maf": MAFPrior,
-}
+_REGISTERED = import_package_modules(__name__, __path__)  # every module of the package: their classes register
+globals().update(_REGISTERED)  # any new registered component, by class name
 
 __all__ = [
     "LIKELIHOODS",
@@ -67,4 +65,8 @@ __all__ = [
     "RadialFlowPosterior",
     "StandardNormalPrior",
     "VampPrior",
+    "register_likelihood",
+    "register_posterior",
+    "register_prior",
 ]
+__all__ += sorted(set(_REGISTERED) - set(__all__))

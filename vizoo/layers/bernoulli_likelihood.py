@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from vizoo.layers.likelihood import Likelihood
+from vizoo.registry import register_likelihood
 
 # log1p(exp(-|l|)) lies in (0, log 2], so a product of 16 of the factors 1 + exp(-|l|) lies in
 # (1, 2**16]: no overflow, and float32 rounds it about as much as it rounds the per-pixel sum.
@@ -35,6 +36,7 @@ def sum_softplus(logits):
     return value, grad
 
 
+@register_likelihood("bernoulli")
 @keras.saving.register_keras_serializable(package="vizoo")
 class BernoulliLikelihood(Likelihood):
     """Factorized Bernoulli p(x|z) on logits, for binary (or [0, 1]) data.

@@ -83,7 +83,7 @@ class BernoulliPosterior(Posterior):
     an input). z is the concatenation (h_1, ..., h_L). The samples are
     discrete: no gradient flows through them (`reparameterized = False`), and
     losses must use score-function estimators (`VIMCOLoss`, `NVILLoss`);
-    log q(z|x) is exact at any binary z (`has_density`).
+    log q(z|x) is exact at any binary z (`has_log_prob`).
 
     Args:
         latent_dims: list of ints, the sizes of h_1 (next to x) to h_L.
@@ -110,7 +110,7 @@ class BernoulliPosterior(Posterior):
     """
 
     reparameterized = False
-    has_density = True
+    has_log_prob = True
 
     def __init__(self, latent_dims, hidden_units=(), activation="tanh", **kwargs):
         latent_dims = check_latent_dims(latent_dims)

@@ -2,9 +2,11 @@ import keras
 from keras import ops
 
 from vizoo.layers.gaussian_posterior import GaussianPosterior
+from vizoo.registry import register_posterior
 from vizoo.utils import HALF_LOG_2PI
 
 
+@register_posterior("diagonal")
 @keras.saving.register_keras_serializable(package="vizoo")
 class DiagonalGaussianPosterior(GaussianPosterior):
     """Amortized diagonal Gaussian q(z|x) = N(mu(x), diag(sigma(x)^2)).
@@ -25,6 +27,8 @@ class DiagonalGaussianPosterior(GaussianPosterior):
     Returns:
         dict with `loc` and `log_scale`, each `[batch, latent_dim]`.
     """
+
+    factorized = True  # kl_divergence_per_dim: one closed-form KL per latent dimension
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(latent_dim, **kwargs)

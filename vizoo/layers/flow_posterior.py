@@ -3,7 +3,8 @@ from keras import ops
 
 from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.posterior import Posterior
-from vizoo.utils import check_non_negative_int
+from vizoo.registry import Option
+from vizoo.utils import check_non_negative_int, check_positive_int
 
 
 class FlowPosterior(Posterior):
@@ -18,13 +19,20 @@ class FlowPosterior(Posterior):
     example, whatever the steps are conditioned on. Subclasses implement
     `flow(params, z) -> (z_T, log_det)` with z `[batch, k, latent_dim]` and
     log_det `[batch, k]`. With `num_steps=0` the posterior is the diagonal
-    Gaussian. log q is known at the flow's own samples only (`has_density`
+    Gaussian. log q is known at the flow's own samples only (`has_log_prob`
     is False).
 
     Args:
         latent_dim: int, dimension of z.
         num_steps: int >= 0, number of flow steps T.
     """
+
+    # Constructor arguments on the command line, for every flow (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "num_steps": Option(
+            "--flow-steps", int, "steps of a flow posterior (default the posterior's own)", check=check_positive_int
+        ),
+    }
 
     def __init__(self, latent_dim, num_steps, **kwargs):
         super().__init__(latent_dim, **kwargs)

@@ -4,9 +4,11 @@ import tensorflow as tf
 from keras import ops
 
 from vizoo.layers.gaussian_posterior import GaussianPosterior
+from vizoo.registry import register_posterior
 from vizoo.utils import HALF_LOG_2PI
 
 
+@register_posterior("full_covariance")
 @keras.saving.register_keras_serializable(package="vizoo")
 class FullCovarianceGaussianPosterior(GaussianPosterior):
     """Amortized full-covariance Gaussian q(z|x) = N(mu(x), L(x) L(x)^T).

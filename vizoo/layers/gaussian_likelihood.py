@@ -4,9 +4,11 @@ import keras
 from keras import ops
 
 from vizoo.layers.likelihood import Likelihood
+from vizoo.registry import register_likelihood
 from vizoo.utils import HALF_LOG_2PI
 
 
+@register_likelihood("gaussian")
 @keras.saving.register_keras_serializable(package="vizoo")
 class GaussianLikelihood(Likelihood):
     """Isotropic Gaussian p(x|z) = N(x; mu(z), s^2 I) for real-valued data.

@@ -1,6 +1,7 @@
 import keras
 
 from vizoo.layers.posterior import Posterior
+from vizoo.layers.prior import Prior
 
 
 class GaussianPosterior(Posterior):
@@ -16,7 +17,7 @@ class GaussianPosterior(Posterior):
         latent_dim: int, dimension of z.
     """
 
-    has_density = True
+    has_log_prob = True
 
     def sample_noise(self, params, k, seed=None):
         loc = params["loc"]
@@ -30,4 +31,4 @@ class GaussianPosterior(Posterior):
         return {"loc": params["loc"], "log_scale": params["log_scale"]}
 
     def has_analytic_kl(self, prior):
-        return bool(getattr(prior, "is_standard_normal", False))
+        return isinstance(prior, Prior) and prior.is_standard_normal  # a vizoo prior that declares N(0, I)

@@ -5,6 +5,7 @@ from vizoo.layers.conditional_gaussian import ConditionalGaussian
 from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.posterior import Posterior
 from vizoo.losses.bound_loss import logmeanexp
+from vizoo.registry import Option, register_posterior
 from vizoo.utils import HALF_LOG_2PI, check_choice, check_hidden_units, check_non_negative_int, check_positive_int
 
 REVERSE_MODELS = ("learned", "sivi")
@@ -14,6 +15,7 @@ def _standard_normal_log_prob(eps):
     return ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI, axis=-1)
 
 
+@register_posterior("hierarchical")
 @keras.saving.register_keras_serializable(package="vizoo")
 class HierarchicalPosterior(Posterior):
     """Hierarchical (auxiliary-variable) posterior q(z|x) = ∫ q(z|psi, x) q(psi|x) dpsi with a bound on log q.
@@ -87,10 +89,22 @@ class HierarchicalPosterior(Posterior):
     """
 
     exact_density = False
-    has_density = False
     sampler_options = ("num_reverse_samples",)
     # log v_j `[batch, k, K + 1]` with tau's parameters stopped for j >= 1 (DReG for tau).
     extra_terms = ("reverse_log_weights_detached",)
+
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "aux_dim": Option(
+            "--aux-dim", int, "dimension of the hierarchical posterior's psi (default latent dim)", check=check_positive_int
+        ),
+        "num_reverse_samples": Option(
+            "--reverse-samples",
+            int,
+            "K, reverse samples psi ~ tau(psi|z,x) per z (the hierarchical posterior's default K, and the loss's)",
+            check=check_non_negative_int,
+        ),
+    }
 
     def __init__(
         self,

@@ -5,11 +5,13 @@ from keras import ops
 from vizoo.layers.autoregressive_flow import chain_with_reversals, memoize_last
 from vizoo.layers.flow_posterior import FlowPosterior
 from vizoo.layers.made import MADE
+from vizoo.registry import Option, register_posterior
 from vizoo.utils import check_hidden_units, check_positive_int
 
 tfb = tfp.bijectors
 
 
+@register_posterior("iaf")
 @keras.saving.register_keras_serializable(package="vizoo")
 class IAFPosterior(FlowPosterior):
     """Inverse autoregressive flow posterior (Kingma et al. 2016), conditioned on the encoder's h.
@@ -54,6 +56,14 @@ class IAFPosterior(FlowPosterior):
         Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, "Improved
         Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016.
     """
+
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "hidden_units": Option(
+            "--flow-hidden-units", int, "hidden layers of each IAF step's MADE (default 320 320)", nargs="+",
+            check=check_hidden_units,
+        ),
+    }
 
     def __init__(
         self,

@@ -20,10 +20,22 @@ class Likelihood(keras.layers.Layer):
     """
 
     requires_unit_interval = False
+    # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
+    cli_options = {}
 
     def __init__(self, output_dim, **kwargs):
         super().__init__(**kwargs)
         self.output_dim = check_positive_int(output_dim, "output_dim")
+
+    def initialize_from_data(self, dataset):
+        """Data-dependent initialization before training, from a batched dataset of x; nothing by default."""
+
+    def set_bias_from_mean(self, data_mean):
+        """Start the output at the data mean (Burda et al.); only likelihoods with an output bias can."""
+        raise ValueError(
+            "initialize_output_bias needs a likelihood with an output bias, e.g. the Bernoulli likelihood. "
+            f"Received: likelihood={type(self).__name__}"
+        )
 
     def log_prob(self, x, params):
         raise NotImplementedError

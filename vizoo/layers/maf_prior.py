@@ -5,11 +5,13 @@ from keras import ops
 from vizoo.layers.autoregressive_flow import chain_with_reversals, memoize_last
 from vizoo.layers.made import MADE
 from vizoo.layers.prior import Prior
-from vizoo.utils import HALF_LOG_2PI, check_hidden_units, check_non_negative_int
+from vizoo.registry import Option, register_prior
+from vizoo.utils import HALF_LOG_2PI, check_hidden_units, check_non_negative_int, check_positive_int
 
 tfb = tfp.bijectors
 
 
+@register_prior("maf")
 @keras.saving.register_keras_serializable(package="vizoo")
 class MAFPrior(Prior):
     """A learned flow prior: a masked autoregressive flow (Papamakarios et al. 2017) on N(0, I).
@@ -36,6 +38,11 @@ class MAFPrior(Prior):
         Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for
         Density Estimation", NeurIPS 2017.
     """
+
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "num_steps": Option("--prior-flow-steps", int, "MAF steps of the maf prior", default=2, check=check_positive_int),
+    }
 
     def __init__(self, num_steps=2, hidden_units=(64, 64), activation="relu", **kwargs):
         super().__init__(**kwargs)

@@ -2,9 +2,11 @@ import keras
 from keras import ops
 
 from vizoo.layers.prior import Prior
+from vizoo.registry import Option, register_prior
 from vizoo.utils import HALF_LOG_2PI, as_seed_generator, check_positive_int
 
 
+@register_prior("mixture")
 @keras.saving.register_keras_serializable(package="vizoo")
 class MixtureOfGaussiansPrior(Prior):
     """A learned mixture of K diagonal Gaussians, p(z) = sum_k pi_k N(z; mu_k, diag sigma_k^2).
@@ -19,6 +21,16 @@ class MixtureOfGaussiansPrior(Prior):
     Example:
         >>> model = VAE(784, 32, prior=MixtureOfGaussiansPrior(num_components=10))
     """
+
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "num_components": Option(
+            "--prior-components",
+            int,
+            "mixture components (default 10) or VampPrior pseudo-inputs (default 500, drawn from training data)",
+            check=check_positive_int,
+        ),
+    }
 
     def __init__(self, num_components=10, **kwargs):
         super().__init__(**kwargs)

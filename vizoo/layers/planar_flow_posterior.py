@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from vizoo.layers.flow_posterior import AmortizedFlowPosterior
+from vizoo.registry import register_posterior
 
 
 def planar_step(z, u, w, b):
@@ -20,6 +21,7 @@ def planar_step(z, u, w, b):
     return z + u_hat * activation, log_det
 
 
+@register_posterior("planar")
 @keras.saving.register_keras_serializable(package="vizoo")
 class PlanarFlowPosterior(AmortizedFlowPosterior):
     """Planar normalizing flow posterior (Rezende & Mohamed 2015), amortized per example.

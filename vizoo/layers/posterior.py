@@ -19,38 +19,66 @@ class Posterior(keras.layers.Layer):
     - `transform(params, eps)` -> `(z, log_qz)`: a deterministic map from the
       noise to samples `[batch, k, latent_dim]` and their log-density `[batch, k]`;
     - `log_prob(z, params)` -> log q(z|x) at any z broadcastable against the
-      parameters, where `has_density` is True (value first, as for priors and
+      parameters, where `has_log_prob` is True (value first, as for priors and
       likelihoods);
     - `mean(params)` -> E_q[z] (or a location summary), `[batch, latent_dim]`;
     - `serving_outputs(params)` -> the dict an exported encoder serves;
     - `has_analytic_kl(prior)` / `kl_divergence(params, prior)` -> closed-form
       KL(q || prior) `[batch]` where there is one.
 
-    Flags the models and losses read:
-    - `reparameterized`: z is a differentiable function of the parameters and
-      the noise (False for discrete or score-function posteriors, which
-      reparameterization-only losses refuse);
-    - `exact_density`: `transform`'s log q is exact (False where it is an
+    Capabilities, declared as class attributes (defaults below) and read
+    directly by models, losses, evaluation and export:
+    - `has_density` (True): `transform` gives log q(z|x) at its own samples
+      (the model's `log_qz` term). False for a sampler only (an implicit
+      posterior, z = f(h, eps)): `transform` returns `(z, None)`, the model
+      gives no `log_qz`, losses that `needs_density` are refused at compile,
+      and evaluation fits a Gaussian proposal to the samples;
+    - `exact_density` (True): that log q is exact (False where it is an
       estimate, e.g. a hierarchical posterior's bound on log q);
-    - `has_density`: `log_prob` works at arbitrary z;
+    - `has_log_prob` (False): `log_prob(z, params)` works at arbitrary z (not
+      only at the posterior's own samples): STL/DReG and the VampPrior need it;
+    - `reparameterized` (True): z is a differentiable function of the
+      parameters and the noise (False for discrete or score-function
+      posteriors, which reparameterization-only losses refuse);
+    - `factorized` (False): q factorizes over the latent dimensions and
+      `kl_divergence_per_dim` gives the closed-form KL of each where
+      `has_analytic_kl(prior)` (free bits need it);
+    - `sample_elements(**sampler_options)`: floats of the largest per-sample
+      tensor of `transform` (evaluation sizes its chunks by it);
     - `sampler_options`: names of the keyword options `sample_noise` and
       `transform` take (`()` here; `("num_reverse_samples",)` for
       `HierarchicalPosterior`); a loss asks for them through its own
-      `sampler_options`, evaluation passes them explicitly.
+      `sampler_options`, evaluation passes them explicitly;
+    - `extra_terms`: names of terms (declared in `vizoo.terms`) besides z and
+      log q that `transform_terms` can give.
 
     Args:
         latent_dim: int, dimension of z.
     """
 
-    reparameterized = True
+    has_density = True
     exact_density = True
-    has_density = False
+    has_log_prob = False
+    reparameterized = True
+    factorized = False
     # Names of the keyword options `sample_noise` and `transform` take (e.g. a
     # hierarchical posterior's `num_reverse_samples`); `sample_terms` passes them on.
     sampler_options = ()
     # Names of per-sample terms besides z and log q that `transform_terms` can give
     # (a model passes them through to the losses that ask for them).
     extra_terms = ()
+    # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
+    cli_options = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        from vizoo import terms
+
+        unknown = [name for name in cls.extra_terms if name not in terms.TERMS]
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}.extra_terms must be terms declared in vizoo.terms. Received: extra_terms={unknown}"
+            )
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
@@ -64,6 +92,9 @@ class Posterior(keras.layers.Layer):
     def mean_dim(self):
         """Size of `mean(params)`'s last axis: `latent_dim` (a layered posterior may summarize its first layer)."""
         return self.latent_dim
+
+    def initialize_from_data(self, dataset):
+        """Data-dependent initialization before training, from a batched dataset of x; nothing by default."""
 
     def sample_noise(self, params, k, seed=None):
         raise NotImplementedError
@@ -81,6 +112,10 @@ class Posterior(keras.layers.Layer):
         return False
 
     def kl_divergence(self, params, prior):
+        return None
+
+    def kl_divergence_per_dim(self, params, prior):
+        """Closed-form KL of each latent dimension `[batch, latent_dim]` where `factorized`; None here."""
         return None
 
     def transform_terms(self, params, eps, names=(), **sampler_options):

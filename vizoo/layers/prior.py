@@ -25,6 +25,8 @@ class Prior(keras.layers.Layer):
 
     is_standard_normal = False
     shares_inference_variables = False
+    # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
+    cli_options = {}
 
     def __init__(self, **kwargs):
         # A density computes in full precision: under a mixed policy a prior takes the
@@ -39,6 +41,9 @@ class Prior(keras.layers.Layer):
 
     def bind(self, model):
         pass
+
+    def initialize_from_data(self, dataset):
+        """Data-dependent initialization before training, from a batched dataset of x; nothing by default."""
 
     def log_prob(self, z):
         raise NotImplementedError

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from vizoo.layers.flow_posterior import AmortizedFlowPosterior
+from vizoo.registry import register_posterior
 
 
 def _radial_coefficients(a, b):
@@ -42,6 +43,7 @@ def radial_inverse(y, z_ref, a, b):
     return z_ref + diff / (1.0 + beta / (alpha + r))
 
 
+@register_posterior("radial")
 @keras.saving.register_keras_serializable(package="vizoo")
 class RadialFlowPosterior(AmortizedFlowPosterior):
     """Radial normalizing flow posterior (Rezende & Mohamed 2015), amortized per example.

@@ -2,9 +2,11 @@ import keras
 from keras import ops
 
 from vizoo.layers.prior import Prior
+from vizoo.registry import register_prior
 from vizoo.utils import HALF_LOG_2PI
 
 
+@register_prior("standard_normal")
 @keras.saving.register_keras_serializable(package="vizoo")
 class StandardNormalPrior(Prior):
     """The prior p(z) = N(0, I); no weights. The interface is `Prior`'s."""

@@ -2,12 +2,16 @@ import math
 import weakref
 
 import keras
+import numpy as np
 from keras import ops
 
+from vizoo.layers.mixture_of_gaussians_prior import MixtureOfGaussiansPrior
 from vizoo.layers.prior import Prior
+from vizoo.registry import register_prior
 from vizoo.utils import as_seed_generator, check_array, check_positive_int
 
 
+@register_prior("vamp")
 @keras.saving.register_keras_serializable(package="vizoo")
 class VampPrior(Prior):
     """VampPrior (Tomczak & Welling 2018): the aggregate posterior of K learned pseudo-inputs.
@@ -39,6 +43,9 @@ class VampPrior(Prior):
 
     shares_inference_variables = True  # its components are the model's own encoder
 
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {"num_components": MixtureOfGaussiansPrior.cli_options["num_components"]}
+
     def __init__(self, num_components=500, input_dim=None, pseudo_inputs_initializer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_components = check_positive_int(num_components, "num_components")
@@ -49,7 +56,7 @@ class VampPrior(Prior):
         self._model = None
 
     def bind(self, model):
-        if not getattr(model.posterior, "has_density", False):
+        if not model.posterior.has_log_prob:
             raise ValueError(
                 "VampPrior needs a posterior with a closed-form density at any z (diagonal or full_covariance). "
                 f"Received: posterior={type(model.posterior).__name__}"
@@ -89,6 +96,23 @@ class VampPrior(Prior):
                 f"x must have num_components={self.num_components} rows. Received: x.shape={x.shape}"
             )
         self.pseudo_inputs.assign(x)
+
+    def initialize_from_data(self, dataset):
+        """Pseudo-inputs start as the first `num_components` examples of a batched dataset of x (or (x, ...))."""
+        batches, count = [], 0
+        for batch in dataset:
+            x = batch[0] if isinstance(batch, tuple) else batch
+            batches.append(np.asarray(x))
+            count += len(batches[-1])
+            if count >= self.num_components:
+                break
+        x = np.concatenate(batches)
+        if len(x) < self.num_components:
+            raise ValueError(
+                f"VampPrior's num_components must not exceed the training examples ({len(x)}). "
+                f"Received: num_components={self.num_components}"
+            )
+        self.initialize_pseudo_inputs(x[: self.num_components])
 
     def components(self):
         """The posterior parameters of the K components, q(z | u_k)."""

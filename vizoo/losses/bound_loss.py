@@ -52,7 +52,23 @@ class BoundLoss(keras.losses.Loss):
     """
 
     required_terms = ("log_px_z", "log_pz", "log_qz")
+    # Capabilities, declared (read directly by models, evaluation and the command line; subclasses override):
+    # - is_bound: the value is a lower bound on log p(x) (in expectation). False for an estimate that may lie
+    #   above it (e.g. RenyiLoss with alpha < 0): reports then call it an estimate, not a bound.
+    is_bound = True
+    # - requires_reparameterization: the gradient flows through the samples z (the posterior must be
+    #   reparameterized, else compile refuses it).
     requires_reparameterization = True
+    # - score_function: the surrogates differentiate log q(z|x) at samples that must carry no gradient
+    #   (VIMCO, NVIL); compile refuses a reparameterized posterior.
+    score_function = False
+    # - needs_density: the loss reads log q(z|x) (`log_qz`); compile refuses a posterior without a density.
+    needs_density = True
+    # Epochs of KL warm-up the loss trains with (0: none); `fit` adds `vizoo.callbacks.KLWarmup` when positive.
+    kl_warmup_epochs = 0
+    # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them;
+    # `k` is every loss's, `--k`).
+    cli_options = {}
 
     def __init__(self, k=1, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)

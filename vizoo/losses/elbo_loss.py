@@ -3,8 +3,11 @@ from keras import ops
 
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss
 from vizoo.losses.kl_schedule import check_kl_options, free_bits_penalty
+from vizoo.registry import Option, register_loss
+from vizoo.utils import check_non_negative_int, check_positive_int
 
 
+@register_loss("elbo")
 @keras.saving.register_keras_serializable(package="vizoo")
 class ELBOLoss(BoundLoss):
     """Negated evidence lower bound (Kingma & Welling 2014).
@@ -56,6 +59,24 @@ class ELBOLoss(BoundLoss):
         Kingma et al., "Improved Variational Inference with Inverse
         Autoregressive Flow", NeurIPS 2016, appendix C (free bits).
     """
+
+    # Constructor arguments on the command line (vizoo/cli.py reads these; see vizoo.registry.Option).
+    cli_options = {
+        "analytic_kl": Option("--analytic-kl", bool, "ELBO with the closed-form KL term"),
+        "kl_warmup_epochs": Option(
+            "--kl-warmup-epochs",
+            int,
+            "linear KL warm-up: beta from 0 to 1 over this many epochs, in the training objective only",
+            check=check_non_negative_int,
+        ),
+        "free_bits": Option("--free-bits", float, "free bits lambda, nats per group of latent dimensions"),
+        "free_bits_groups": Option(
+            "--free-bits-groups",
+            int,
+            "contiguous groups of latent dimensions for free bits (default one per dimension)",
+            check=check_positive_int,
+        ),
+    }
 
     def __init__(
         self,

@@ -2,8 +2,10 @@ import keras
 from keras import ops
 
 from vizoo.losses.bound_loss import BoundLoss
+from vizoo.registry import register_loss
 
 
+@register_loss("hvm")
 @keras.saving.register_keras_serializable(package="vizoo")
 class HVMLoss(BoundLoss):
     """Negated hierarchical variational bound (HVM; ADGM's auxiliary ELBO).

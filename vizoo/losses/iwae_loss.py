@@ -2,12 +2,15 @@ import keras
 from keras import ops
 
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, logmeanexp
+from vizoo.losses.elbo_loss import ELBOLoss
 from vizoo.losses.kl_schedule import check_kl_options
+from vizoo.registry import Option, register_loss
 from vizoo.utils import check_choice
 
 GRADIENT_ESTIMATORS = (None, "dreg", "stl")
 
 
+@register_loss("iwae")
 @keras.saving.register_keras_serializable(package="vizoo")
 class IWAELoss(BoundLoss):
     """Negated importance-weighted bound (Burda, Grosse & Salakhutdinov 2016).
@@ -59,6 +62,17 @@ class IWAELoss(BoundLoss):
         Estimators for Monte Carlo Objectives", ICLR 2019.
         Roeder, Wu & Duvenaud, "Sticking the Landing", NeurIPS 2017.
     """
+
+    # Constructor arguments on the command line (vizoo/cli.py reads these; see vizoo.registry.Option).
+    cli_options = {
+        "gradient_estimator": Option(
+            "--gradient-estimator",
+            str,
+            "encoder gradient: dreg (Tucker et al. 2019) or stl (Roeder et al. 2017); default the plain "
+            "reparameterized gradient",
+        ),
+        "kl_warmup_epochs": ELBOLoss.cli_options["kl_warmup_epochs"],
+    }
 
     def __init__(self, k=5, gradient_estimator=None, kl_warmup_epochs=0, name="iwae_loss", **kwargs):
         super().__init__(k=k, name=name, **kwargs)

@@ -2,11 +2,14 @@ import keras
 from keras import ops
 
 from vizoo.losses.bound_loss import BoundLoss, logmeanexp
+from vizoo.losses.iwae_loss import IWAELoss
+from vizoo.registry import Option, register_loss
 from vizoo.utils import check_choice, check_non_negative_int
 
 GRADIENT_ESTIMATORS = (None, "dreg")
 
 
+@register_loss("iwhvi")
 @keras.saving.register_keras_serializable(package="vizoo")
 class IWHVILoss(BoundLoss):
     """Negated importance weighted hierarchical variational bound (IWHVI, Sobolev & Vetrov 2019).
@@ -64,6 +67,17 @@ class IWHVILoss(BoundLoss):
         Tucker, Lawson, Gu & Maddison, "Doubly Reparameterized Gradient
         Estimators for Monte Carlo Objectives", ICLR 2019.
     """
+
+    # Constructor arguments on the command line (vizoo/cli.py reads these; see vizoo.registry.Option).
+    cli_options = {
+        "num_reverse_samples": Option(
+            "--reverse-samples",
+            int,
+            "K, reverse samples psi ~ tau(psi|z,x) per z (the hierarchical posterior's default K, and the loss's)",
+            check=check_non_negative_int,
+        ),
+        "gradient_estimator": IWAELoss.cli_options["gradient_estimator"],
+    }
 
     def __init__(self, k=5, num_reverse_samples=10, gradient_estimator=None, name="iwhvi_loss", **kwargs):
         super().__init__(k=k, name=name, **kwargs)

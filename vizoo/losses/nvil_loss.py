@@ -2,8 +2,10 @@ import keras
 from keras import ops
 
 from vizoo.losses.bound_loss import BoundLoss
+from vizoo.registry import register_loss
 
 
+@register_loss("nvil")
 @keras.saving.register_keras_serializable(package="vizoo")
 class NVILLoss(BoundLoss):
     """Negated ELBO with NVIL's score-function gradient (Mnih & Gregor 2014).

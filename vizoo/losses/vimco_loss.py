@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from vizoo.losses.bound_loss import BoundLoss, logmeanexp
+from vizoo.registry import register_loss
 
 
 def leave_one_out_bounds(log_w):
@@ -21,6 +22,7 @@ def leave_one_out_bounds(log_w):
     return logmeanexp(swapped, axis=2)
 
 
+@register_loss("vimco")
 @keras.saving.register_keras_serializable(package="vizoo")
 class VIMCOLoss(BoundLoss):
     """Negated k-sample bound with VIMCO's score-function gradient (Mnih & Rezende 2016).

@@ -1,6 +1,5 @@
 """Base class of vizoo's models: the Keras plumbing between a model's terms and a bound loss."""
 
-import inspect
 import warnings
 
 import keras
@@ -10,10 +9,13 @@ from keras import ops
 
 from vizoo.data.checks import check_data, check_input_shape, input_errors
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, replicas_in_sync
-from vizoo.utils import check_array, check_positive_int
+from vizoo.terms import SAMPLE, STATE, TERMS
+from vizoo.utils import check_array, check_hidden_units, check_positive_int
 
-# The terms every model returns; the losses read these unless they say otherwise.
-CORE_TERMS = ("log_px_z", "log_pz", "log_qz")
+
+def _stopped_per_sample(params):
+    """Posterior parameters `[batch, ...]` with their gradient stopped, broadcastable over k: `[batch, 1, ...]`."""
+    return {key: ops.expand_dims(ops.stop_gradient(value), axis=1) for key, value in params.items()}
 
 
 class LatentVariableModel(keras.Model):
@@ -34,6 +36,20 @@ class LatentVariableModel(keras.Model):
     - `gradient_groups()`: `{group: [variables]}` for the groups of
       `vizoo.losses.GRADIENT_GROUPS` (`generative`, `inference`, `control`),
       so that a loss's per-group surrogates reach their own variables.
+
+    What families share lives here, so that a family differs from another by its
+    components and options, not by copied methods. A family's `__init__` calls
+    `_init_options(input_dim, hidden_units, activation, seed)` and sets its
+    components: `posterior` (a `Posterior`), `likelihood` (a `Likelihood`),
+    `encoder_layers` (Dense layers from x to the posterior's features; may be
+    empty) and `decoder_layers` (from the decoder's input to the likelihood's
+    features); then `_init_seed_generator()`. It implements `log_prior(z)`
+    and `sample_prior(n, seed)` (p(z)), and may override `decoder_input(z)`
+    (the part of z the decoder reads; all of it by default) and
+    `family_terms(x, names)` (its `extra_terms`). The base gives `encode`,
+    `decode`, `posterior_mean`, `joint_terms`, `_sample_terms`, `generate`,
+    `initialize_output_bias`, `_build_stack` and the shared `get_config` keys
+    (`input_dim`, `hidden_units`, `activation`, `seed`).
 
     The number of samples k comes from the compiled loss
     (`model.compile(loss=IWAELoss(k=5))`), or from `num_samples=` in a direct
@@ -57,6 +73,32 @@ class LatentVariableModel(keras.Model):
     """
 
     input_dim = None  # set by subclasses
+    # The dimension of z where the model has one continuous latent vector (None otherwise; plots of the
+    # posterior need 2).
+    latent_dim = None
+    # Capabilities, declared (read directly by plots, the command line and export):
+    # - decodes: `decode(z)` gives the likelihood's parameters and `posterior_mean(x)` a z it takes
+    #   (reconstructions);
+    decodes = False
+    # - generates: `generate(n)` gives the mean of p(x|z) for n draws from the model's prior;
+    generates = False
+    # - exportable: `vizoo.export.export_encoder` can write its encoder (`encode` and `posterior`).
+    exportable = True
+    # Terms of kind "extra" (declared in vizoo.terms) that the family gives (e.g. NVIL's baselines).
+    extra_terms = ()
+    # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
+    cli_options = {}
+    # Constructor arguments that take a registered component (a registry name or a layer), e.g.
+    # `("likelihood", "posterior", "prior")`; the command line builds them from `--posterior`, `--prior`.
+    components = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = [name for name in cls.extra_terms if name not in TERMS]
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}.extra_terms must be terms declared in vizoo.terms. Received: extra_terms={unknown}"
+            )
 
     @property
     def input_dtype(self):
@@ -83,6 +125,138 @@ class LatentVariableModel(keras.Model):
             self.kl_weight.assign(1.0)
             return
         super().load_own_variables(store)
+
+    # ------------------------------------------------------ shared by the families
+    def _init_options(self, input_dim, hidden_units, activation, seed):
+        """Check and keep the options every family takes (each returned by `get_config`)."""
+        self.input_dim = check_positive_int(input_dim, "input_dim")
+        self.hidden_units = check_hidden_units(hidden_units)
+        self.activation = activation
+        keras.activations.get(activation)  # fails early on an unknown name
+        self.seed = seed
+
+    def _init_seed_generator(self):
+        # The model's sampling noise (its state is not saved in `.keras` files).
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name="noise_seed")
+
+    def _dense_stack(self, units, prefix):
+        """Dense layers with the model's activation and dtype policy, named `{prefix}_dense_{i}`."""
+        return [
+            keras.layers.Dense(u, activation=self.activation, name=f"{prefix}_dense_{i}", dtype=self.dtype_policy)
+            for i, u in enumerate(units)
+        ]
+
+    @staticmethod
+    def _build_stack(layers, head, shape):
+        """Build `layers` then `head` from input shape `shape` (components deserialized built are left alone)."""
+        for layer in layers:
+            if not layer.built:
+                layer.build(shape)
+            shape = (None, layer.units)
+        if head is not None and not head.built:
+            head.build(shape)
+        return shape
+
+    def encode(self, x):
+        """Posterior parameters for x `[batch, input_dim]`: the encoder layers, then the posterior's head."""
+        h = x
+        for layer in self.encoder_layers:
+            h = layer(h)
+        return self.posterior(h)
+
+    def decoder_input(self, z):
+        """The part of z `[..., latent]` the decoder reads (all of it here)."""
+        return z
+
+    def decode(self, z):
+        """Likelihood parameters for the decoder's input `[..., features]` (for Bernoulli, `logits`)."""
+        # The MLP runs on rows [n, features]: a Dense on a 2-D input is one fused matmul + bias +
+        # activation (oneDNN), where on [batch, k, features] it becomes a tensordot with the bias
+        # and activation as separate passes (benchmarks/step_variants.py: within noise either way).
+        batch_shape = ops.shape(z)[:-1]
+        h = ops.reshape(z, (-1, z.shape[-1]))
+        for layer in self.decoder_layers:
+            h = layer(h)
+        params = self.likelihood(h)
+        return {
+            name: ops.reshape(value, tuple(batch_shape) + tuple(value.shape[-1:])) for name, value in params.items()
+        }
+
+    def log_prior(self, z):
+        """log p(z) for z `[..., latent]` -> `[...]` (float32)."""
+        raise NotImplementedError
+
+    def sample_prior(self, num_examples, seed):
+        """z ~ p(z), `[num_examples, latent]`."""
+        raise NotImplementedError
+
+    def family_terms(self, x, names):
+        """`{name: term}` of the family's own `extra_terms` among `names` (none here)."""
+        return {}
+
+    def posterior_mean(self, x):
+        """E_q[z|x] `[batch, latent]` (or the posterior's location summary: a flow's image of its base mean)."""
+        return self.posterior.mean(self.encode(x))
+
+    def joint_terms(self, x, z):
+        """`{"log_px_z": [batch, k], "log_pz": [batch, k]}`: the generative model's terms at given z `[batch, k, latent]`.
+
+        Evaluation scores the samples of a proposal other than q with it (a posterior with no density).
+        """
+        return {"log_px_z": self.likelihood.log_prob(x, self.decode(self.decoder_input(z))), "log_pz": self.log_prior(z)}
+
+    def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
+        encoding = self.encode(x) if encoding is None else encoding
+        eps = self.posterior.sample_noise(encoding, num_samples, seed=seed, **sampler_options) if noise is None else noise
+        extra = [name for name in terms if name in self.posterior.extra_terms]
+        # z [batch, k, latent], log_qz [batch, k] (an estimate where not posterior.exact_density; None without a density)
+        z, log_qz, extras = self.posterior.transform_terms(encoding, eps, extra, **sampler_options)
+        values = {"z": lambda: z, "log_qz": lambda: log_qz}
+        values.update({name: (lambda value=value: value) for name, value in extras.items()})
+        values["log_px_z"] = lambda: self.likelihood.log_prob(x, self.decode(self.decoder_input(z)))
+        values["log_pz"] = lambda: self.log_prior(z)
+        # log q at the same z with q's parameters stopped (z still carries their gradient): STL/DReG.
+        values["log_qz_detached"] = lambda: self.posterior.log_prob(z, _stopped_per_sample(encoding))
+        values["kl"] = lambda: ops.expand_dims(self.posterior.kl_divergence(encoding, self.prior), axis=-1)
+        # [batch, latent_dim]: closed-form KL per latent dimension (free bits).
+        values["kl_per_dim"] = lambda: self.posterior.kl_divergence_per_dim(encoding, self.prior)
+        family = [name for name in terms if name in self.extra_terms]
+        if family:
+            family_values = self.family_terms(x, family)
+            values.update({name: (lambda value=value: value) for name, value in family_values.items()})
+        return {name: values[name]() for name in terms}
+
+    def generate(self, num_examples, seed=None):
+        """Mean of p(x|z) for `num_examples` draws z ~ p(z), `[num_examples, input_dim]`."""
+        num_examples = check_positive_int(num_examples, "num_examples")
+        if not self.built:
+            self.build((None, self.input_dim))
+        z = self.sample_prior(num_examples, self.seed_generator if seed is None else seed)
+        return self.likelihood.mean(self.decode(self.decoder_input(z)))
+
+    def initialize_output_bias(self, data_mean):
+        """Start the likelihood's output bias at the data mean (Bernoulli: logit(mean), Burda et al.)."""
+        if not self.built:
+            self.build((None, self.input_dim))
+        self.likelihood.set_bias_from_mean(np.asarray(data_mean))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_dim=self.input_dim, hidden_units=list(self.hidden_units), activation=self.activation, seed=self.seed
+        )
+        return config
+
+    def initialize_from_data(self, dataset):
+        """Data-dependent initialization of the components before training (e.g. VampPrior's pseudo-inputs).
+
+        Args:
+            dataset: a batched `tf.data.Dataset` (or iterable) of training x, or of (x, ...) tuples.
+        """
+        if not self.built:
+            self.build((None, self.input_dim))
+        for name in self.components:
+            getattr(self, name).initialize_from_data(dataset)
 
     # ----------------------------------------------------------------- loss & k
     @property
@@ -217,15 +391,21 @@ class LatentVariableModel(keras.Model):
                 "loss=vizoo.losses.IWAELoss(k=5) or ELBOLoss(). "
                 f"Received: loss={loss!r}"
             )
-        posterior = getattr(self, "posterior", None)
-        if loss.requires_reparameterization and not getattr(posterior, "reparameterized", True):
+        posterior = self.posterior
+        if loss.needs_density and not posterior.has_density:
+            raise ValueError(
+                f"{type(loss).__name__} reads log q(z|x) (its needs_density is True), but {type(posterior).__name__} "
+                "has no density (a sampler only, has_density False): use a loss that needs none. "
+                f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
+            )
+        if loss.requires_reparameterization and not posterior.reparameterized:
             raise ValueError(
                 f"{type(loss).__name__} differentiates through the samples z, but "
                 f"{type(posterior).__name__} is not reparameterized (its samples are discrete or "
                 "score-function only): use a score-function loss. "
                 f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
             )
-        if getattr(loss, "score_function", False) and getattr(posterior, "reparameterized", False):
+        if loss.score_function and posterior.reparameterized:
             # Its surrogate differentiates log q at the samples; samples that carry a gradient add a path term.
             raise ValueError(
                 f"{type(loss).__name__} is a score-function estimator for samples that carry no gradient, but "
@@ -233,7 +413,7 @@ class LatentVariableModel(keras.Model):
                 "IWAELoss) or a discrete model (e.g. SigmoidBeliefNetwork). "
                 f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
             )
-        taken = getattr(posterior, "sampler_options", ())
+        taken = posterior.sampler_options
         untaken = sorted(set(loss.sampler_options) - set(taken))
         if untaken:
             raise ValueError(
@@ -433,8 +613,8 @@ class LatentVariableModel(keras.Model):
             raise ValueError(
                 f"num_samples must match the noise's second axis ({noise.shape[1]}). Received: num_samples={num_samples}"
             )
-        posterior = getattr(self, "posterior", None)
-        accepted = getattr(posterior, "sampler_options", ())
+        posterior = self.posterior
+        accepted = posterior.sampler_options
         unknown = sorted(set(sampler_options) - set(accepted))
         if unknown:
             raise ValueError(
@@ -442,38 +622,76 @@ class LatentVariableModel(keras.Model):
             )
         terms = self._requested_terms(terms)
         seed = self.seed_generator if seed is None else seed
-        # `kl_weight` is the model's state, not a sample: added here for every family.
+        # State terms (vizoo.terms kind "state", e.g. kl_weight) are the model's variable of the same name,
+        # broadcast per example: added here for every family. The family computes the others.
+        state = [name for name in terms if TERMS[name].kind == STATE]
         values = self._sample_terms(
-            x, num_samples, seed, tuple(t for t in terms if t != "kl_weight"), encoding, noise, **sampler_options
+            x, num_samples, seed, tuple(t for t in terms if t not in state), encoding, noise, **sampler_options
         )
-        if "kl_weight" in terms:
-            kl_weight = ops.cast(self.kl_weight, "float32")
-            values["kl_weight"] = ops.broadcast_to(kl_weight, (ops.shape(x)[0], 1))  # [batch, 1]
+        for name in state:
+            shape = tuple(ops.shape(x)[0] if axis == "batch" else axis for axis in TERMS[name].shape)  # [batch, 1]
+            values[name] = ops.broadcast_to(ops.cast(getattr(self, name), TERMS[name].dtype), shape)
         return values
 
-    def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
-        raise NotImplementedError
+    def bound(self, x, loss=None, num_samples=None, seed=None):
+        """The bound (or estimate) of `loss` for each example of x, `[batch]`.
 
-    def posterior_mean(self, x):
-        """E_q[z|x] `[batch, latent_dim]` (flows: the image of the base mean)."""
-        raise NotImplementedError
+        Args:
+            x: `[batch, input_dim]` data.
+            loss: a `BoundLoss`; default the compiled loss. It is checked against the model
+                (terms, reparameterization, density) as `compile` checks it.
+            num_samples: int, samples per example; default the loss's k.
+            seed: optional seed for the noise.
+
+        Returns:
+            `[batch]` float32: `loss.bound` of the model's terms (not negated; a lower bound on
+            log p(x) in expectation where `loss.is_bound`).
+
+        Example:
+            >>> model.bound(x_test[:10])  # the compiled IWAE-k bound per example
+            >>> model.bound(x_test[:10], loss=vizoo.losses.IWAELoss(k=500))
+        """
+        loss = self._compiled_bound() if loss is None else loss
+        self.check_loss(loss)
+        k = loss.k if num_samples is None else check_positive_int(num_samples, "num_samples")
+        names = tuple(dict.fromkeys(self._default_terms("always") + tuple(loss.required_terms)))
+        terms = self.sample_terms(self._check_inputs(x), k, seed=seed, terms=names, **loss.sampler_options)
+        return loss.bound(terms)
 
     def term_support(self, name):
-        """None if `sample_terms` can compute term `name`, else the reason it cannot (a sentence)."""
-        return None if name in CORE_TERMS + ("z", "kl_weight") else f"{type(self).__name__} has no term {name!r}."
+        """None if `sample_terms` can compute term `name`, else the reason it cannot (a sentence).
+
+        Terms are declared in `vizoo.terms`: those every model gives (`every_model`) are supported here
+        (`log_qz` where the posterior `has_density`), as are the family's and the posterior's declared
+        `extra_terms`; families override this for the terms whose support depends on their components.
+        """
+        if name not in TERMS:
+            return f"{type(self).__name__} has no term {name!r} (vizoo.terms declares every term)."
+        if name == "log_qz" and not self.posterior.has_density:
+            return (
+                f"{type(self.posterior).__name__} is a sampler with no density (has_density is False): "
+                "it gives z but no log q(z|x)."
+            )
+        if TERMS[name].every_model or name in self.extra_terms or name in self.posterior.extra_terms:
+            return None
+        return f"{type(self).__name__} has no term {name!r}."
 
     @property
     def available_terms(self):
-        """Names of every term this model can compute."""
-        candidates = CORE_TERMS + ("log_qz_detached", "kl")
-        return tuple(name for name in candidates if self.term_support(name) is None)
+        """Names of the log-density and family terms this model can compute (every `vizoo.terms` term but `z` and state)."""
+        return tuple(
+            name for name, spec in TERMS.items() if spec.kind not in (SAMPLE, STATE) and self.term_support(name) is None
+        )
+
+    def _default_terms(self, default):
+        return tuple(name for name, spec in TERMS.items() if spec.default == default and self.term_support(name) is None)
 
     def _requested_terms(self, terms):
         if terms is None:
             loss = getattr(self, "loss", None)
             if isinstance(loss, BoundLoss):
-                return tuple(dict.fromkeys(CORE_TERMS + tuple(loss.required_terms)))
-            return tuple(name for name in CORE_TERMS + ("kl",) if self.term_support(name) is None)
+                return tuple(dict.fromkeys(self._default_terms("always") + tuple(loss.required_terms)))
+            return self._default_terms("always") + self._default_terms("free")
         if isinstance(terms, str):
             terms = (terms,)
         terms = tuple(terms)
@@ -501,7 +719,7 @@ class LatentVariableModel(keras.Model):
     # ------------------------------------------------------------ data checks
     @property
     def _needs_unit_interval(self):
-        return getattr(getattr(self, "likelihood", None), "requires_unit_interval", False)
+        return self.likelihood.requires_unit_interval
 
     def check_data(self, data, name="x"):
         """Check data for this model (see `vizoo.data.checks.check_data`); return it."""
@@ -514,7 +732,8 @@ class LatentVariableModel(keras.Model):
         if isinstance(x, tf.data.Dataset) and len(args) < 7:
             # A dataset shuffles itself: Keras's default shuffle=True would only warn that it is ignored.
             kwargs.setdefault("shuffle", False)
-        warmup_epochs = getattr(getattr(self, "loss", None), "kl_warmup_epochs", 0)
+        loss = getattr(self, "loss", None)  # None before compile
+        warmup_epochs = loss.kl_warmup_epochs if isinstance(loss, BoundLoss) else 0
         if warmup_epochs and len(args) < 4:  # callbacks not given positionally (x, y, batch_size, epochs, verbose, ...)
             from vizoo.callbacks import KLWarmup
 
@@ -546,12 +765,16 @@ def _get_optimizer(identifier):
 
 
 def _describe(loss):
-    # k, and the options set to other than their defaults (new options do not lengthen every message).
-    parameters = inspect.signature(type(loss).__init__).parameters
+    # k, and the options set to other than their defaults (new options do not lengthen every message): the
+    # defaults are those of the loss rebuilt from k alone.
+    config = loss.get_config()
+    try:
+        defaults = type(loss).from_config({"k": loss.k}).get_config()
+    except (TypeError, ValueError):
+        defaults = {}
     options = {
         key: value
-        for key, value in loss.get_config().items()
-        if key not in ("name", "reduction", "dtype")
-        and (key == "k" or key not in parameters or parameters[key].default != value)
+        for key, value in config.items()
+        if key not in ("name", "reduction", "dtype") and (key == "k" or defaults.get(key, object()) != value)
     }
     return f"{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"

@@ -1,17 +1,14 @@
 import keras
-import numpy as np
 from keras import ops
 
 from vizoo.layers import BernoulliLikelihood
 from vizoo.layers.bernoulli_posterior import BernoulliPosterior, bernoulli_log_prob, check_latent_dims, mlp
 from vizoo.models.latent_variable_model import LatentVariableModel
-from vizoo.utils import check_hidden_units, check_positive_int
+from vizoo.models.vae import VAE
+from vizoo.registry import Option, register_model
+from vizoo.utils import check_hidden_units
 
-# Terms for NVIL's variance reduction, each `[batch, 1]`: the baseline b(x) + c and the
-# scale max(1, sqrt(v)) of the learning signal (running moments c, v from before the step).
-BASELINE_TERMS = ("baseline", "signal_scale")
-
-
+@register_model("sbn")
 @keras.saving.register_keras_serializable(package="vizoo")
 class SigmoidBeliefNetwork(LatentVariableModel):
     """Sigmoid belief network: layers of binary latents, trained with score-function bounds.
@@ -85,6 +82,23 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         Mnih & Rezende, "Variational Inference for Monte Carlo Objectives", ICML 2016.
     """
 
+    # Constructor arguments on the command line (vizoo/cli.py; see vizoo.registry.Option).
+    cli_options = {
+        "latent_dims": Option(
+            "--sbn-layers",
+            int,
+            "sizes of the sbn's stochastic layers of binary units, h_1 (next to x) first (default 200 200 200)",
+            nargs="+",
+        ),
+        "hidden_units": VAE.cli_options["hidden_units"],
+        "activation": VAE.cli_options["activation"],
+    }
+    decodes = True  # decode(h_1); posterior_mean gives E_q[h_1|x]
+    generates = True
+    # NVIL's variance-reduction terms (declared in vizoo.terms), each `[batch, 1]`: the baseline b(x) + c and
+    # the scale max(1, sqrt(v)) of the learning signal (running moments c, v from before the step).
+    extra_terms = ("baseline", "signal_scale")
+
     def __init__(
         self,
         input_dim,
@@ -97,22 +111,18 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.input_dim = check_positive_int(input_dim, "input_dim")
+        self._init_options(input_dim, hidden_units, activation, seed)
         self.latent_dims = check_latent_dims(latent_dims)
         if len(self.latent_dims) > 3:
             raise ValueError(
                 f"latent_dims must name 1 to 3 stochastic layers. Received: latent_dims={list(latent_dims)}"
             )
-        self.hidden_units = check_hidden_units(hidden_units)
-        self.activation = activation
-        keras.activations.get(activation)  # fails early on an unknown name
         self.baseline_hidden_units = (
             None if baseline_hidden_units is None else check_hidden_units(baseline_hidden_units, "baseline_hidden_units")
         )
         if isinstance(baseline_decay, bool) or not isinstance(baseline_decay, (int, float)) or not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must be a number in [0, 1). Received: baseline_decay={baseline_decay!r}")
         self.baseline_decay = float(baseline_decay)
-        self.seed = seed
 
         policy = self.dtype_policy
         self.posterior = BernoulliPosterior(self.latent_dims, self.hidden_units, activation, name="posterior", dtype=policy)
@@ -121,17 +131,15 @@ class SigmoidBeliefNetwork(LatentVariableModel):
             mlp(units, self.hidden_units, activation, f"p_h{i + 1}", policy)
             for i, units in enumerate(self.latent_dims[:-1])
         ]
-        self.decoder_layers = [
-            keras.layers.Dense(u, activation=activation, name=f"decoder_dense_{i}", dtype=policy)
-            for i, u in enumerate(self.hidden_units)
-        ]
+        self.encoder_layers = []  # q(h_1|x)'s network is the posterior's own
+        self.decoder_layers = self._dense_stack(self.hidden_units, "decoder")
         self.likelihood = BernoulliLikelihood(self.input_dim, name="likelihood", dtype=policy)
         self.baseline_network = (
             None
             if self.baseline_hidden_units is None
             else mlp(1, self.baseline_hidden_units, "tanh", "baseline", policy)
         )
-        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
+        self._init_seed_generator()
 
     def build(self, input_shape=None):
         if input_shape is not None:
@@ -141,13 +149,7 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         for network, units in zip(self.prior_networks, self.latent_dims[1:]):
             if not network.built:
                 network.build((None, units))
-        shape = (None, self.latent_dims[0])
-        for layer in self.decoder_layers:
-            if not layer.built:
-                layer.build(shape)
-            shape = (None, layer.units)
-        if not self.likelihood.built:
-            self.likelihood.build(shape)
+        self._build_stack(self.decoder_layers, self.likelihood, (None, self.latent_dims[0]))
         # p(h_L): factorized Bernoulli with learned logits (0: every unit on with probability 1/2).
         self.prior_logits = self.add_weight(
             shape=(self.latent_dims[-1],), initializer="zeros", name="prior_logits", dtype="float32"
@@ -164,16 +166,9 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         self.built = True
 
     # ------------------------------------------------------------ the two networks
-    def encode(self, x):
-        """q(h_1|x)'s logits `{"logits": [batch, latent_dims[0]]}`: what a batch reuses across samples."""
-        return self.posterior(x)
-
-    def decode(self, h1):
-        """Likelihood parameters for h_1 `[..., latent_dims[0]]` (`logits` of p(x|h_1))."""
-        h = h1
-        for layer in self.decoder_layers:
-            h = layer(h)
-        return self.likelihood(h)
+    def decoder_input(self, z):
+        """h_1, the first `latent_dims[0]` units of z: p(x|h) reads h_1 only."""
+        return z[..., : self.latent_dims[0]]
 
     def log_prior(self, z):
         """log p(h) = log p(h_L) + sum_l log p(h_l|h_{l+1}) for z `[..., sum(latent_dims)]` -> `[...]`."""
@@ -187,22 +182,18 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         """b(x), `[batch, 1]` (float32)."""
         return ops.cast(self.baseline_network(x), "float32")
 
-    def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
-        encoding = self.encode(x) if encoding is None else encoding
-        eps = self.posterior.sample_noise(encoding, num_samples, seed=seed) if noise is None else noise
-        z, log_qz = self.posterior.transform(encoding, eps)  # [batch, k, sum(latent_dims)], [batch, k]
-        h1 = z[..., : self.latent_dims[0]]
-        batch_column = ops.zeros_like(log_qz[:, :1])  # [batch, 1]
-        values = {"z": lambda: z, "log_qz": lambda: log_qz}
-        values["log_px_z"] = lambda: self.likelihood.log_prob(x, self.decode(h1))
-        values["log_pz"] = lambda: self.log_prior(z)
-        values["baseline"] = lambda: self._baseline(x) + self.signal_mean
-        values["signal_scale"] = lambda: batch_column + ops.maximum(1.0, ops.sqrt(self.signal_variance))
-        return {name: values[name]() for name in terms}
+    def family_terms(self, x, names):
+        values = {
+            "baseline": lambda: self._baseline(x) + self.signal_mean,  # [batch, 1]
+            "signal_scale": lambda: ops.broadcast_to(
+                ops.maximum(1.0, ops.sqrt(self.signal_variance)), (ops.shape(x)[0], 1)
+            ),
+        }
+        return {name: values[name]() for name in names}
 
     def call(self, inputs, training=None, num_samples=None, seed=None, terms=None):
         values = super().call(inputs, training=training, num_samples=num_samples, seed=seed, terms=terms)
-        if training and any(name in values for name in BASELINE_TERMS):
+        if training and any(name in values for name in self.extra_terms):
             self._update_signal_moments(inputs, values)
         return values
 
@@ -218,7 +209,7 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         self.signal_variance.assign(decay * self.signal_variance + (1.0 - decay) * variance)
 
     def term_support(self, name):
-        if name in BASELINE_TERMS:
+        if name in self.extra_terms:
             if self.baseline_network is None:
                 return (
                     "SigmoidBeliefNetwork was built without a baseline network (baseline_hidden_units=None); "
@@ -226,14 +217,6 @@ class SigmoidBeliefNetwork(LatentVariableModel):
                 )
             return None
         return super().term_support(name)
-
-    @property
-    def available_terms(self):
-        return super().available_terms + tuple(name for name in BASELINE_TERMS if self.term_support(name) is None)
-
-    def posterior_mean(self, x):
-        """E_q[h_1|x] (the first layer's Bernoulli probabilities), `[batch, latent_dims[0]]`."""
-        return self.posterior.mean(self.encode(x))
 
     # --------------------------------------------------------------- training
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
@@ -255,35 +238,23 @@ class SigmoidBeliefNetwork(LatentVariableModel):
             groups["control"] = variables([self.baseline_network])
         return groups
 
-    def generate(self, num_examples, seed=None):
-        """Mean of p(x|h_1) for `num_examples` ancestral draws h ~ p(h), `[num_examples, input_dim]`."""
-        num_examples = check_positive_int(num_examples, "num_examples")
-        if not self.built:
-            self.build((None, self.input_dim))
-        seed = self.seed_generator if seed is None else seed
+    def sample_prior(self, num_examples, seed):
+        """Ancestral draws h ~ p(h), `[num_examples, sum(latent_dims)]` (h_1 first)."""
         logits = ops.broadcast_to(ops.cast(self.prior_logits, "float32"), (num_examples, self.latent_dims[-1]))
+        layers = []
         for network in [None] + self.prior_networks[::-1]:
             if network is not None:
                 logits = ops.cast(network(h), "float32")
             u = keras.random.uniform(ops.shape(logits), seed=seed)
             h = ops.cast(u < ops.sigmoid(logits), "float32")
-        return self.likelihood.mean(self.decode(h))
-
-    def initialize_output_bias(self, data_mean):
-        """Start p(x|h_1)'s logits at logit(data mean) (as for the VAE, Burda et al.)."""
-        if not self.built:
-            self.build((None, self.input_dim))
-        self.likelihood.set_bias_from_mean(np.asarray(data_mean))
+            layers.insert(0, h)
+        return ops.concatenate(layers, axis=-1)
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            input_dim=self.input_dim,
             latent_dims=list(self.latent_dims),
-            hidden_units=list(self.hidden_units),
-            activation=self.activation,
             baseline_hidden_units=None if self.baseline_hidden_units is None else list(self.baseline_hidden_units),
             baseline_decay=self.baseline_decay,
-            seed=self.seed,
         )
         return config
