@@ -24,6 +24,7 @@ import math
 import os
 import sys
 
+import keras
 import numpy as np
 
 SAMPLES_FILE = "samples.png"
@@ -201,8 +202,15 @@ def posterior_grids(model, x, grid_size=80, extent=3.5, num_samples=20000, seed=
     true, approx = [], []
     has_log_prob = model.posterior.has_log_prob  # else a histogram of samples
     encoding = model.encode(ops.convert_to_tensor(x))
-    if not has_log_prob:
-        samples = np.asarray(model.sample_terms(ops.convert_to_tensor(x), num_samples, seed=seed, terms=("z",))["z"])
+    if not has_log_prob:  # drawn 1,000 per example at a time: a hierarchical q's samples carry K reverse samples each
+        generator = keras.random.SeedGenerator(seed)
+        samples = np.concatenate(
+            [
+                np.asarray(model.sample_terms(ops.convert_to_tensor(x), size, seed=generator, terms=("z",))["z"])
+                for size in [1000] * (num_samples // 1000) + ([num_samples % 1000] if num_samples % 1000 else [])
+            ],
+            axis=1,
+        )
     for i in range(len(x)):
         log_px_z = np.asarray(model.likelihood.log_prob(ops.convert_to_tensor(x[i : i + 1]), decoded), dtype=np.float64)
         log_joint = (log_px_z + log_pz).reshape(grid_size, grid_size)
