@@ -262,12 +262,11 @@ def test_passes_the_shared_posterior_checks(reverse_model):
     run_posterior_test(make)
 
 
-# (IWHVI with DReG is left to the tests above: its extra term `reverse_log_weights_detached` is
-# [batch, k, K + 1], and the shared helper expects every term [batch, k].)
 @pytest.mark.parametrize(
     "loss, compiled_variants",
-    [(HVMLoss(k=2), False), pytest.param(IWHVILoss(k=3, num_reverse_samples=4), True, marks=pytest.mark.slow)],
-    ids=["hvm", "iwhvi_xla_mixed"],
+    [(HVMLoss(k=2), False),
+     pytest.param(IWHVILoss(k=3, num_reverse_samples=4, gradient_estimator="dreg"), True, marks=pytest.mark.slow)],
+    ids=["hvm", "iwhvi_dreg_xla_mixed"],
 )
 def test_passes_the_shared_model_checks(loss, compiled_variants, binary_data, tmp_path):
     from tests.helpers import run_model_test
