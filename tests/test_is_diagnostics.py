@@ -185,3 +185,16 @@ def test_cli_warning_line():
     )
     assert cli.reliability_warning(dict(metrics, pareto_k_exceeded=0)) is None
     assert cli.reliability_warning({"num_examples": 50}) is None  # evaluated without diagnostics
+
+
+def test_the_sampling_loop_with_diagnostics_compiles_with_xla(reference):
+    weights, bias, x, _ = reference
+    model = ppca.ppca_vae(weights, bias, log_scale_offset=np.log([0.1, 1.0, 1.0]))
+    options = dict(k=100, seed=0, return_per_example=True)
+    xla = evaluate.log_likelihood(model, x[:10], jit_compile=True, **options)
+    plain = evaluate.log_likelihood(model, x[:10], **options)
+    assert xla["pareto_k_tail_size"] == 20 and xla["per_example_pareto_k"].shape == (10,)
+    # XLA draws other noise than the plain loop: the two agree in distribution, not sample by sample.
+    for result in (xla, plain):
+        assert np.all((result["per_example_ess"] >= 1) & (result["per_example_ess"] <= 100))
+        assert result["pareto_k_exceeded"] >= 5

@@ -80,34 +80,47 @@ def effective_sample_size(log_sum_w, log_sum_w2):
         return np.exp(2.0 * log_sum_w - np.asarray(log_sum_w2, np.float64))
 
 
-def generalized_pareto_fit(exceedances):
+def generalized_pareto_fit(exceedances, counts=None):
     """Zhang & Stephens's (2009) empirical-Bayes fit of a generalized Pareto distribution, as in PSIS.
 
     Fits GPD(k, sigma) with location 0, density (1/sigma) (1 + k y / sigma)^(-1/k - 1), to
     each row of exceedances, and shrinks k towards 0.5 with PSIS's prior:
     k = (n k + 10 * 0.5) / (n + 10) (n the row's length) [3]. Matches ArviZ's `_gpdfit`.
+    Rows of different lengths are fitted together (vectorized): row i is its last `counts[i]`
+    values.
 
     Args:
-        exceedances: `[..., n]` positive values, each row sorted ascending, n >= 2.
+        exceedances: `[n, L]` values, each row sorted ascending; row i's last `counts[i]` are
+            its data (positive), the others are ignored.
+        counts: `[n]` ints in [2, L]; default L for every row.
 
     Returns:
-        (k `[...]`, sigma `[...]`) float64; sigma is that of the fit before the prior on k.
+        (k `[n]`, sigma `[n]`) float64; sigma is that of the fit before the prior on k.
     """
     y = np.asarray(exceedances, np.float64)
-    n = y.shape[-1]
-    if n < 2:
-        raise ValueError(f"exceedances must have at least 2 values per row. Received: exceedances.shape={y.shape}")
-    m = 30 + int(math.sqrt(n))
-    grid = 1.0 - np.sqrt(m / (np.arange(1, m + 1, dtype=np.float64) - 0.5))  # [m]
-    # b (= -k / sigma) on a grid scaled by the first quartile and the maximum: [..., m]
-    b = grid / (_PRIOR_B * y[..., int(n / 4 + 0.5) - 1 : int(n / 4 + 0.5)]) + 1.0 / y[..., -1:]
-    k = np.mean(np.log1p(-b[..., :, None] * y[..., None, :]), axis=-1)  # [..., m]
-    profile = n * (np.log(-b / k) - k - 1.0)  # profile log-likelihood of each b
-    weights = 1.0 / np.sum(np.exp(profile[..., None, :] - profile[..., :, None]), axis=-1)
-    weights = np.where(weights >= 10 * np.finfo(np.float64).eps, weights, 0.0)  # negligible weights out
+    if y.ndim != 2 or y.shape[1] < 2:
+        raise ValueError(f"exceedances must be [n, L] with L >= 2. Received: exceedances.shape={y.shape}")
+    rows, length = y.shape
+    n = np.full(rows, length) if counts is None else np.asarray(counts, np.int64)
+    if n.shape != (rows,) or np.any(n < 2) or np.any(n > length):
+        raise ValueError(f"counts must be [n] ints in [2, {length}]. Received: counts={counts!r}")
+    data = np.arange(length) >= (length - n)[:, None]  # [n, L]
+    y = np.where(data, y, 0.0)  # log1p(-b * 0) = 0: ignored values add nothing
+    m = 30 + np.floor(np.sqrt(n)).astype(np.int64)  # grid size per row
+    j = np.arange(1, m.max() + 1, dtype=np.float64)
+    on_grid = j <= m[:, None]  # [n, m_max]
+    grid = 1.0 - np.sqrt(m[:, None] / (j - 0.5))
+    quartile = y[np.arange(rows), length - n + (n / 4 + 0.5).astype(np.int64) - 1]
+    # b (= -k / sigma) on a grid scaled by the first quartile and the maximum: [n, m_max]
+    b = np.where(on_grid, grid / (_PRIOR_B * quartile[:, None]) + 1.0 / y[:, -1:], 0.0)
+    k = np.sum(np.log1p(-b[:, :, None] * y[:, None, :]), axis=-1) / n[:, None]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        profile = np.where(on_grid, n[:, None] * (np.log(-b / k) - k - 1.0), -np.inf)  # profile log-likelihood
+        weights = 1.0 / np.sum(np.exp(profile[:, None, :] - profile[:, :, None]), axis=-1)
+    weights = np.where(on_grid & (weights >= 10 * np.finfo(np.float64).eps), weights, 0.0)  # negligible out
     weights /= np.sum(weights, axis=-1, keepdims=True)
     b_post = np.sum(b * weights, axis=-1)
-    k_post = np.mean(np.log1p(-b_post[..., None] * y), axis=-1)
+    k_post = np.sum(np.log1p(-b_post[:, None] * y), axis=-1) / n
     sigma = -k_post / b_post
     k_post = (n * k_post + _PRIOR_K_WEIGHT * _PRIOR_K) / (n + _PRIOR_K_WEIGHT)
     return k_post, sigma
@@ -153,11 +166,8 @@ def pareto_k_hat(log_weights, num_samples=None):
     counts = np.sum(above, axis=1)
     distinct = np.sum(above & (top[:, 1:] > top[:, :-1]), axis=1)  # sorted: each rise is a new value
     counts = np.where(distinct >= MIN_DISTINCT_FRACTION * counts, counts, 0)  # atoms: no fit
-    # Rows with the same tail length are fitted together; the tail is the last `count` columns (sorted).
-    for count in np.unique(counts):
-        if count < MIN_TAIL_SIZE:
-            continue
-        rows = np.flatnonzero(counts == count)
-        tail = np.exp(top[rows, -count:]) - np.exp(cutoff[rows])[:, None]
-        khat[rows] = generalized_pareto_fit(tail)[0]
+    fit = np.flatnonzero(counts >= MIN_TAIL_SIZE)
+    if len(fit):  # each row's tail is its last `count` columns (sorted ascending), fitted all at once
+        tail = np.exp(top[fit, 1:]) - np.exp(cutoff[fit])[:, None]
+        khat[fit] = generalized_pareto_fit(tail, counts[fit])[0]
     return khat
