@@ -198,3 +198,11 @@ def test_the_sampling_loop_with_diagnostics_compiles_with_xla(reference):
     for result in (xla, plain):
         assert np.all((result["per_example_ess"] >= 1) & (result["per_example_ess"] <= 100))
         assert result["pareto_k_exceeded"] >= 5
+
+
+def test_benchmark_script_prints_its_tables(capsys):
+    from tests.test_benchmarks import load_script
+
+    load_script("is_diagnostics").main(["--epochs", "1", "--examples", "5", "--k", "100", "--skip-overhead"])
+    out = capsys.readouterr().out
+    assert "| 100 |" in out and "k-hat > 0.7" in out and "pareto_k_worst" in out

@@ -285,12 +285,13 @@ def log_likelihood(
         `pareto_k_threshold` (0.7), `pareto_k_exceeded` and
         `pareto_k_exceeded_fraction` (count and fraction of examples with
         k-hat above it), `pareto_k_worst` (indices of the up to 10 examples
-        with the largest k-hat, largest first, in the order of `data`) and
-        `pareto_k_tail_size` (M, the number of largest weights fitted) and
+        with the largest k-hat, largest first, in the order of `data`),
+        `pareto_k_tail_size` (M, the number of largest weights fitted),
         `pareto_k_not_fitted` (examples whose k-hat is NaN, not counted above:
-        fewer than 5 distinct weights above the threshold, or ties, i.e. k < 21,
-        weights equal up to float rounding as when q = p(z|x), or the few
-        values of discrete latents), and with `return_per_example`,
+        fewer than 5 weights above the threshold (k < 21), or a tail of ties,
+        under 90% distinct: weights equal up to float rounding as when
+        q = p(z|x), or the few values of discrete latents), and with
+        `return_per_example`,
         `per_example_ess` and `per_example_pareto_k`. See docs/evaluation.md.
 
     Example:
