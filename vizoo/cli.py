@@ -342,12 +342,33 @@ def run(args):
         f"active units {metrics['active_units']}/{metrics['latent_units']}, {metrics['bits_per_dim']:.4f} bits/dim; "
         f"outputs in {args.out_dir}"
     )
+    warning = reliability_warning(metrics)
+    if warning:
+        print(warning)
     if not metrics["training_loss_is_bound"]:
         print(
             f"note: the training loss {metrics['training_loss']} ({args.loss} with these options) is an estimate, "
             "not a bound on log p(x): its values in history.csv may lie below -log p(x)"
         )
     return metrics
+
+
+def reliability_warning(metrics):
+    """The summary's line when importance sampling was unreliable for some examples (Pareto k-hat), else None.
+
+    Args:
+        metrics: `vizoo.evaluate.log_likelihood`'s result (with its diagnostics).
+
+    Returns:
+        str or None.
+    """
+    exceeded = metrics.get("pareto_k_exceeded", 0)
+    if not exceeded:
+        return None
+    return (
+        f"importance sampling unreliable for {exceeded} of {metrics['num_examples']} examples "
+        f"(Pareto k > {metrics['pareto_k_threshold']}): see metrics.json; consider AIS"
+    )
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vizoo import diagnostics as diagnostics_module
 from vizoo.losses import BoundLoss, logmeanexp
 from vizoo.data.checks import input_errors
 from vizoo.precision import with_precision
@@ -38,14 +39,14 @@ def _chunk_size(k, batch_size, input_dim, group, chunk_elements=None):
     return min(chunk, k)
 
 
-# model -> (seed generator, {(chunk, num_chunks, group, jit_compile, sampler options, proposal): function}).
+# model -> (seed generator, {(chunk, num_chunks, group, jit_compile, sampler options, proposal, top): function}).
 # Tracing and optimizing the sampling loop costs ~1 s; repeated evaluations of a model reuse it.
 _COMPILED = weakref.WeakKeyDictionary()
 # Samples of a posterior with no density from which evaluation fits its Gaussian proposal, per example.
 PROPOSAL_SAMPLES = 1000
 
 
-def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, proposal_samples=0):
+def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, proposal_samples=0, top=0):
     """One compiled `_BatchStatistics` per (chunk, num_chunks) in `chunks`, reused across calls.
 
     The functions of a model share one seed generator, restarted here from `seed`,
@@ -58,20 +59,22 @@ def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, p
     options = tuple(sorted(sampler_options.items()))
     passes = []
     for chunk, num_chunks in chunks:
-        key = (chunk, num_chunks, group, bool(jit_compile), options, proposal_samples)
+        key = (chunk, num_chunks, group, bool(jit_compile), options, proposal_samples, top)
         if key not in functions:
             functions[key] = _batch_statistics_fn(
-                model, chunk, num_chunks, group, seed_generator, jit_compile, sampler_options, proposal_samples
+                model, chunk, num_chunks, group, seed_generator, jit_compile, sampler_options, proposal_samples, top
             )
         passes.append(functions[key])
     return passes
 
 
 def _batch_statistics_fn(
-    model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None, proposal_samples=0
+    model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None, proposal_samples=0, top=0
 ):
     """`(compiled function x [batch, D] -> per-example sums over num_chunks chunks, number of IWAE groups)`."""
-    statistics = _BatchStatistics(model, chunk, num_chunks, group, seed_generator, sampler_options or {}, proposal_samples)
+    statistics = _BatchStatistics(
+        model, chunk, num_chunks, group, seed_generator, sampler_options or {}, proposal_samples, top
+    )
     compiled = tf.function(
         statistics,
         input_signature=[tf.TensorSpec([None, model.input_dim], tf.float32)],
@@ -115,9 +118,14 @@ class _BatchStatistics:
     Gaussian r(z|x) fitted per example to that many of the posterior's own samples (mean and full
     covariance), and log r stands in for log q: importance sampling with any proposal is an unbiased
     estimate of p(x), so log p(x) stays a stochastic lower bound.
+
+    With `top` > 0 it also keeps, for the importance diagnostics (`vizoo.diagnostics`), each
+    example's `top` largest log-weights (`top_log_w`, `[batch, top]`, merged per chunk with
+    `tf.math.top_k`) and the logsumexp of 2 log w (`log_sum_w2`). Neither touches the other
+    statistics: log p(x) is bit-identical with and without them.
     """
 
-    def __init__(self, model, chunk, num_chunks, group, seed_generator, sampler_options, proposal_samples):
+    def __init__(self, model, chunk, num_chunks, group, seed_generator, sampler_options, proposal_samples, top=0):
         # A weak reference: the function lives in _COMPILED under the model, and must not keep it alive.
         self.model_ref = weakref.ref(model)
         self.chunk, self.num_chunks, self.group = chunk, num_chunks, group
@@ -125,6 +133,7 @@ class _BatchStatistics:
         self.seed_generator = seed_generator
         self.sampler_options = dict(sampler_options)
         self.proposal_samples = proposal_samples
+        self.top = top
 
     def __call__(self, x):
         # The model's own code has no tensor-dependent Python control flow: it is traced as is, not converted
@@ -142,6 +151,9 @@ class _BatchStatistics:
         zeros = tf.zeros(tf.shape(x)[:1], tf.float32)
         log_sum_w = zeros + float("-inf")
         sum_log_w, sum_iwae, sum_kl, sum_reconstruction = zeros, zeros, zeros, zeros
+        # The diagnostics' running statistics: [batch, top] largest log-weights and logsumexp(2 log w).
+        top_log_w = tf.fill([tf.shape(x)[0], max(self.top, 1)], float("-inf"))
+        log_sum_w2 = zeros + float("-inf")
         for _ in tf.range(self.num_chunks):
             if self.proposal_samples:
                 eps = tf.cast(
@@ -163,12 +175,17 @@ class _BatchStatistics:
             log_w = BoundLoss.log_weights(terms)  # [batch, chunk]
             log_sum_w = tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_w, axis=1)]), axis=0)
             sum_log_w += tf.reduce_sum(log_w, axis=1)
+            if self.top:
+                top_log_w = tf.math.top_k(tf.concat([top_log_w, log_w], axis=1), k=self.top, sorted=False).values
+                log_sum_w2 = tf.reduce_logsumexp(tf.stack([log_sum_w2, tf.reduce_logsumexp(2.0 * log_w, axis=1)]), axis=0)
             if self.num_groups:
                 grouped = tf.reshape(log_w[:, : self.num_groups * self.group], [-1, self.num_groups, self.group])
                 sum_iwae += tf.reduce_sum(logmeanexp(grouped, axis=2), axis=1)
             sum_kl += tf.reduce_sum(terms["log_qz"] - terms["log_pz"], axis=1)
             sum_reconstruction += tf.reduce_sum(terms["log_px_z"], axis=1)
+        diagnostics_statistics = {"top_log_w": top_log_w, "log_sum_w2": log_sum_w2} if self.top else {}
         return {
+            **diagnostics_statistics,
             "log_sum_w": log_sum_w,
             "sum_log_w": sum_log_w,
             "sum_iwae": sum_iwae,
@@ -191,6 +208,7 @@ def log_likelihood(
     precision=None,
     verbose=0,
     proposal_samples=None,
+    diagnostics=True,
     **sampler_options,
 ):
     """Importance-sampled log p(x) of a trained model, with diagnostics.
@@ -205,7 +223,8 @@ def log_likelihood(
             the compiled loss's k (1 if not compiled), at most k (then the
             result's `train_k_note` says so).
         seed: optional int, for reproducible estimates.
-        return_per_example: also return the per-example log p(x) estimates.
+        return_per_example: also return the per-example log p(x) estimates
+            (and with `diagnostics`, the per-example ESS and k-hat).
         jit_compile: bool, compile the sampling loop with XLA (measure first:
             on CPU it was 3-4x slower).
         chunk_elements: int, cap on the floats of one chunk's largest
@@ -224,6 +243,10 @@ def log_likelihood(
         proposal_samples: for a posterior with no density (`has_density`
             False) only: how many of its samples per example the Gaussian
             proposal is fitted to (mean and full covariance; default 1000).
+        diagnostics: bool, also compute, from the same samples, each example's
+            effective sample size and the Pareto k-hat of its weights' tail
+            (`vizoo.diagnostics`; k-hat > 0.7: that example's estimate is
+            unreliable) [1, 2]. log p(x) is bit-identical either way.
         **sampler_options: passed to `model.sample_terms`, e.g.
             `num_reverse_samples=1000` for a `HierarchicalPosterior` (the
             evaluation-time K; default the posterior's own). Not the compiled
@@ -255,16 +278,42 @@ def log_likelihood(
         For a compiled model, `training_loss` names the compiled loss and
         `training_loss_is_bound` says whether its value is a bound (False for
         an estimate such as `RenyiLoss` with alpha < 0).
+        With `diagnostics` (the default), the importance weights' reliability,
+        from the same samples: `ess_mean`, `ess_min` (effective sample size
+        (sum w)^2 / sum w^2 per example, out of k; k when q = p(z|x)),
+        `pareto_k_max` (the largest k-hat; NaN if none could be fitted),
+        `pareto_k_threshold` (0.7), `pareto_k_exceeded` and
+        `pareto_k_exceeded_fraction` (count and fraction of examples with
+        k-hat above it), `pareto_k_worst` (indices of the up to 10 examples
+        with the largest k-hat, largest first, in the order of `data`),
+        `pareto_k_tail_size` (M, the number of largest weights fitted),
+        `pareto_k_not_fitted` (examples whose k-hat is NaN, not counted above:
+        fewer than 5 weights above the threshold (k < 21), or a tail of ties,
+        under 90% distinct: weights equal up to float rounding as when
+        q = p(z|x), or the few values of discrete latents), and with
+        `return_per_example`,
+        `per_example_ess` and `per_example_pareto_k`. See docs/evaluation.md.
 
     Example:
         >>> result = vizoo.evaluate.log_likelihood(model, x_test, k=5000)
         >>> print(result["nll"], result["active_units"])
+        >>> print(result["pareto_k_exceeded"], result["pareto_k_worst"])  # examples whose estimate is unreliable
         >>> # A hierarchical posterior: an evaluation-time K, and a lower bound.
         >>> result = vizoo.evaluate.log_likelihood(model, x_test, k=1000, num_reverse_samples=100)
         >>> result["log_likelihood_is_lower_bound"]
         True
+
+    References:
+        [1] Vehtari, A., Simpson, D., Gelman, A., Yao, Y. & Gabry, J. (2024). Pareto smoothed
+            importance sampling. JMLR 25(72), 1-58. https://arxiv.org/abs/1507.02646
+        [2] Yao, Y., Vehtari, A., Simpson, D. & Gelman, A. (2018). Yes, but did it work?:
+            Evaluating variational inference. ICML. https://arxiv.org/abs/1802.02538
     """
     k = check_positive_int(k, "k")
+    if not isinstance(diagnostics, bool):
+        raise ValueError(f"diagnostics must be True or False. Received: diagnostics={diagnostics!r}")
+    # The M largest log-weights per example and the (M+1)-th, the threshold of PSIS's tail fit.
+    top = diagnostics_module.tail_size(k) + 1 if diagnostics else 0
     batch_size = check_positive_int(batch_size, "batch_size")
     train_k_note = None
     if train_k is None:  # the compiled loss's k, at most k (the caller did not ask for more)
@@ -314,6 +363,7 @@ def log_likelihood(
     )
     per_example = {key: [] for key in ("log_sum_w", "sum_log_w", "sum_iwae", "sum_kl", "sum_reconstruction")}
     posterior_means = []
+    ess, pareto_k = [], []  # per batch
     passes = None
     with input_errors():
         for x in dataset:
@@ -322,7 +372,9 @@ def log_likelihood(
                 per_sample = max(model.input_dim, model.posterior.sample_elements(**sampler_options))
                 chunk = _chunk_size(k, int(x.shape[0]), per_sample, train_k, chunk_elements)
                 chunks = [(chunk, k // chunk)] + ([(k % chunk, 1)] if k % chunk else [])
-                passes = _compiled_passes(model, chunks, train_k, seed, jit_compile, sampler_options, proposal_samples)
+                passes = _compiled_passes(
+                    model, chunks, train_k, seed, jit_compile, sampler_options, proposal_samples, top
+                )
                 num_iwae_groups = sum(groups for _, groups in passes)
             results = [fn(x) for fn, _ in passes]
             for key in per_example:
@@ -330,6 +382,11 @@ def log_likelihood(
                 combine = np.logaddexp.reduce if key == "log_sum_w" else np.sum
                 per_example[key].append(combine(values, axis=0))
             posterior_means.append(results[0]["posterior_mean"].numpy().astype(np.float64))
+            if top:  # reduced per batch: memory stays [batch, M + 1]
+                log_sum_w2 = np.logaddexp.reduce([r["log_sum_w2"].numpy().astype(np.float64) for r in results], axis=0)
+                ess.append(diagnostics_module.effective_sample_size(per_example["log_sum_w"][-1], log_sum_w2))
+                top_log_w = np.concatenate([r["top_log_w"].numpy() for r in results], axis=1)
+                pareto_k.append(diagnostics_module.pareto_k_hat(top_log_w, num_samples=k))
             if verbose:
                 running_nll = math.log(k) - float(np.mean(np.concatenate(per_example["log_sum_w"])))
                 progress.update(len(posterior_means), values=[("nll", running_nll)])
@@ -370,6 +427,33 @@ def log_likelihood(
         result["training_loss_is_bound"] = bool(loss.is_bound)
     if train_k_note is not None:
         result["train_k_note"] = train_k_note
+    if top:
+        result.update(_diagnostics_summary(np.concatenate(ess), np.concatenate(pareto_k), top - 1))
     if return_per_example:
         result["per_example_log_likelihood"] = log_px
+        if top:
+            result["per_example_ess"] = np.concatenate(ess)
+            result["per_example_pareto_k"] = np.concatenate(pareto_k)
     return result
+
+
+# Examples named in `pareto_k_worst`.
+_WORST_EXAMPLES = 10
+
+
+def _diagnostics_summary(ess, pareto_k, tail_size):
+    """The result's summaries of per-example ESS `[n]` and k-hat `[n]` (NaN where not fitted): JSON-ready."""
+    fitted = np.flatnonzero(~np.isnan(pareto_k))
+    exceeded = int(np.sum(pareto_k[fitted] > diagnostics_module.PARETO_K_THRESHOLD))
+    worst = fitted[np.argsort(-pareto_k[fitted], kind="stable")[:_WORST_EXAMPLES]]
+    return {
+        "ess_mean": float(np.mean(ess)),
+        "ess_min": float(np.min(ess)),
+        "pareto_k_max": float(np.max(pareto_k[fitted])) if len(fitted) else float("nan"),
+        "pareto_k_threshold": diagnostics_module.PARETO_K_THRESHOLD,
+        "pareto_k_exceeded": exceeded,
+        "pareto_k_exceeded_fraction": exceeded / len(pareto_k),
+        "pareto_k_worst": [int(i) for i in worst],
+        "pareto_k_not_fitted": int(len(pareto_k) - len(fitted)),
+        "pareto_k_tail_size": int(tail_size),
+    }
