@@ -51,6 +51,7 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+@pytest.mark.slow  # many compiled evaluation loops
 def test_several_k_and_K_in_one_process_do_not_warn_of_retracing(x):
     model = hierarchical_model()
     records = _Records()

@@ -161,6 +161,7 @@ def _make_vae(steps_per_execution):
     return model, splits
 
 
+@pytest.mark.slow  # three runs each; plain resume is test_train_runs' fast test
 @pytest.mark.parametrize("steps_per_execution", [1, 10])
 def test_resumed_run_with_a_group_optimizer_equals_uninterrupted_run(tmp_path, steps_per_execution):
     straight, splits = _make_vae(steps_per_execution)
@@ -179,6 +180,7 @@ def test_resumed_run_with_a_group_optimizer_equals_uninterrupted_run(tmp_path, s
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{optimizer}: {a.path}")
 
 
+@pytest.mark.slow  # two replicas
 def test_under_mirrored_strategy():
     """Two replicas: each optimizer all-reduces its own group's gradients; the frozen group stays put."""
     output = run_in_fresh_process(

@@ -156,6 +156,7 @@ def test_sbn_ess_matches_the_enumerated_weights():
     assert result["pareto_k_not_fitted"] == 3 and np.isnan(result["pareto_k_max"])
 
 
+@pytest.mark.slow  # a full train.py run
 def test_cli_writes_the_diagnostics_and_warns(tmp_path, capsys):
     from tests.test_cli import TINY
 
@@ -187,6 +188,7 @@ def test_cli_warning_line():
     assert cli.reliability_warning({"num_examples": 50}) is None  # evaluated without diagnostics
 
 
+@pytest.mark.slow  # an XLA compilation
 def test_the_sampling_loop_with_diagnostics_compiles_with_xla(reference):
     weights, bias, x, _ = reference
     model = ppca.ppca_vae(weights, bias, log_scale_offset=np.log([0.1, 1.0, 1.0]))
@@ -200,6 +202,7 @@ def test_the_sampling_loop_with_diagnostics_compiles_with_xla(reference):
         assert result["pareto_k_exceeded"] >= 5
 
 
+@pytest.mark.slow  # runs the benchmark script
 def test_benchmark_script_prints_its_tables(capsys):
     from tests.test_benchmarks import load_script
 

@@ -76,14 +76,19 @@ def test_bad_alpha_is_named(alpha):
         RenyiLoss(alpha=alpha)
 
 
-def test_registered_and_on_the_command_line(tmp_path, capsys):
+def test_registered_and_built_from_its_flags():
     from vizoo import cli
 
     assert LOSSES["renyi"] is RenyiLoss
-    tiny = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "1", "--eval-k", "10", "--verbose", "0"]
     args = cli.build_parser().parse_args(["--loss", "renyi", "--alpha", "0"])
     assert cli.build_loss(args).alpha == 0.0  # 0 is kept, not dropped as falsy
 
+
+@pytest.mark.slow  # two full train.py runs
+def test_trains_from_the_command_line(tmp_path, capsys):
+    from vizoo import cli
+
+    tiny = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "1", "--eval-k", "10", "--verbose", "0"]
     out = tmp_path / "run"
     assert cli.main(tiny + ["--loss", "renyi", "--k", "3", "--alpha", "0.5", "--out-dir", str(out)]) == 0
     loss = keras.models.load_model(out / "model.keras").loss
