@@ -474,7 +474,8 @@ def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mi
         assert_terms_close(compiled(x[:batch], noise), model.sample_terms(x[:batch], noise=noise, terms=names), atol=1e-3)
     if mixed_precision:  # (under XLA too when jit_compile: the combination GPUs run)
         mixed = make(dtype="mixed_float16")
-        mixed.build((None, model.input_dim))
+        if not mixed.built:
+            mixed.build((None, model.input_dim))
         mixed.set_weights(model.get_weights())  # the same model computed in float16: terms close to float32's
         rounded = mixed.sample_terms(x[:batch], noise=noise, terms=names)
         assert {value.dtype.name for value in rounded.values()} == {"float32"}
