@@ -46,6 +46,7 @@ def main(argv=None):
         return self.likelihood(h)
 
     rows_decode = VAE.decode
+    own_methods = set(VAE.__dict__)  # to restore VAE as it was (decode may be inherited)
     variants = {  # name: (decode, optimizer class, jit_compile)
         "vizoo": (rows_decode, vizoo.optimizers.Adam, False),
         "3-D decoder": (decode_3d, vizoo.optimizers.Adam, False),
@@ -68,7 +69,10 @@ def main(argv=None):
 
         train_steps()
         steps[name] = train_steps
-    VAE.decode = rows_decode
+    if "decode" in VAE.__dict__ and "decode" not in own_methods:
+        del VAE.decode  # back to the inherited method, as the class defines it
+    else:
+        VAE.decode = rows_decode
 
     step_ms = {name: [] for name in variants}
     first, second = [], []
