@@ -131,7 +131,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 "TrainingCheckpoint restores into a built model: build it first, e.g. "
                 "model.build((None, input_dim)) or one call on a batch."
             )
-        if hasattr(model, "build_optimizers"):
+        from vizoo.models.latent_variable_model import LatentVariableModel  # (a plain Keras model works too)
+
+        if isinstance(model, LatentVariableModel):
             model.build_optimizers()  # every optimizer's slots must exist to be loaded into (group optimizers too)
         elif model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
