@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from vizoo import cli
@@ -60,3 +62,97 @@ def test_mistyped_config_exits_2_with_one_line(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Received: restart='false'" in err
+
+
+# ------------------------------------------------------------------------------------- non-finite training
+def _tiny(steps_per_execution=10, lr=1e-3):
+    import keras
+
+    import vizoo
+    from vizoo.losses import IWAELoss
+    from vizoo.models import VAE
+
+    keras.utils.set_random_seed(0)
+    splits = vizoo.data.load("digits", batch_size=100, seed=0)
+    model = VAE(64, 2, hidden_units=[8], seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=IWAELoss(k=2), steps_per_execution=steps_per_execution)
+    return model, splits
+
+
+class _PoisonAt:
+    """A callback that writes NaN into the first weight at the start of (0-based) epoch `epoch`, batch `batch`."""
+
+    def __new__(cls, epoch, batch=0):
+        import keras
+        import numpy as np
+
+        class Poison(keras.callbacks.Callback):
+            def on_epoch_begin(self, e, logs=None):
+                self.epoch = e
+
+            def on_train_batch_begin(self, b, logs=None):
+                if (self.epoch, b) == (epoch, batch):
+                    w = self.model.trainable_weights[0]
+                    w.assign(np.full(w.shape, np.nan, dtype="float32"))
+
+        return Poison()
+
+
+def test_non_finite_weights_stop_fit_run_and_keep_the_last_checkpoint(tmp_path):
+    import os
+
+    from vizoo import runs
+    from vizoo.callbacks import TrainingCheckpoint, TrainingDiverged
+
+    out = str(tmp_path / "run")
+    model, splits = _tiny(steps_per_execution=1)
+    with pytest.raises(TrainingDiverged) as info:
+        runs.fit_run(model, splits.train, out, 3, splits.validation, verbose=0, callbacks=[_PoisonAt(1, batch=2)])
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    assert "training diverged at epoch 2, batch 3: the weight" in message
+    assert "the checkpoint after epoch 1 is kept in" in message and "Received: weight=" in message
+    assert info.value.diverged["epoch"] == 2 and info.value.diverged["batch"] == 3
+    assert info.value.diverged["what"] == "weight" and info.value.diverged["checkpoint_epoch"] == 1
+    assert TrainingCheckpoint(os.path.join(out, runs.CHECKPOINT_DIR)).saved_epoch() == 1
+    assert not os.path.exists(os.path.join(out, "model.keras"))  # no model of NaN weights
+    with open(os.path.join(out, "history.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0"]  # the diverged epoch wrote no row
+
+    resumed, splits = _tiny(steps_per_execution=1)  # a new process, without the fault: resumes after epoch 1
+    result = runs.fit_run(resumed, splits.train, out, 2, splits.validation, verbose=0)
+    assert result["resumed_epoch"] == 1
+    assert all(np.isfinite(w.numpy()).all() for w in resumed.weights if "float" in str(w.dtype))
+
+
+def test_non_finite_loss_stops_plain_fit_with_the_callback():
+    from vizoo.callbacks import StopOnNonFinite, TrainingDiverged
+
+    model, splits = _tiny(lr=1e30)
+    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 1, batch \d+: the (loss|weight)"):
+        model.fit(splits.train, epochs=2, verbose=0, callbacks=[StopOnNonFinite()])
+
+
+def test_train_py_divergence_exits_2_with_metrics_json_without_nan(tmp_path, capsys):
+    import os
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--lr", "1e30", "--hidden-units", "8", "--latent-dim", "2", "--epochs", "2", "--eval-k", "10",
+                  "--k", "2", "--verbose", "0", "--out-dir", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "training diverged at epoch 1, batch" in err and "no epoch finished" in err
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    metrics = json.loads(text)
+    assert metrics["nll"] is None and metrics["diverged"]["epoch"] == 1
+    assert metrics["diverged"]["what"] in ("loss", "weight") and metrics["diverged"]["checkpoint_epoch"] is None
+    assert not os.path.exists(out / "encoder")
+
+
+@pytest.mark.parametrize("lr", ["inf", "nan", "0", "-1"])
+def test_lr_must_be_finite_and_positive(lr, tmp_path, capsys):
+    from tests.helpers import assert_cli_error
+
+    assert_cli_error(["--lr", lr], f"lr must be finite and positive. Received: lr={float(lr)}", tmp_path, capsys)

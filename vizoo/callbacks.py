@@ -6,13 +6,19 @@
   finished epoch (noise and data order included).
 - `KLWarmup(epochs)`: the linear KL warm-up schedule beta = min(1, epoch / N)
   of a loss built with `kl_warmup_epochs=N` (`fit` adds it by itself).
+- `StopOnNonFinite()`: stops training at the first non-finite loss or weight
+  (raising `TrainingDiverged`, which names the epoch and batch), before the
+  epoch's checkpoint, history row or best model is written.
 """
 
 import glob
 import json
+import math
 import os
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from vizoo.utils import check_positive_int
 
@@ -180,6 +186,100 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             os.remove(name)
         if os.path.isdir(self.directory):
             os.rmdir(self.directory)
+
+
+class TrainingDiverged(ValueError):
+    """Training met a non-finite loss or weight; `diverged` says what, where (epoch, batch) and its value."""
+
+    def __init__(self, message, diverged):
+        super().__init__(message)
+        self.diverged = diverged
+
+
+def _describe(value):
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training at the first non-finite loss or weight, before anything of that epoch is saved.
+
+    After every training call (each `steps_per_execution` batches) it checks
+    every floating-point weight of the model (the first non-finite one is named),
+    then the logged loss; at epoch end also
+    every logged value (`val_loss` included). On the first non-finite one it raises
+    `TrainingDiverged` (a ValueError) with a one-line message naming the epoch
+    (1-based, as Keras prints it), the batch (1-based; the last batch of the
+    training call that produced it) and the value, and `diverged`, a dict:
+    `{"epoch", "batch", "what" ("loss", "val_loss", or "weight"), "name" (the
+    metric or the weight's path), "value" ("nan", "inf" or "-inf")}`.
+    Raising (rather than `stop_training`) keeps Keras from ending the epoch: a
+    `TrainingCheckpoint`, `CSVLogger` or `ModelCheckpoint` listed after it writes
+    nothing of the diverged epoch, so the last good checkpoint stays and resumes.
+    `vizoo.runs.fit_run` (so `train.py`) adds it first by default.
+
+    Args:
+        check_weights: bool, also check the weights (one pass over them per
+            training call; default True).
+
+    Example:
+        >>> model.fit(train_ds, epochs=10, callbacks=[vizoo.callbacks.StopOnNonFinite()])
+        TrainingDiverged: training diverged at epoch 3, batch 7: the loss is nan. Received: loss=nan
+    """
+
+    def __init__(self, check_weights=True):
+        super().__init__()
+        self.check_weights = bool(check_weights)
+        self.diverged = None
+        self._epoch = 0
+        self._all_finite = None
+
+    def on_train_begin(self, logs=None):
+        self.diverged = None
+        weights = [w for w in self.model.weights if "float" in str(w.dtype)]
+
+        @tf.function
+        def first_non_finite():
+            flags = tf.stack([tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(w))) for w in weights])
+            return tf.argmin(tf.cast(flags, tf.int32)), tf.reduce_all(flags)
+
+        self._weights = weights
+        self._all_finite = first_non_finite if weights else None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _stop(self, batch, what, name, value):
+        self.diverged = {"epoch": self._epoch + 1, "batch": batch, "what": what, "name": name, "value": value}
+        where = f"epoch {self._epoch + 1}" + (f", batch {batch}" if batch is not None else "")
+        subject = f"the weight {name}" if what == "weight" else f"the {name}"
+        received = f"weight={name!r}" if what == "weight" else f"{name}={value}"
+        raise TrainingDiverged(
+            f"training diverged at {where}: {subject} is {value}. Received: {received}", self.diverged
+        )
+
+    def _check_logs(self, logs, batch, names=None):
+        for name, value in (logs or {}).items():
+            if names is not None and name not in names:
+                continue
+            try:
+                value = float(np.asarray(value))
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(value):
+                self._stop(batch, "val_loss" if name.startswith("val_") else "loss", name, _describe(value))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.check_weights and self._all_finite is not None:
+            index, finite = self._all_finite()
+            if not bool(finite):
+                weight = self._weights[int(index)]
+                values = np.asarray(weight.numpy(), dtype=np.float64)
+                bad = values[~np.isfinite(values)]
+                self._stop(batch + 1, "weight", weight.path, _describe(float(bad.flat[0])))
+        self._check_logs(logs, batch + 1, names=("loss",))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check_logs(logs, None)
 
 
 class KLWarmup(keras.callbacks.Callback):
