@@ -156,3 +156,107 @@ def test_lr_must_be_finite_and_positive(lr, tmp_path, capsys):
     from tests.helpers import assert_cli_error
 
     assert_cli_error(["--lr", lr], f"lr must be finite and positive. Received: lr={float(lr)}", tmp_path, capsys)
+
+
+# ------------------------------------------------------------------------------------------------ data checks
+def _idx_dir(tmp_path, train_shape=(6, 4, 4), test_shape=(3, 4, 4)):
+    from vizoo.data import write_idx
+
+    directory = tmp_path / "idx"
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    write_idx(directory / "train-images-idx3-ubyte.gz", rng.integers(0, 255, train_shape).astype("uint8"))
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, test_shape).astype("uint8"))
+    return directory
+
+
+def test_a_labels_file_under_the_images_name_is_refused_naming_it(tmp_path):
+    from vizoo import data
+
+    directory = _idx_dir(tmp_path, train_shape=(6,))
+    with pytest.raises(ValueError, match=r"IDX images must be 3-D \(count, rows, cols\); train-images-idx3-ubyte.gz "
+                                         r"holds shape \(6,\) \(a labels file\?\)\. Received: path=.*train-images"):
+        data.load("fashion_mnist", data_dir=str(directory))
+
+
+def test_train_and_test_image_sizes_must_agree(tmp_path):
+    from vizoo import data
+
+    directory = _idx_dir(tmp_path, test_shape=(3, 5, 5))
+    with pytest.raises(ValueError, match=r"train and test images differ in size: .*\(4, 4\).*\(5, 5\)\. Received: data_dir="):
+        data.load("fashion_mnist", data_dir=str(directory))
+
+
+def test_gzip_errors_name_the_file(tmp_path):
+    from vizoo.data import read_idx
+
+    directory = _idx_dir(tmp_path)
+    path = directory / "train-images-idx3-ubyte.gz"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"truncated gzip file.*Received: path=.*train-images-idx3-ubyte.gz"):
+        read_idx(path)
+    path.write_bytes(b"\x00\x00\x08\x03 plain bytes, not gzip")
+    with pytest.raises(ValueError, match=r"not gzip data.*Received: path=.*train-images-idx3-ubyte.gz"):
+        read_idx(path)
+
+
+def test_an_explicit_data_dir_is_never_replaced_by_another_source(tmp_path, monkeypatch):
+    from vizoo import data
+
+    installed = _idx_dir(tmp_path)  # stands for Debian's files, which must not be used instead
+    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_MNIST_DIR", str(installed))
+    empty = tmp_path / "mine"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"data_dir has no train-images-idx3-ubyte.*Received: data_dir=.*mine"):
+        data.load("fashion_mnist", data_dir=str(empty))
+    only_test = _idx_dir(tmp_path / "x")
+    (only_test / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(ValueError, match=r"data_dir has no train-images-idx3-ubyte"):
+        data.load("fashion_mnist", data_dir=str(only_test))
+    with pytest.raises(ValueError, match=r"data_dir does not apply to digits.*Received: dataset='digits', data_dir="):
+        data.load("digits", data_dir=str(installed))
+    assert data.load("fashion_mnist", binarization="none").source == str(installed)  # without data_dir: the default
+
+
+def _model():
+    from vizoo.losses import IWAELoss
+    from vizoo.models import VAE
+
+    model = VAE(4, 2, hidden_units=[8], seed=0)
+    model.compile(optimizer="adam", loss=IWAELoss(k=2))
+    return model
+
+
+def test_empty_training_data_is_a_named_error():
+    import tensorflow as tf
+
+    model = _model()
+    x = np.random.default_rng(0).random((10, 4)).astype("float32")
+    with pytest.raises(ValueError, match=r"x holds no examples.*Received: x.shape=\(0, 4\)"):
+        model.fit(np.zeros((0, 4), "float32"), verbose=0)
+    with pytest.raises(ValueError, match=r"x holds no batches.*cardinality 0"):
+        model.fit(tf.data.Dataset.from_tensor_slices(x).take(0).batch(2), verbose=0)
+    unknown_size = tf.data.Dataset.from_tensor_slices(x).batch(2).filter(lambda batch: False)
+    with pytest.warns(UserWarning, match="ran out of data"), pytest.raises(ValueError, match=r"x yielded no batches"):
+        model.fit(unknown_size, verbose=0)
+
+
+def test_changing_width_and_wrong_sample_weight_are_vizoos_errors():
+    import tensorflow as tf
+
+    model = _model()
+    x = np.random.default_rng(0).random((10, 4)).astype("float32")
+    with pytest.raises(ValueError, match=r"sample_weight must hold one weight per example of x \(10\).*"
+                                         r"Received: sample_weight.shape=\(7,\)"):
+        model.fit(x, sample_weight=np.ones(7), verbose=0)
+    ragged = tf.data.Dataset.from_generator(
+        lambda: iter([x[:2], x[:2, :3]]), output_signature=tf.TensorSpec((None, None), tf.float32)
+    )
+    with pytest.raises(ValueError, match=r"x must yield batches of shape \(batch, 4\)\. "
+                                         r"Received: a batch of x with shape \(2, 3\)"):
+        model.fit(ragged, verbose=0)
+    weighted = tf.data.Dataset.from_tensor_slices((x, x, np.ones(10))).batch(5).map(lambda a, b, w: (a, b, w[:2]))
+    with pytest.raises(ValueError, match=r"sample_weight of x must hold one weight per example of its batch\. "
+                                         r"Received: a batch of 5 examples with sample_weight of shape \(2\)"):
+        model.fit(weighted, verbose=0)

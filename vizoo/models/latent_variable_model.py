@@ -7,7 +7,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from vizoo.data.checks import check_data, check_input_shape, input_errors
+from vizoo.data.checks import (
+    NoBatchesCheck,
+    check_data,
+    check_input_shape,
+    check_not_empty,
+    check_sample_weight,
+    input_errors,
+)
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, replicas_in_sync
 from vizoo.terms import SAMPLE, STATE, TERMS
 from vizoo.utils import check_array, check_hidden_units, check_positive_int
@@ -726,7 +733,13 @@ class LatentVariableModel(keras.Model):
         return check_data(data, name, self.input_dim, self._needs_unit_interval)
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras `fit`, with vizoo's data checks: named errors for data of the wrong shape, non-finite values,
+        empty data (no examples, or a dataset that yields no batch), batches of changing width, and
+        `sample_weight` of the wrong length."""
         x = self.check_data(x, "x")
+        check_not_empty(x, "x")
+        if "sample_weight" in kwargs:
+            kwargs["sample_weight"] = check_sample_weight(kwargs["sample_weight"], x)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self.check_data(kwargs["validation_data"], "validation_data")
         if isinstance(x, tf.data.Dataset) and len(args) < 7:
@@ -741,6 +754,8 @@ class LatentVariableModel(keras.Model):
             if not any(isinstance(callback, KLWarmup) for callback in callbacks):
                 # First, so that callbacks after it (CSVLogger) log the epoch's kl_weight.
                 kwargs["callbacks"] = [KLWarmup(warmup_epochs)] + callbacks
+        if len(args) < 4:  # first: an epoch without batches is refused before any callback saves it
+            kwargs["callbacks"] = [NoBatchesCheck("x")] + list(kwargs.get("callbacks") or [])
         with input_errors():
             return super().fit(x, y, *args, **kwargs)
 
