@@ -260,3 +260,77 @@ def test_changing_width_and_wrong_sample_weight_are_vizoos_errors():
     with pytest.raises(ValueError, match=r"sample_weight of x must hold one weight per example of its batch\. "
                                          r"Received: a batch of 5 examples with sample_weight of shape \(2\)"):
         model.fit(weighted, verbose=0)
+
+
+# ------------------------------------------------------------------------------------- non-vizoo models, noise
+@pytest.mark.parametrize("function", ["log_likelihood", "export_encoder", "export_prior"])
+def test_non_vizoo_models_are_named(function, tmp_path):
+    import keras
+
+    import vizoo
+
+    model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2)])
+    call = {
+        "log_likelihood": lambda: vizoo.evaluate.log_likelihood(model, np.zeros((2, 4), "float32"), k=2),
+        "export_encoder": lambda: vizoo.export.export_encoder(model, tmp_path / "e"),
+        "export_prior": lambda: vizoo.export.export_prior(model, tmp_path / "p"),
+    }[function]
+    with pytest.raises(ValueError, match=rf"^{function} expects a vizoo LatentVariableModel \(e.g. vizoo.models.VAE\); "
+                                         r"received Sequential\. Received: model=Sequential$"):
+        call()
+
+
+def test_sample_terms_names_a_wrong_noise_shape():
+    import tensorflow as tf
+
+    model = _model()
+    x = tf.zeros((3, 4))
+    model.sample_terms(x, noise=tf.zeros((3, 5, 2)), terms=("z",))  # the right shape
+    for shape in [(3, 5, 7), (2, 5, 2), (3, 2), (3, 5, 2, 1)]:
+        with pytest.raises(ValueError, match=r"sample_terms expects noise of shape \[batch, k, 2\]( with batch = x's 3)? "
+                                             rf".*Received: noise.shape=\({', '.join(map(str, shape))}\)"):
+            model.sample_terms(x, noise=tf.zeros(shape), terms=("z",))
+
+
+# -------------------------------------------------------------------------------------------------- exports
+def test_exports_never_overwrite_unless_asked(tmp_path):
+    import os
+
+    from vizoo.export import export_encoder, export_prior
+
+    model = _model()
+    path = export_encoder(model, tmp_path / "encoder")
+    stamp = os.path.getmtime(os.path.join(path, "saved_model.pb"))
+    with pytest.raises(ValueError, match=r"version directory .*encoder/1 exists: pass overwrite=True.*"
+                                         r"Received: path=.*, version=1"):
+        export_encoder(model, tmp_path / "encoder")
+    assert os.path.getmtime(os.path.join(path, "saved_model.pb")) == stamp
+    assert export_encoder(model, tmp_path / "encoder", version=2).endswith("2")
+    assert export_encoder(model, tmp_path / "encoder", overwrite=True) == path
+    assert sorted(os.listdir(tmp_path / "encoder")) == ["1", "2"]  # no temporary directory left
+    export_prior(model, tmp_path / "prior")
+    with pytest.raises(ValueError, match=r"exists: pass overwrite=True"):
+        export_prior(model, tmp_path / "prior")
+    export_prior(model, tmp_path / "prior", overwrite=True)
+
+
+def test_served_encoder_checks_its_inputs(tmp_path):
+    import tensorflow as tf
+
+    from vizoo.export import export_encoder
+
+    loaded = tf.saved_model.load(export_encoder(_model(), tmp_path / "encoder"))
+    serve, sample = loaded.signatures["serving_default"], loaded.signatures["sample"]
+    x = tf.random.uniform((3, 4))
+    assert sample(x=x, eps=tf.zeros((3, 5, 2)))["z"].shape == (3, 5, 2)
+    cases = [
+        (lambda: serve(x=tf.constant([[0.5, np.nan, 0.5, 0.5]])), r"x must be finite \(shape \[batch, 4\]\)"),
+        (lambda: sample(x=x, eps=tf.zeros((2, 5, 2))), r"eps must have shape \[batch, k, 2\] with the batch of x"),
+        (lambda: sample(x=x, eps=tf.fill((3, 5, 2), np.inf)), r"eps must be finite"),
+    ]
+    for call, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call()
+    for call in (lambda: serve(x=tf.zeros((3, 5))), lambda: sample(x=x, eps=tf.zeros((3, 5, 3)))):
+        with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match=r"x|eps"):
+            call()  # refused by the signature's fixed width (x [batch, 4], eps [batch, k, 2])

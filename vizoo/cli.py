@@ -342,7 +342,8 @@ def run(args):
         config=dict(vars(args)),
     )
     write_metrics(args.out_dir, metrics)
-    vizoo.export.export_encoder(model, os.path.join(args.out_dir, "encoder"))
+    # The run directory's own export: a new run in out_dir replaces every output of the last (model.keras too).
+    vizoo.export.export_encoder(model, os.path.join(args.out_dir, "encoder"), overwrite=True)
     runs.finish_run(args.out_dir)  # every output is written: the checkpoint has served
     from vizoo import plots
 
