@@ -334,3 +334,44 @@ def test_served_encoder_checks_its_inputs(tmp_path):
     for call in (lambda: serve(x=tf.zeros((3, 5))), lambda: sample(x=x, eps=tf.zeros((3, 5, 3)))):
         with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match=r"x|eps"):
             call()  # refused by the signature's fixed width (x [batch, 4], eps [batch, k, 2])
+
+
+# --------------------------------------------------------------------------------------- corrupt .keras files
+def test_load_model_names_a_corrupt_or_truncated_file(tmp_path):
+    import zipfile
+
+    import vizoo
+
+    model = _model()
+    model.build((None, 4))
+    good = tmp_path / "model.keras"
+    model.save(good)
+    assert type(vizoo.load_model(good)).__name__ == "VAE"
+    raw = good.read_bytes()
+    cases = {
+        "truncated.keras": (raw[: len(raw) // 2], r"model file is truncated"),
+        "empty.keras": (b"", r"not a valid .keras archive \(empty\)"),
+        "text.keras": (b"hello, not a model", r"not a valid .keras archive \(not a zip file\)"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{message}.*Received: path='.*{name}'$"):
+            vizoo.load_model(tmp_path / name)
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    with pytest.raises(ValueError, match=r"not a valid .keras archive \(it has no config.json\).*other.keras"):
+        vizoo.load_model(tmp_path / "other.keras")
+    with pytest.raises(ValueError, match=r"model file does not exist. Received: path='.*missing.keras'"):
+        vizoo.load_model(tmp_path / "missing.keras")
+
+
+def test_plots_only_names_a_truncated_model_keras(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": "digits"}))
+    (run / "model.keras").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--plots-only", "--out-dir", str(run)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model file is truncated" in err and "model.keras" in err
