@@ -375,3 +375,96 @@ def test_plots_only_names_a_truncated_model_keras(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model file is truncated" in err and "model.keras" in err
+
+
+# ---------------------------------------------------------------------------------------------- a full disk
+def _checkpoint_files(out):
+    import os
+
+    from vizoo import runs
+
+    return sorted(os.listdir(os.path.join(out, runs.CHECKPOINT_DIR)))
+
+
+def test_too_little_free_space_stops_before_writing_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from vizoo import runs
+    from vizoo.callbacks import CheckpointWriteError
+
+    out = str(tmp_path / "run")
+    model, splits = _tiny()
+    runs.fit_run(model, splits.train, out, 1, None, verbose=0)
+    before = _checkpoint_files(out)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2048, 2048))
+    model, splits = _tiny()
+    with pytest.raises(CheckpointWriteError) as info:
+        runs.fit_run(model, splits.train, out, 2, None, verbose=0)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and isinstance(info.value, OSError)
+    assert "cannot write the checkpoint of epoch 2 in" in message and "0.0 MiB free" in message
+    assert "the checkpoint after epoch 1 is kept" in message and "Received: directory=" in message
+    assert _checkpoint_files(out) == before == ["epoch-1.weights.h5", "state.json"]
+    monkeypatch.undo()  # room again: the run resumes from epoch 1
+    model, splits = _tiny()
+    assert runs.fit_run(model, splits.train, out, 2, None, verbose=0)["resumed_epoch"] == 1
+
+
+def test_a_write_error_removes_temporary_files_and_train_py_exits_1(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import keras
+
+    out = tmp_path / "run"
+    original = keras.Model.save_weights
+    calls = []
+
+    def save_weights(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # the second epoch's checkpoint: the disk fills up while writing
+            with open(path, "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", save_weights)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--hidden-units", "8", "--latent-dim", "2", "--epochs", "3", "--eval-k", "10", "--k", "2",
+                  "--verbose", "0", "--out-dir", str(out)])
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "cannot write the checkpoint of epoch 2" in err and "No space left on device" in err and "MiB free" in err
+    assert _checkpoint_files(out) == ["epoch-1.weights.h5", "state.json"]  # no tmp-* file, epoch 1 kept
+
+
+@pytest.mark.slow  # a train.py process, on a real 1 MiB tmpfs
+def test_train_py_on_a_real_full_tmpfs_exits_1_without_crashing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not allowed here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        result = subprocess.run(
+            [sys.executable, "train.py", "--hidden-units", "64", "--latent-dim", "8", "--epochs", "2", "--eval-k", "10",
+             "--k", "2", "--verbose", "0", "--out-dir", str(mount_point / "run")],
+            cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 1, (result.returncode, result.stderr[-3000:])  # not a segfault (-11)
+        last = result.stderr.strip().splitlines()[-1]
+        assert "cannot write the checkpoint of epoch 1" in last and "MiB free" in last and str(mount_point) in last
+        leftovers = [name for name in os.listdir(mount_point / "run" / "checkpoint")] if os.path.isdir(
+            mount_point / "run" / "checkpoint") else []
+        assert not [name for name in leftovers if name.startswith("tmp-")]
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
