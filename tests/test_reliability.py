@@ -327,13 +327,12 @@ def test_served_encoder_checks_its_inputs(tmp_path):
         (lambda: serve(x=tf.constant([[0.5, np.nan, 0.5, 0.5]])), r"x must be finite \(shape \[batch, 4\]\)"),
         (lambda: sample(x=x, eps=tf.zeros((2, 5, 2))), r"eps must have shape \[batch, k, 2\] with the batch of x"),
         (lambda: sample(x=x, eps=tf.fill((3, 5, 2), np.inf)), r"eps must be finite"),
+        (lambda: serve(x=tf.zeros((3, 5))), r"x must have shape \[batch, 4\]; received another width.* = \] \[5\]"),
+        (lambda: sample(x=x, eps=tf.zeros((3, 5, 3))), r"eps must have shape \[batch, k, 2\].*its noise size differs"),
     ]
     for call, message in cases:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             call()
-    for call in (lambda: serve(x=tf.zeros((3, 5))), lambda: sample(x=x, eps=tf.zeros((3, 5, 3)))):
-        with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match=r"x|eps"):
-            call()  # refused by the signature's fixed width (x [batch, 4], eps [batch, k, 2])
 
 
 # --------------------------------------------------------------------------------------- corrupt .keras files
@@ -346,7 +345,7 @@ def test_load_model_names_a_corrupt_or_truncated_file(tmp_path):
     model.build((None, 4))
     good = tmp_path / "model.keras"
     model.save(good)
-    assert type(vizoo.load_model(good)).__name__ == "VAE"
+    assert type(vizoo.load_model(good, compile=False)).__name__ == "VAE"
     raw = good.read_bytes()
     cases = {
         "truncated.keras": (raw[: len(raw) // 2], r"model file is truncated"),
