@@ -11,3 +11,4 @@ _import_tensorflow_quietly()
 from vizoo import callbacks, data, distribute, evaluate, export, layers, losses, models  # noqa: E402,F401
 from vizoo import optimizers, precision, runs  # noqa: E402,F401
 from vizoo.evaluate import log_likelihood  # noqa: E402,F401
+from vizoo.saving import load_model  # noqa: E402,F401

@@ -6,13 +6,20 @@
   finished epoch (noise and data order included).
 - `KLWarmup(epochs)`: the linear KL warm-up schedule beta = min(1, epoch / N)
   of a loss built with `kl_warmup_epochs=N` (`fit` adds it by itself).
+- `StopOnNonFinite()`: stops training at the first non-finite loss or weight
+  (raising `TrainingDiverged`, which names the epoch and batch), before the
+  epoch's checkpoint, history row or best model is written.
 """
 
 import glob
 import json
+import math
 import os
+import shutil
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from vizoo.utils import check_positive_int
 
@@ -38,11 +45,53 @@ def _iterators_per_epoch(dataset):
 
 
 def _write_atomically(path, write):
-    """Call `write(tmp_path)` and move the result to `path` in one step (a kill leaves the old file)."""
+    """Call `write(tmp_path)` and move the result to `path` in one step (a kill leaves the old file).
+
+    On any error the temporary file is removed and the error raised again.
+    """
     directory, name = os.path.split(path)
     tmp_path = os.path.join(directory, f"tmp-{os.getpid()}-{name}")
-    write(tmp_path)
-    os.replace(tmp_path, path)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, write error); the previous checkpoint is kept.
+
+    An OSError, so `train.py` exits with status 1; the message (one line) names the directory and its free space.
+    """
+
+
+def _free_bytes(directory):
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _variables_bytes(model):
+    """Bytes of the model's and its optimizers' variables: an estimate of a weights file's size."""
+    variables = list(model.weights)
+    optimizers = [getattr(model, "optimizer", None)] + list((getattr(model, "group_optimizers", None) or {}).values())
+    for optimizer in optimizers:
+        variables += list(getattr(optimizer, "variables", []) or [])
+    total = 0
+    for variable in variables:
+        try:
+            total += int(np.prod(variable.shape)) * np.dtype(str(variable.dtype).replace("'", "")).itemsize
+        except TypeError:
+            total += int(np.prod(variable.shape)) * 4
+    return total
+
+
+def _one_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):
@@ -62,7 +111,17 @@ class TrainingCheckpoint(keras.callbacks.Callback):
       resumed run sees the data the uninterrupted run would have seen.
 
     A run killed after epoch e and restarted with the same data, model and
-    seeds gives the weights of an uninterrupted run (tested). The checkpoint
+    seeds gives the weights of an uninterrupted run (tested).
+
+    Before writing, the free space of the directory (`shutil.disk_usage`) is
+    compared with the size of the last checkpoint's weights file (or, for the
+    first, an estimate from the model's and optimizers' variables) plus a
+    margin; too little space, or any error while writing (a full disk, an I/O
+    error), stops training with `CheckpointWriteError` (an OSError) naming
+    the directory and its free space. The temporary files are removed and the
+    last committed checkpoint stays, so the run resumes once there is room.
+    (Writing HDF5 on a full filesystem can crash h5py outright: hence the
+    check before writing.) The checkpoint
     is kept when training ends: delete the directory (or call `delete()`)
     once the run's outputs are written, as `train.py` does.
 
@@ -153,8 +212,48 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.restored_epoch = state["epoch"]
 
     # ------------------------------------------------------------------ saving
+    def _needed_bytes(self):
+        """Bytes a new checkpoint needs: the last weights file's size (or an estimate), with a margin."""
+        sizes = [os.path.getsize(p) for p in glob.glob(os.path.join(self.directory, "*.weights.h5"))]
+        size = max(sizes) if sizes else _variables_bytes(self.model)
+        return int(size * 1.1) + 1024 * 1024  # HDF5 metadata, state.json
+
+    def _write_error(self, epoch, reason):
+        free = _free_bytes(self.directory)
+        free_text = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
+        saved = self.saved_epoch_or_none()
+        kept = f"the checkpoint after epoch {saved} is kept" if saved else "no checkpoint was written before"
+        return CheckpointWriteError(
+            f"cannot write the checkpoint of epoch {epoch + 1} in {self.directory} ({reason}; {free_text} free); "
+            f"{kept}: free some space and run again to resume. Received: directory={self.directory!r}"
+        )
+
+    def saved_epoch_or_none(self):
+        """`saved_epoch()`, or None when the checkpoint cannot be read."""
+        try:
+            return self.saved_epoch()
+        except ValueError:
+            return None
+
     def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(self.directory, exist_ok=True)
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as error:
+            raise self._write_error(epoch, error.strerror or str(error)) from None
+        needed, free = self._needed_bytes(), _free_bytes(self.directory)
+        if free is not None and free < needed:
+            raise self._write_error(epoch, f"about {needed / 2**20:.1f} MiB needed")
+        try:
+            self._write(epoch)
+        except (OSError, RuntimeError) as error:  # ENOSPC, I/O errors; h5py may raise RuntimeError
+            uncommitted = os.path.join(self.directory, f"epoch-{epoch + 1}.weights.h5")
+            for leftover in glob.glob(os.path.join(self.directory, "tmp-*")) + [uncommitted]:
+                if os.path.exists(leftover) and self.saved_epoch_or_none() != epoch + 1:
+                    os.remove(leftover)
+            reason = os.strerror(error.errno) if getattr(error, "errno", None) else _one_line(error)
+            raise self._write_error(epoch, reason) from None
+
+    def _write(self, epoch):
         weights = f"epoch-{epoch + 1}.weights.h5"
         _write_atomically(os.path.join(self.directory, weights), lambda path: self.model.save_weights(path))
         state = {
@@ -182,6 +281,100 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             os.remove(name)
         if os.path.isdir(self.directory):
             os.rmdir(self.directory)
+
+
+class TrainingDiverged(ValueError):
+    """Training met a non-finite loss or weight; `diverged` says what, where (epoch, batch) and its value."""
+
+    def __init__(self, message, diverged):
+        super().__init__(message)
+        self.diverged = diverged
+
+
+def _describe(value):
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training at the first non-finite loss or weight, before anything of that epoch is saved.
+
+    After every training call (each `steps_per_execution` batches) it checks
+    every floating-point weight of the model (the first non-finite one is named),
+    then the logged loss; at epoch end also
+    every logged value (`val_loss` included). On the first non-finite one it raises
+    `TrainingDiverged` (a ValueError) with a one-line message naming the epoch
+    (1-based, as Keras prints it), the batch (1-based; the last batch of the
+    training call that produced it) and the value, and `diverged`, a dict:
+    `{"epoch", "batch", "what" ("loss", "val_loss", or "weight"), "name" (the
+    metric or the weight's path), "value" ("nan", "inf" or "-inf")}`.
+    Raising (rather than `stop_training`) keeps Keras from ending the epoch: a
+    `TrainingCheckpoint`, `CSVLogger` or `ModelCheckpoint` listed after it writes
+    nothing of the diverged epoch, so the last good checkpoint stays and resumes.
+    `vizoo.runs.fit_run` (so `train.py`) adds it first by default.
+
+    Args:
+        check_weights: bool, also check the weights (one pass over them per
+            training call; default True).
+
+    Example:
+        >>> model.fit(train_ds, epochs=10, callbacks=[vizoo.callbacks.StopOnNonFinite()])
+        TrainingDiverged: training diverged at epoch 3, batch 7: the loss is nan. Received: loss=nan
+    """
+
+    def __init__(self, check_weights=True):
+        super().__init__()
+        self.check_weights = bool(check_weights)
+        self.diverged = None
+        self._epoch = 0
+        self._all_finite = None
+
+    def on_train_begin(self, logs=None):
+        self.diverged = None
+        weights = [w for w in self.model.weights if "float" in str(w.dtype)]
+
+        @tf.function
+        def first_non_finite():
+            flags = tf.stack([tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(w))) for w in weights])
+            return tf.argmin(tf.cast(flags, tf.int32)), tf.reduce_all(flags)
+
+        self._weights = weights
+        self._all_finite = first_non_finite if weights else None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _stop(self, batch, what, name, value):
+        self.diverged = {"epoch": self._epoch + 1, "batch": batch, "what": what, "name": name, "value": value}
+        where = f"epoch {self._epoch + 1}" + (f", batch {batch}" if batch is not None else "")
+        subject = f"the weight {name}" if what == "weight" else f"the {name}"
+        received = f"weight={name!r}" if what == "weight" else f"{name}={value}"
+        raise TrainingDiverged(
+            f"training diverged at {where}: {subject} is {value}. Received: {received}", self.diverged
+        )
+
+    def _check_logs(self, logs, batch, names=None):
+        for name, value in (logs or {}).items():
+            if names is not None and name not in names:
+                continue
+            try:
+                value = float(np.asarray(value))
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(value):
+                self._stop(batch, "val_loss" if name.startswith("val_") else "loss", name, _describe(value))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.check_weights and self._all_finite is not None:
+            index, finite = self._all_finite()
+            if not bool(finite):
+                weight = self._weights[int(index)]
+                values = np.asarray(weight.numpy(), dtype=np.float64)
+                bad = values[~np.isfinite(values)]
+                self._stop(batch + 1, "weight", weight.path, _describe(float(bad.flat[0])))
+        self._check_logs(logs, batch + 1, names=("loss",))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check_logs(logs, None)
 
 
 class KLWarmup(keras.callbacks.Callback):

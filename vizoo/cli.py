@@ -160,8 +160,8 @@ def _check_args(args):
         check_positive_int(getattr(args, name), name)
     if args.eval_reverse_samples is not None:
         check_non_negative_int(args.eval_reverse_samples, "eval_reverse_samples")
-    if not args.lr > 0:
-        raise ValueError(f"lr must be positive. Received: lr={args.lr}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"lr must be finite and positive. Received: lr={args.lr}")
     if args.control_lr is not None and not (math.isfinite(args.control_lr) and args.control_lr > 0):
         raise ValueError(f"control_lr must be finite and positive. Received: control_lr={args.control_lr}")
     if args.tensorboard:
@@ -284,15 +284,29 @@ def run(args):
         )
 
     # Checkpointed every epoch (resumed when restarted); history.csv, best.keras, model.keras.
-    trained = runs.fit_run(
-        model,
-        splits.train,
-        args.out_dir,
-        args.epochs,
-        validation_data=splits.validation,  # None with --validation-size 0
-        verbose=args.verbose,
-        tensorboard=args.tensorboard,
-    )
+    try:
+        trained = runs.fit_run(
+            model,
+            splits.train,
+            args.out_dir,
+            args.epochs,
+            validation_data=splits.validation,  # None with --validation-size 0
+            verbose=args.verbose,
+            tensorboard=args.tensorboard,
+        )
+    except vizoo.callbacks.TrainingDiverged as error:  # the last good checkpoint stays; metrics.json says what diverged
+        write_metrics(
+            args.out_dir,
+            {
+                "nll": None, "elbo": None, "iwae_k": None, "kl": None,
+                "diverged": error.diverged,
+                "training_loss": type(model.loss).__name__,
+                "dataset": args.dataset,
+                "data_source": splits.source,
+                "config": dict(vars(args)),
+            },
+        )
+        raise
     train_seconds = trained["train_seconds"]
 
     start = time.perf_counter()
@@ -327,9 +341,9 @@ def run(args):
         binarization=args.binarization,
         config=dict(vars(args)),
     )
-    with open(os.path.join(args.out_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    vizoo.export.export_encoder(model, os.path.join(args.out_dir, "encoder"))
+    write_metrics(args.out_dir, metrics)
+    # The run directory's own export: a new run in out_dir replaces every output of the last (model.keras too).
+    vizoo.export.export_encoder(model, os.path.join(args.out_dir, "encoder"), overwrite=True)
     runs.finish_run(args.out_dir)  # every output is written: the checkpoint has served
     from vizoo import plots
 
@@ -351,6 +365,22 @@ def run(args):
             "not a bound on log p(x): its values in history.csv may lie below -log p(x)"
         )
     return metrics
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {key: _finite_or_none(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics(out_dir, metrics):
+    """Write `out_dir/metrics.json`: strict JSON, every non-finite number written as null (never NaN)."""
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(_finite_or_none(metrics), f, indent=2, allow_nan=False)
 
 
 def reliability_warning(metrics):

@@ -61,8 +61,78 @@ def _option_actions(parser):
     return {action.dest: action for action in parser._actions if action.option_strings and action.dest != "help"}
 
 
+def _type_name(action):
+    if isinstance(action, argparse._StoreTrueAction):
+        return "a boolean (true or false)"
+    kind = {int: "an integer", float: "a number", None: "a string", str: "a string"}.get(
+        action.type, getattr(action.type, "__name__", str(action.type))
+    )
+    if action.nargs in ("+", "*"):
+        plural = {int: "integers", float: "numbers", None: "strings", str: "strings"}.get(action.type, kind)
+        return f"a list of {plural}" + (" (at least one)" if action.nargs == "+" else "")
+    return kind
+
+
+def _convert_one(action, value):
+    """One value with the flag's type, or raise TypeError (argparse's own conversion of a config value)."""
+    if action.type is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise TypeError
+            return int(value)
+        return int(value)  # a string as the command line would give it
+    if action.type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        return float(value)
+    if action.type in (None, str):
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    if isinstance(value, bool):
+        raise TypeError
+    return action.type(value)
+
+
+def convert_option(action, key, value):
+    """`value` of config key `key` converted and checked with the type of its flag (`action`), as argparse would.
+
+    Switches (`store_true` flags) take only booleans (JSON `true`/`false`, YAML booleans): the string "false"
+    is refused, not read as true. Integers refuse 2.7 and booleans; numbers take integers; list options (nargs)
+    take a list and check each element. null is accepted where the flag's default is null (not given).
+
+    Raises:
+        ValueError: one line naming the key, the value and the type expected.
+    """
+    if value is None and action.default is None:
+        return None
+    try:
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if action.nargs in ("+", "*"):
+            if not isinstance(value, list) or (action.nargs == "+" and not value):
+                raise TypeError
+            return [_convert_one(action, element) for element in value]
+        return _convert_one(action, value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"config option {key!r} must be {_type_name(action)}, not {type(value).__name__}. "
+            f"Received: {key}={value!r}"
+        ) from None
+
+
 def parse_args(parser, argv=None):
-    """Parse `argv` with the options of `--config FILE` (if given) as defaults, so flags override the file."""
+    """Parse `argv` with the options of `--config FILE` (if given) as defaults, so flags override the file.
+
+    Every option of the file is converted and checked with its flag's type (`convert_option`).
+
+    Raises:
+        ValueError: naming the file (unreadable, unknown option) or the key and value of a mistyped option.
+    """
     args = parser.parse_args(argv)
     if not getattr(args, "config", None):
         return args
@@ -76,13 +146,7 @@ def parse_args(parser, argv=None):
                 f"config has an unknown option {key!r}; options are {sorted(set(actions) - {'config'})}. "
                 f"Received: config={args.config!r}"
             )
-        action = actions[dest]
-        if action.type is not None and value is not None:  # JSON numbers are fine; strings are converted
-            try:
-                value = [action.type(v) for v in value] if isinstance(value, list) else action.type(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"config option {key!r} has a wrong type. Received: {key}={value!r}") from None
-        defaults[dest] = value
+        defaults[dest] = convert_option(actions[dest], key, value)
     parser.set_defaults(**defaults)
     return parser.parse_args(argv)
 

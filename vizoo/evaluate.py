@@ -21,7 +21,7 @@ from vizoo import diagnostics as diagnostics_module
 from vizoo.losses import BoundLoss, logmeanexp
 from vizoo.data.checks import input_errors
 from vizoo.precision import with_precision
-from vizoo.utils import check_positive_int
+from vizoo.utils import check_positive_int, check_vizoo_model
 
 # Default cap on the largest [batch, chunk, input_dim] tensor of one chunk, in
 # floats (2**21 floats = 8 MiB; a chunk's peak memory is a small multiple of it).
@@ -309,6 +309,7 @@ def log_likelihood(
         [2] Yao, Y., Vehtari, A., Simpson, D. & Gelman, A. (2018). Yes, but did it work?:
             Evaluating variational inference. ICML. https://arxiv.org/abs/1802.02538
     """
+    check_vizoo_model(model, "log_likelihood")
     k = check_positive_int(k, "k")
     if not isinstance(diagnostics, bool):
         raise ValueError(f"diagnostics must be True or False. Received: diagnostics={diagnostics!r}")

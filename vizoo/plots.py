@@ -264,9 +264,7 @@ def plot_posteriors(models, x, path, grid_size=80, extent=3.5):
 
 def _load_run(run_dir):
     """`(model, test data)` of a saved run: its model.keras and config.json."""
-    import keras
-
-    import vizoo  # noqa: F401  (registers the classes load_model needs)
+    import vizoo
     from vizoo.data import load
 
     model_path = os.path.join(run_dir, "model.keras")
@@ -278,7 +276,7 @@ def _load_run(run_dir):
             )
     with open(config_path) as f:
         config = json.load(f)
-    model = keras.models.load_model(model_path)
+    model = vizoo.load_model(model_path)  # a corrupt or truncated file is named
     splits = load(
         config.get("dataset", "digits"),
         batch_size=config.get("batch_size", 100),

@@ -14,7 +14,11 @@ Calling it again on the same directory after a kill (SIGKILL, a lost machine)
 continues after the last finished epoch, with the optimizer, noise and data
 state of an uninterrupted run. Ctrl-C (KeyboardInterrupt) saves `model.keras`
 with the current weights, keeps the checkpoint and raises `RunInterrupted`,
-whose message says what was saved.
+whose message says what was saved. A non-finite loss or weight stops training
+(`vizoo.callbacks.StopOnNonFinite`, on by default) with `TrainingDiverged`
+naming the epoch and batch: nothing of the diverged epoch is written (no
+`model.keras` of NaN weights, no history row) and the checkpoint of the last
+finished epoch stays, so the run can resume from it.
 """
 
 import csv
@@ -24,7 +28,7 @@ import time
 
 import keras
 
-from vizoo.callbacks import TrainingCheckpoint
+from vizoo.callbacks import StopOnNonFinite, TrainingCheckpoint, TrainingDiverged
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -97,6 +101,7 @@ def fit_run(
     verbose=2,
     tensorboard=False,
     callbacks=None,
+    stop_on_non_finite=True,
 ):
     """`model.fit` into a run directory: checkpointed every epoch, resumed when restarted.
 
@@ -112,6 +117,8 @@ def fit_run(
         verbose: Keras `fit` verbosity.
         tensorboard: bool, write TensorBoard logs to `out_dir/tensorboard`.
         callbacks: optional further Keras callbacks.
+        stop_on_non_finite: bool, stop at the first non-finite loss or weight
+            (`vizoo.callbacks.StopOnNonFinite`, run before every other callback).
 
     Returns:
         dict: `resumed_epoch` (None for a fresh run), `train_seconds` (this
@@ -122,6 +129,9 @@ def fit_run(
             of the last finished epoch stays, so running again resumes.
         ValueError: the checkpoint cannot be restored (corrupt, or from
             another model).
+        vizoo.callbacks.TrainingDiverged: (a ValueError) a non-finite loss or
+            weight; its message names the epoch, batch and the checkpoint kept,
+            its `diverged` dict says what diverged (with `checkpoint_epoch`).
 
     Example:
         >>> result = vizoo.runs.fit_run(model, splits.train, "runs/a", epochs=100, validation_data=splits.validation)
@@ -143,7 +153,8 @@ def fit_run(
         rows = _continue_history(history_path, resumed_epoch)
     # Order: the epoch's row and best model are written before its checkpoint commits, so a kill in between
     # redoes that epoch (its row is dropped on resume) rather than losing it.
-    run_callbacks = [keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None)]
+    run_callbacks = [StopOnNonFinite()] if stop_on_non_finite else []  # first: nothing of a diverged epoch is written
+    run_callbacks += [keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None)]
     if validation_data is not None:
         run_callbacks.append(
             keras.callbacks.ModelCheckpoint(
@@ -167,6 +178,17 @@ def fit_run(
             verbose=verbose,
             callbacks=run_callbacks,
         )
+    except TrainingDiverged as error:
+        for callback in run_callbacks:  # the history file stays as it was after the last finished epoch
+            if isinstance(callback, keras.callbacks.CSVLogger) and getattr(callback, "csv_file", None):
+                callback.csv_file.close()
+        saved = checkpoint.saved_epoch()
+        model._initial_epoch = None
+        kept = f"the checkpoint after epoch {saved} is kept in {checkpoint.directory}" if saved else "no epoch finished"
+        detail, _, received = str(error).partition(". Received: ")
+        raise TrainingDiverged(
+            f"{detail}; {kept}. Received: {received}", {**error.diverged, "checkpoint_epoch": saved}
+        ) from None
     except KeyboardInterrupt:
         saved = checkpoint.saved_epoch()
         model_path = os.path.join(out_dir, "model.keras")

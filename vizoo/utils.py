@@ -73,3 +73,16 @@ def check_array(x, name, num_features=None, unit_interval=False):
             f"Received: {name} with min={x.min():g}, max={x.max():g}"
         )
     return x
+
+
+def check_vizoo_model(model, function):
+    """Raise a ValueError unless `model` is a vizoo `LatentVariableModel`; `function` names the caller."""
+    from vizoo.models.latent_variable_model import LatentVariableModel
+
+    if not isinstance(model, LatentVariableModel):
+        kind = type(model).__name__
+        raise ValueError(
+            f"{function} expects a vizoo LatentVariableModel (e.g. vizoo.models.VAE); received {kind}. "
+            f"Received: model={kind}"
+        )
+    return model

@@ -7,6 +7,7 @@ Nothing here imports a model, so evaluation and export can use it on their own.
 
 import contextlib
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -74,7 +75,20 @@ def _checked_dataset(dataset, name, num_features, unit_interval):
 
     def check(x):
         x = tf.cast(x, tf.float32)
-        asserts = [
+        asserts = []
+        if shape.rank is None or shape[-1] is None:  # width not fixed by the spec: each batch is checked
+            asserts.append(
+                tf.debugging.Assert(
+                    tf.logical_and(tf.equal(tf.rank(x), 2), tf.equal(tf.shape(x)[-1], num_features)),
+                    [
+                        f"{_CHECK_MARK}{name} must yield batches of shape (batch, {num_features}). "
+                        f"Received: a batch of {name} with shape (",
+                        tf.strings.reduce_join(tf.strings.as_string(tf.shape(x)), separator=", "),
+                        ")",
+                    ],
+                )
+            )
+        asserts += [
             tf.debugging.Assert(
                 tf.reduce_all(tf.math.is_finite(x)),
                 [f"{_CHECK_MARK}{name} must be finite. Received: a batch of {name} containing non-finite values"],
@@ -97,12 +111,84 @@ def _checked_dataset(dataset, name, num_features, unit_interval):
         with tf.control_dependencies(asserts):
             return tf.identity(x)
 
+    def check_weights(x, weights):
+        if weights is None:
+            return weights
+        assert_length = tf.debugging.Assert(
+            tf.logical_and(tf.rank(weights) >= 1, tf.equal(tf.shape(weights)[0], tf.shape(x)[0])),
+            [
+                f"{_CHECK_MARK}sample_weight of {name} must hold one weight per example of its batch. "
+                "Received: a batch of ",
+                tf.shape(x)[0],
+                " examples with sample_weight of shape (",
+                tf.strings.reduce_join(tf.strings.as_string(tf.shape(weights)), separator=", "),
+                ")",
+            ],
+        )
+        with tf.control_dependencies([assert_length]):
+            return tf.identity(weights)
+
     def check_element(*element):
         if len(element) == 1:
             return check(element[0])
+        if len(element) == 3:  # (x, y, sample_weight)
+            return (check(element[0]), element[1], check_weights(element[0], element[2]))
         return (check(element[0]),) + element[1:]
 
     return dataset.map(check_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def check_not_empty(data, name):
+    """Raise a ValueError if `data` (an array or a `tf.data.Dataset` of known size) holds no examples."""
+    if isinstance(data, tf.data.Dataset):
+        if int(data.cardinality()) == 0:
+            raise ValueError(f"{name} holds no batches: training needs at least one. Received: {name}, a dataset of cardinality 0")
+    elif isinstance(data, np.ndarray) and data.ndim >= 1 and len(data) == 0:
+        raise ValueError(f"{name} holds no examples: training needs at least one. Received: {name}.shape={data.shape}")
+
+
+def check_sample_weight(sample_weight, x, name="sample_weight"):
+    """Raise a ValueError unless array `sample_weight` holds one finite, non-negative weight per example of array `x`."""
+    if sample_weight is None or not isinstance(x, np.ndarray):
+        return sample_weight
+    weights = np.asarray(sample_weight)
+    if weights.ndim not in (1, 2) or len(weights) != len(x) or (weights.ndim == 2 and weights.shape[1] != 1):
+        raise ValueError(
+            f"{name} must hold one weight per example of x ({len(x)}), shape ({len(x)},). "
+            f"Received: {name}.shape={weights.shape}"
+        )
+    if not np.issubdtype(weights.dtype, np.number) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(f"{name} must be finite and non-negative numbers. Received: {name} with dtype={weights.dtype}")
+    return weights
+
+
+class NoBatchesCheck(keras.callbacks.Callback):
+    """Raise a ValueError when an epoch of `fit` ran no batch (data that yielded nothing), before the epoch is saved."""
+
+    def __init__(self, name="x"):
+        super().__init__()
+        self.name = name
+        self.batches = 0
+        self.epochs = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs += 1
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+    def _check(self):
+        if self.epochs and not self.batches:
+            raise ValueError(
+                f"{self.name} yielded no batches: training needs at least one. Received: {self.name}, empty"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
+
+    def on_train_end(self, logs=None):
+        self._check()
 
 
 @contextlib.contextmanager

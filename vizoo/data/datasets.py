@@ -48,19 +48,31 @@ class DataSplits:
     source: str
 
 
+def _idx_arrays(directory):
+    train, test = load_idx_directory(directory)
+    return {"train": flatten_to_unit_interval(train), "test": flatten_to_unit_interval(test)}, directory
+
+
 def _fashion_mnist(data_dir):
-    for directory in (data_dir, DEBIAN_FASHION_MNIST_DIR):
-        if directory and find_split_file(directory, "train"):
-            train, test = load_idx_directory(directory)
-            return {"train": flatten_to_unit_interval(train), "test": flatten_to_unit_interval(test)}, directory
-    if data_dir and not os.path.isdir(os.path.join(data_dir, "fashion_mnist")):
-        load_idx_directory(data_dir)  # raises: names the IDX files it looked for
+    if data_dir:  # an explicit directory is used or refused, never replaced by another source
+        if find_split_file(data_dir, "train") or find_split_file(data_dir, "test"):
+            return _idx_arrays(data_dir)  # raises, naming the file, when one is missing or malformed
+        if not os.path.isdir(os.path.join(data_dir, "fashion_mnist")):
+            load_idx_directory(data_dir)  # raises: names the IDX files it looked for
+        return load_tfds_arrays("fashion_mnist", data_dir), "tfds:fashion_mnist"
+    if find_split_file(DEBIAN_FASHION_MNIST_DIR, "train"):
+        return _idx_arrays(DEBIAN_FASHION_MNIST_DIR)
     return load_tfds_arrays("fashion_mnist", data_dir), "tfds:fashion_mnist"
 
 
 def _source_arrays(name, data_dir):
     """({split: float32 array in [0, 1]}, source description) for a dataset name."""
     if name == "digits":
+        if data_dir is not None:
+            raise ValueError(
+                "data_dir does not apply to digits (scikit-learn ships them); it is for fashion_mnist's IDX files "
+                f"or a TFDS data directory. Received: dataset='digits', data_dir={data_dir!r}"
+            )
         train, validation, test = load_digits_arrays()
         return {"train": train, "validation": validation, "test": test}, "scikit-learn digits"
     if name == "fashion_mnist":
@@ -89,9 +101,12 @@ def load(
     Names:
     - `"digits"`: scikit-learn's bundled 8x8 digits (offline; fixed splits of
       1,297 / 200 / 300 images).
-    - `"fashion_mnist"`: from `data_dir` if it holds MNIST-style IDX files
-      (`train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`), else from
-      Debian's `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist), else TFDS.
+    - `"fashion_mnist"`: with `data_dir`, from its MNIST-style IDX files
+      (`train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`; 3-D images
+      of one size in train and test) or, when it is a TFDS data directory
+      holding `fashion_mnist/`, through TFDS; otherwise it is refused with the
+      reason (never replaced by another source). Without `data_dir`: Debian's
+      `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist), else TFDS.
     - `"mnist"`, `"binarized_mnist"`, `"omniglot"` (resized to 28x28 and
       inverted, strokes = 1) or any other TFDS image dataset, by its TFDS name,
       through TFDS (`data_dir` is then the TFDS data directory). A dataset that
@@ -106,7 +121,7 @@ def load(
             `"threshold"` (pixel > 0.5) or `"none"` (intensities in [0, 1]).
         seed: int, seed of the validation split, shuffling and binarization.
         eval_batch_size: int, batch size of validation/test; default batch_size.
-        data_dir: optional directory, see Names.
+        data_dir: optional directory, see Names (refused for `"digits"`).
         validation_size: int, examples held out of the training set when the
             source has no validation split (default: the last 10,000 of a
             seeded permutation, or a sixth of a smaller training set); 0 for none.

@@ -6,6 +6,7 @@ int32 sizes and the data in C order, big-endian.
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -22,13 +23,27 @@ def _open(path):
 
 
 def read_idx(path):
-    """The array stored in an IDX file (`.gz` is decompressed)."""
-    with _open(path) as f:
-        header = f.read(4)
-        if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _TYPES:
-            raise ValueError(f"Not an IDX file (bad magic number). Received: path={os.fspath(path)!r}")
-        shape = tuple(int(v) for v in np.frombuffer(f.read(4 * header[3]), dtype=">i4"))
-        data = np.frombuffer(f.read(), dtype=_TYPES[header[2]])
+    """The array stored in an IDX file (`.gz` is decompressed).
+
+    Raises:
+        ValueError: naming the file when it is not IDX (bad magic number), is
+            truncated, or (`.gz`) is not gzip data or a truncated gzip stream.
+    """
+    try:
+        with _open(path) as f:
+            header = f.read(4)
+            if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _TYPES:
+                raise ValueError(f"Not an IDX file (bad magic number). Received: path={os.fspath(path)!r}")
+            shape = tuple(int(v) for v in np.frombuffer(f.read(4 * header[3]), dtype=">i4"))
+            data = np.frombuffer(f.read(), dtype=_TYPES[header[2]])
+    except gzip.BadGzipFile as error:
+        raise ValueError(f"IDX file is not gzip data ({error}). Received: path={os.fspath(path)!r}") from None
+    except EOFError:
+        raise ValueError(
+            f"IDX file is a truncated gzip file (the compressed stream ends early). Received: path={os.fspath(path)!r}"
+        ) from None
+    except zlib.error as error:
+        raise ValueError(f"IDX file is a corrupt gzip file ({error}). Received: path={os.fspath(path)!r}") from None
     if data.size != int(np.prod(shape)):
         raise ValueError(
             f"IDX file is truncated: header says shape {shape}, found {data.size} values. "
@@ -59,11 +74,31 @@ def find_split_file(directory, split):
 
 
 def load_idx_directory(directory):
-    """(train, test) uint8 image arrays from a directory of MNIST-style IDX files."""
+    """(train, test) uint8 image arrays from a directory of MNIST-style IDX files.
+
+    Raises:
+        ValueError: a file is missing or unreadable (named), an images file is
+            not 3-D (count, rows, cols), or train and test differ in image size.
+    """
     paths = {split: find_split_file(directory, split) for split in SPLIT_FILES}
     missing = [SPLIT_FILES[split] + "[.gz]" for split, path in paths.items() if path is None]
     if missing:
         raise ValueError(
             f"data_dir has no {' and no '.join(missing)}. Received: data_dir={os.fspath(directory)!r}"
         )
-    return read_idx(paths["train"]), read_idx(paths["test"])
+    arrays = {}
+    for split, path in paths.items():
+        images = read_idx(path)
+        if images.ndim != 3:
+            raise ValueError(
+                f"IDX images must be 3-D (count, rows, cols); {os.path.basename(path)} holds shape {images.shape} "
+                f"(a labels file?). Received: path={os.fspath(path)!r}"
+            )
+        arrays[split] = images
+    if arrays["train"].shape[1:] != arrays["test"].shape[1:]:
+        raise ValueError(
+            f"train and test images differ in size: {os.path.basename(paths['train'])} has "
+            f"{arrays['train'].shape[1:]}, {os.path.basename(paths['test'])} has {arrays['test'].shape[1:]}. "
+            f"Received: data_dir={os.fspath(directory)!r}"
+        )
+    return arrays["train"], arrays["test"]

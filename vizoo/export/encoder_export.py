@@ -1,14 +1,15 @@
 """Export a trained encoder q(z|x) as a TensorFlow SavedModel that serves without vizoo."""
 
 import os
+import shutil
 
 import keras
 import tensorflow as tf
 
-from vizoo.utils import check_positive_int
+from vizoo.utils import check_positive_int, check_vizoo_model
 
 
-def export_encoder(model, path, version=1):
+def export_encoder(model, path, version=1, overwrite=False):
     """Write the model's encoder q(z|x) to `<path>/<version>/` (TensorFlow Serving layout).
 
     Signatures (all float32):
@@ -34,17 +35,34 @@ def export_encoder(model, path, version=1):
       (`has_density` False, an implicit sampler) serves `z` alone. The
       outputs are the terms of `vizoo.terms` of those names, shaped as it declares.
 
+    The served functions check their inputs (`tf.debugging` asserts, so a
+    bad request fails with `tf.errors.InvalidArgumentError` whose message
+    names the input and the expected shape): x's width is `input_dim`, x is
+    finite, and `sample`'s eps has x's batch size and the posterior's noise
+    size, and is finite.
+
     The export loads with `tf.saved_model.load` in a process that never imports
     vizoo; `saved_model_cli show --dir <path>/<version> --all` lists it.
+
+    An existing version directory is never overwritten silently: it is refused
+    unless `overwrite=True` (TF Serving serves the highest version, so pass the
+    next `version` to publish a new model beside the old). With `overwrite=True`
+    the new export is written beside the old one and replaces it only once complete.
 
     Args:
         model: a vizoo model (e.g. `VAE`).
         path: directory of the export; the version is a subdirectory.
         version: positive int, the TensorFlow Serving model version.
+        overwrite: bool, replace an existing `<path>/<version>/`.
 
     Returns:
         The path of the written version directory.
+
+    Raises:
+        ValueError: `model` is not a vizoo model or not exportable, or the
+            version directory exists and `overwrite` is False.
     """
+    check_vizoo_model(model, "export_encoder")
     if not model.exportable:
         raise ValueError(
             f"{type(model).__name__} declares exportable=False: its encoder cannot be written as a SavedModel. "
@@ -55,26 +73,79 @@ def export_encoder(model, path, version=1):
     sample_terms = ("z", "log_qz") if model.posterior.has_density else ("z",)
     eps_spec = tf.TensorSpec([None, None, *model.posterior.noise_shape], tf.float32, name="eps")
 
+    input_dim = int(model.input_dim)
+    noise_shape = [int(n) for n in model.posterior.noise_shape]
+
+    def checked_x(x):
+        asserts = [
+            tf.debugging.assert_equal(
+                tf.shape(x)[1], input_dim, message=f"x must have shape [batch, {input_dim}]; received another width"
+            ),
+            tf.debugging.assert_all_finite(x, message=f"x must be finite (shape [batch, {input_dim}])"),
+        ]
+        with tf.control_dependencies(asserts):
+            return tf.identity(x)
+
     def serve(x):
-        return model.posterior.serving_outputs(model.encode(x))
+        return model.posterior.serving_outputs(model.encode(checked_x(x)))
 
     def sample(x, eps):
+        x = checked_x(x)
+        expected = f"[batch, k, {', '.join(map(str, noise_shape))}] with the batch of x"
+        asserts = [
+            tf.debugging.assert_equal(
+                tf.shape(eps)[0], tf.shape(x)[0], message=f"eps must have shape {expected}; its batch differs from that of x"
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(eps)[2:], tf.constant(noise_shape, tf.int32),
+                message=f"eps must have shape {expected}; its noise size differs",
+            ),
+            tf.debugging.assert_all_finite(eps, message=f"eps must be finite (shape {expected})"),
+        ]
+        with tf.control_dependencies(asserts):
+            eps = tf.identity(eps)
         return model.sample_terms(x, noise=eps, terms=sample_terms)
 
     return write_saved_model(
-        model, path, version, {"serving_default": (serve, [x_spec]), "sample": (sample, [x_spec, eps_spec])}
+        model,
+        path,
+        version,
+        {"serving_default": (serve, [x_spec]), "sample": (sample, [x_spec, eps_spec])},
+        overwrite=overwrite,
     )
 
 
-def write_saved_model(model, path, version, endpoints):
-    """Write `endpoints` (name -> (fn, input_signature)) of `model` to `<path>/<version>/`."""
+def write_saved_model(model, path, version, endpoints, overwrite=False):
+    """Write `endpoints` (name -> (fn, input_signature)) of `model` to `<path>/<version>/`.
+
+    An existing version directory is refused (ValueError naming it) unless `overwrite`; the
+    export is written to a temporary sibling first and moved into place when complete.
+    """
     version = check_positive_int(version, "version")
+    target = os.path.join(os.fspath(path), str(version))
+    if os.path.exists(target) and not overwrite:
+        raise ValueError(
+            f"the export's version directory {target} exists: pass overwrite=True to replace it, or another version "
+            f"(TF Serving serves the highest). Received: path={os.fspath(path)!r}, version={version}"
+        )
     if not model.built:
         model.build((None, model.input_dim))
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, (fn, input_signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=input_signature)
-    target = os.path.join(os.fspath(path), str(version))
-    archive.write_out(target, verbose=False)
+    os.makedirs(os.fspath(path), exist_ok=True)
+    tmp = os.path.join(os.fspath(path), f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        archive.write_out(tmp, verbose=False)
+        if os.path.exists(target):
+            old = f"{tmp}-old"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -3,9 +3,10 @@
 import tensorflow as tf
 
 from vizoo.export.encoder_export import write_saved_model
+from vizoo.utils import check_vizoo_model
 
 
-def export_prior(model, path, version=1):
+def export_prior(model, path, version=1, overwrite=False):
     """Write the model's prior log-density to `<path>/<version>/` (TensorFlow Serving layout).
 
     Signature `serving_default` (float32): `z [batch, latent_dim]` -> `log_pz [batch]`.
@@ -17,13 +18,20 @@ def export_prior(model, path, version=1):
         model: a vizoo model (e.g. `VAE`).
         path: directory of the export; the version is a subdirectory.
         version: positive int, the TensorFlow Serving model version.
+        overwrite: bool, replace an existing `<path>/<version>/` (refused otherwise, as
+            `export_encoder` does).
 
     Returns:
         The path of the written version directory.
+
+    Raises:
+        ValueError: `model` is not a vizoo model, or the version directory exists
+            and `overwrite` is False.
     """
+    check_vizoo_model(model, "export_prior")
     z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
 
     def log_prob(z):
         return {"log_pz": model.prior(z)}
 
-    return write_saved_model(model, path, version, {"serving_default": (log_prob, [z_spec])})
+    return write_saved_model(model, path, version, {"serving_default": (log_prob, [z_spec])}, overwrite=overwrite)

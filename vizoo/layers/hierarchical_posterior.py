@@ -90,6 +90,7 @@ class HierarchicalPosterior(Posterior):
 
     exact_density = False
     sampler_options = ("num_reverse_samples",)
+    fixed_noise_shape = False  # K is read from the noise's size (_split_noise checks it)
     # log v_j `[batch, k, K + 1]` with tau's parameters stopped for j >= 1 (DReG for tau).
     extra_terms = ("reverse_log_weights_detached",)
 

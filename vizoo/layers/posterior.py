@@ -50,7 +50,11 @@ class Posterior(keras.layers.Layer):
       `HierarchicalPosterior`); a loss asks for them through its own
       `sampler_options`, evaluation passes them explicitly;
     - `extra_terms`: names of terms (declared in `vizoo.terms`) besides z and
-      log q that `transform_terms` can give.
+      log q that `transform_terms` can give;
+    - `fixed_noise_shape` (True): given noise must be exactly
+      `[batch, k, *noise_shape]` (`sample_terms` refuses another shape by name);
+      False where the noise's size carries an option (a hierarchical
+      posterior reads K from it and checks the size itself).
 
     Args:
         latent_dim: int, dimension of z.
@@ -67,6 +71,8 @@ class Posterior(keras.layers.Layer):
     # Names of per-sample terms besides z and log q that `transform_terms` can give
     # (a model passes them through to the losses that ask for them).
     extra_terms = ()
+    # Given noise must be [batch, k, *noise_shape] (False: the size varies with a sampler option, checked by transform).
+    fixed_noise_shape = True
     # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
     cli_options = {}
 

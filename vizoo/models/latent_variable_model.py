@@ -7,7 +7,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from vizoo.data.checks import check_data, check_input_shape, input_errors
+from vizoo.data.checks import (
+    NoBatchesCheck,
+    check_data,
+    check_input_shape,
+    check_not_empty,
+    check_sample_weight,
+    input_errors,
+)
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, replicas_in_sync
 from vizoo.terms import SAMPLE, STATE, TERMS
 from vizoo.utils import check_array, check_hidden_units, check_positive_int
@@ -600,7 +607,8 @@ class LatentVariableModel(keras.Model):
             encoding: optional result of `self.encode(x)`, to reuse when the
                 same x is sampled many times (evaluation draws chunks).
             noise: optional base noise `[batch, k, *posterior.noise_shape]`
-                to use instead of drawing it (deterministic graphs: export).
+                to use instead of drawing it (deterministic graphs: export);
+                another shape (where known when traced) is a named error.
             **sampler_options: family-specific options (e.g. the number of
                 reverse samples of a hierarchical posterior).
 
@@ -609,6 +617,8 @@ class LatentVariableModel(keras.Model):
         """
         if noise is None or num_samples is not None:
             num_samples = check_positive_int(num_samples, "num_samples")
+        if noise is not None:
+            self._check_noise(x, noise)
         if noise is not None and num_samples not in (None, noise.shape[1]):
             raise ValueError(
                 f"num_samples must match the noise's second axis ({noise.shape[1]}). Received: num_samples={num_samples}"
@@ -632,6 +642,27 @@ class LatentVariableModel(keras.Model):
             shape = tuple(ops.shape(x)[0] if axis == "batch" else axis for axis in TERMS[name].shape)  # [batch, 1]
             values[name] = ops.broadcast_to(ops.cast(getattr(self, name), TERMS[name].dtype), shape)
         return values
+
+    def _check_noise(self, x, noise):
+        """Raise a ValueError unless `noise`'s static shape is [batch of x, k, *posterior.noise_shape]."""
+        posterior = self.posterior
+        expected_rank = 2 + len(posterior.noise_shape)
+        if getattr(getattr(noise, "shape", None), "rank", 0) is None:
+            return  # unknown rank when traced: the posterior's own ops decide
+        shape = tuple(getattr(noise, "shape", np.shape(noise)))
+        batch = tuple(getattr(x, "shape", np.shape(x)))[:1]
+        expected = f"[batch, k, {', '.join(map(str, posterior.noise_shape))}]"
+        wrong = len(shape) != expected_rank
+        if not wrong and batch and None not in (batch[0], shape[0]) and batch[0] != shape[0]:
+            wrong = True
+        if not wrong and posterior.fixed_noise_shape:
+            wrong = any(a is not None and a != b for a, b in zip(shape[2:], posterior.noise_shape))
+        if wrong:
+            batch_text = f" with batch = x's {batch[0]}" if batch and batch[0] is not None else ""
+            raise ValueError(
+                f"sample_terms expects noise of shape {expected}{batch_text} (posterior.noise_shape = "
+                f"{tuple(posterior.noise_shape)} of {type(posterior).__name__}). Received: noise.shape={shape}"
+            )
 
     def bound(self, x, loss=None, num_samples=None, seed=None):
         """The bound (or estimate) of `loss` for each example of x, `[batch]`.
@@ -726,7 +757,13 @@ class LatentVariableModel(keras.Model):
         return check_data(data, name, self.input_dim, self._needs_unit_interval)
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras `fit`, with vizoo's data checks: named errors for data of the wrong shape, non-finite values,
+        empty data (no examples, or a dataset that yields no batch), batches of changing width, and
+        `sample_weight` of the wrong length."""
         x = self.check_data(x, "x")
+        check_not_empty(x, "x")
+        if "sample_weight" in kwargs:
+            kwargs["sample_weight"] = check_sample_weight(kwargs["sample_weight"], x)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self.check_data(kwargs["validation_data"], "validation_data")
         if isinstance(x, tf.data.Dataset) and len(args) < 7:
@@ -741,6 +778,8 @@ class LatentVariableModel(keras.Model):
             if not any(isinstance(callback, KLWarmup) for callback in callbacks):
                 # First, so that callbacks after it (CSVLogger) log the epoch's kl_weight.
                 kwargs["callbacks"] = [KLWarmup(warmup_epochs)] + callbacks
+        if len(args) < 4:  # first: an epoch without batches is refused before any callback saves it
+            kwargs["callbacks"] = [NoBatchesCheck("x")] + list(kwargs.get("callbacks") or [])
         with input_errors():
             return super().fit(x, y, *args, **kwargs)
 
