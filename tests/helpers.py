@@ -50,6 +50,45 @@ def assert_cli_error(argv, message, out_dir, capsys):
     assert message in capsys.readouterr().err
 
 
+def digits_vae(steps_per_execution=10, loss=None, group_optimizers=None):
+    """`(model, splits)`: a small VAE (64-16-4) compiled for the offline digits, as a new process would build it.
+
+    The model of the resume tests; the default loss warms the KL up over 3 epochs.
+    """
+    import keras
+
+    import vizoo
+    from vizoo.losses import IWAELoss
+    from vizoo.models import VAE
+
+    keras.utils.set_random_seed(0)
+    splits = vizoo.data.load("digits", batch_size=100, seed=0)
+    model = VAE(64, 4, hidden_units=[16], seed=0)
+    model.initialize_output_bias(splits.train_mean)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=loss or IWAELoss(k=2, kl_warmup_epochs=3),
+        group_optimizers=group_optimizers,
+        steps_per_execution=steps_per_execution,
+    )
+    return model, splits
+
+
+def fit_straight_and_resumed(make, tmp_path, epochs=3, interrupted_after=2):
+    """`(straight, resumed, result)`: `make()`'s model trained `epochs` epochs in one run (in tmp_path/a), and
+    one trained `interrupted_after` epochs then resumed to `epochs` by a new model and pipeline (in
+    tmp_path/b, as a restarted process would); `result` is the resumed `fit_run`'s."""
+    from vizoo import runs
+
+    straight, splits = make()
+    runs.fit_run(straight, splits.train, os.path.join(tmp_path, "a"), epochs, splits.validation, verbose=0)
+    first, splits = make()
+    runs.fit_run(first, splits.train, os.path.join(tmp_path, "b"), interrupted_after, splits.validation, verbose=0)
+    resumed, splits = make()
+    result = runs.fit_run(resumed, splits.train, os.path.join(tmp_path, "b"), epochs, splits.validation, verbose=0)
+    return straight, resumed, result
+
+
 def build_from_flags(argv, input_dim=64):
     """(model, loss) that `train.py ARGV` builds for data of `input_dim` features, without data or training."""
     from vizoo import cli

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import vizoo
-from tests.helpers import assert_cli_error, run_in_fresh_process
-from vizoo import cli, runs
+from tests.helpers import assert_cli_error, digits_vae, fit_straight_and_resumed, run_in_fresh_process
+from vizoo import cli
 from vizoo.callbacks import _seed_states
 from vizoo.losses import IWAELoss, NVILLoss
 from vizoo.models import VAE, SigmoidBeliefNetwork
@@ -147,29 +147,17 @@ def test_mixed_float16_gives_each_group_optimizer_its_own_loss_scale(binary_data
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
-def _make_vae(steps_per_execution):
-    keras.utils.set_random_seed(0)
-    splits = vizoo.data.load("digits", batch_size=100, seed=0)
-    model = VAE(64, 4, hidden_units=[16], seed=0)
-    model.initialize_output_bias(splits.train_mean)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=IWAELoss(k=2, gradient_estimator="dreg"),
-        group_optimizers={"inference": keras.optimizers.Adam(3e-3)},
-        steps_per_execution=steps_per_execution,
-    )
-    return model, splits
-
-
 @pytest.mark.slow  # three runs each; plain resume is test_train_runs' fast test
 @pytest.mark.parametrize("steps_per_execution", [1, 10])
 def test_resumed_run_with_a_group_optimizer_equals_uninterrupted_run(tmp_path, steps_per_execution):
-    straight, splits = _make_vae(steps_per_execution)
-    runs.fit_run(straight, splits.train, str(tmp_path / "a"), 3, splits.validation, verbose=0)
-    first, splits = _make_vae(steps_per_execution)
-    runs.fit_run(first, splits.train, str(tmp_path / "b"), 2, splits.validation, verbose=0)
-    resumed, splits = _make_vae(steps_per_execution)
-    result = runs.fit_run(resumed, splits.train, str(tmp_path / "b"), 3, splits.validation, verbose=0)
+    def make():
+        return digits_vae(
+            steps_per_execution,
+            loss=IWAELoss(k=2, gradient_estimator="dreg"),
+            group_optimizers={"inference": keras.optimizers.Adam(3e-3)},
+        )
+
+    straight, resumed, result = fit_straight_and_resumed(make, tmp_path)
     assert result["resumed_epoch"] == 2
     for a, b in zip(straight.weights, resumed.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

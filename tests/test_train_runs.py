@@ -13,12 +13,9 @@ import keras
 import numpy as np
 import pytest
 
-import vizoo
-from tests.helpers import REPO_ROOT, assert_cli_error
+from tests.helpers import REPO_ROOT, assert_cli_error, digits_vae, fit_straight_and_resumed
 from vizoo import cli, runs
 from vizoo.callbacks import TrainingCheckpoint
-from vizoo.losses import IWAELoss
-from vizoo.models import VAE
 
 # Small but not instantaneous: 130 steps of one compiled call per epoch, so a kill lands between epochs.
 SLOW_TINY = [
@@ -100,30 +97,10 @@ def test_ctrl_c_saves_and_exits_130_with_one_line(tmp_path):
     assert TrainingCheckpoint(os.path.join(out, runs.CHECKPOINT_DIR)).saved_epoch() >= 1
 
 
-def _make(steps_per_execution=10, loss=None):
-    keras.utils.set_random_seed(0)
-    splits = vizoo.data.load("digits", batch_size=100, seed=0)
-    model = VAE(64, 4, hidden_units=[16], seed=0)
-    model.initialize_output_bias(splits.train_mean)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=loss or IWAELoss(k=2, kl_warmup_epochs=3),
-        steps_per_execution=steps_per_execution,
-    )
-    return model, splits
-
-
 @pytest.mark.parametrize("steps_per_execution", [pytest.param(1, marks=pytest.mark.slow), 10])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, steps_per_execution):
     """Weights, optimizer, noise and data order all continue: the same final weights to the last bit."""
-    straight, splits = _make(steps_per_execution)
-    runs.fit_run(straight, splits.train, str(tmp_path / "a"), 3, splits.validation, verbose=0)
-
-    first, splits = _make(steps_per_execution)  # as a new process would: new model, new pipeline
-    runs.fit_run(first, splits.train, str(tmp_path / "b"), 2, splits.validation, verbose=0)
-    resumed, splits = _make(steps_per_execution)
-    result = runs.fit_run(resumed, splits.train, str(tmp_path / "b"), 3, splits.validation, verbose=0)
-
+    straight, resumed, result = fit_straight_and_resumed(lambda: digits_vae(steps_per_execution), tmp_path)
     assert result["resumed_epoch"] == 2
     assert result["history"].history["kl_weight"] == pytest.approx([2 / 3])  # the warm-up continued
     for a, b in zip(straight.weights, resumed.weights):
@@ -140,26 +117,21 @@ def test_without_the_noise_state_the_resumed_run_differs(tmp_path, monkeypatch):
     """The check above is sensitive: dropping the seed-generator state changes the result."""
     import vizoo.callbacks as callbacks
 
-    straight, splits = _make()
-    runs.fit_run(straight, splits.train, str(tmp_path / "a"), 3, splits.validation, verbose=0)
-    monkeypatch.setattr(callbacks, "_seed_states", lambda model: {})
-    first, splits = _make()
-    runs.fit_run(first, splits.train, str(tmp_path / "b"), 2, splits.validation, verbose=0)
-    resumed, splits = _make()
-    runs.fit_run(resumed, splits.train, str(tmp_path / "b"), 3, splits.validation, verbose=0)
+    monkeypatch.setattr(callbacks, "_seed_states", lambda model: {})  # (the straight run restores nothing)
+    straight, resumed, _ = fit_straight_and_resumed(digits_vae, tmp_path)
     assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(straight.weights, resumed.weights))
 
 
 @pytest.mark.slow  # two runs; resume itself is test_resumed_run_equals_uninterrupted_run
 def test_history_rows_after_the_checkpoint_are_dropped_and_best_threshold_kept(tmp_path):
-    model, splits = _make()
+    model, splits = digits_vae()
     out = str(tmp_path / "run")
     runs.fit_run(model, splits.train, out, 2, splits.validation, verbose=0)
     rows = _history(out)
     with open(os.path.join(out, "history.csv"), "a", newline="") as f:  # a row written just before a kill
         f.write("2,1.0,99.0,99.0\n")
     best_mtime = os.path.getmtime(os.path.join(out, "best.keras"))
-    model, splits = _make()
+    model, splits = digits_vae()
     runs.fit_run(model, splits.train, out, 3, splits.validation, verbose=0)
     history = _history(out)
     assert [r["epoch"] for r in history] == ["0", "1", "2"] and history[:2] == rows
@@ -191,7 +163,7 @@ def test_corrupt_checkpoint_is_a_named_error(tmp_path, capsys):
 
 def test_resuming_with_other_options_is_a_named_error(tmp_path, capsys):
     out = str(tmp_path / "run")
-    model, splits = _make()
+    model, splits = digits_vae()
     runs.fit_run(model, splits.train, out, 1, None, verbose=0)  # an interrupted run's checkpoint
     argv = ["--latent-dim", "4", "--hidden-units", "16", "--epochs", "2", "--eval-k", "20", "--verbose", "0"]
     with open(os.path.join(out, "config.json"), "w") as f:
