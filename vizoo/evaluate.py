@@ -429,12 +429,13 @@ def log_likelihood(
     if train_k_note is not None:
         result["train_k_note"] = train_k_note
     if top:
-        result.update(_diagnostics_summary(np.concatenate(ess), np.concatenate(pareto_k), top - 1))
+        ess, pareto_k = np.concatenate(ess), np.concatenate(pareto_k)
+        result.update(_diagnostics_summary(ess, pareto_k, top - 1))
     if return_per_example:
         result["per_example_log_likelihood"] = log_px
         if top:
-            result["per_example_ess"] = np.concatenate(ess)
-            result["per_example_pareto_k"] = np.concatenate(pareto_k)
+            result["per_example_ess"] = ess
+            result["per_example_pareto_k"] = pareto_k
     return result
 
 
