@@ -24,9 +24,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"))
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--hidden-units", default="200,200", help="the MLPs' widths (a smaller model for a quick check)")
+    parser.add_argument("--latent-dim", type=int, default=50)
+    parser.add_argument("--steps-per-call", type=int, default=10, help="training steps unrolled in one compiled call")
+    parser.add_argument("--eval-k", type=int, default=1000)
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        raise SystemExit(f"--rounds must be an integer >= 1. Received: {args.rounds}")
+    for name in ("rounds", "latent_dim", "steps_per_call", "eval_k"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be an integer >= 1. Received: {getattr(args, name)}")
+    try:
+        hidden_units = [int(width) for width in args.hidden_units.split(",")]
+    except ValueError:
+        hidden_units = []
+    if not hidden_units or min(hidden_units) < 1:
+        raise SystemExit(f"--hidden-units must be comma-separated positive integers. Received: {args.hidden_units!r}")
 
     import vizoo  # first: it filters TensorFlow's start-up notices
 
@@ -57,14 +68,14 @@ def main(argv=None):
     for name, (decode, optimizer, jit_compile) in variants.items():
         VAE.decode = decode  # traced below with this variant
         keras.utils.set_random_seed(0)
-        model = VAE(784, 50, [200, 200], seed=0, dtype=args.precision)
+        model = VAE(784, args.latent_dim, hidden_units, seed=0, dtype=args.precision)
         model.compile(optimizer=optimizer(1e-3), loss=vizoo.losses.IWAELoss(k=5))
         model.build((None, 784))
         model.optimizer.build(model.trainable_variables)
 
         @tf.function(jit_compile=jit_compile)
         def train_steps(model=model):
-            for _ in range(10):  # unrolled: XLA compiles the ten steps as one program
+            for _ in range(args.steps_per_call):  # unrolled: XLA compiles the steps as one program
                 model.train_step(x)
 
         train_steps()
@@ -81,20 +92,21 @@ def main(argv=None):
             start = time.perf_counter()
             for _ in range(10):
                 train_steps()
-            step_ms[name].append((time.perf_counter() - start) / 100 * 1000)
-        model = VAE(784, 50, [200, 200], seed=0, dtype=args.precision)  # a new model: nothing compiled yet
+            step_ms[name].append((time.perf_counter() - start) / (10 * args.steps_per_call) * 1000)
+        model = VAE(784, args.latent_dim, hidden_units, seed=0, dtype=args.precision)  # a new model: nothing compiled yet
         for seconds in (first, second):
             start = time.perf_counter()
-            vizoo.evaluate.log_likelihood(model, x, k=1000, seed=0)
+            vizoo.evaluate.log_likelihood(model, x, k=args.eval_k, seed=0)
             seconds.append(time.perf_counter() - start)
 
-    print(f"{args.precision}, {args.rounds} alternating rounds (medians)")
+    print(f"{args.precision}, 784-{args.hidden_units.replace(',', '-')}-{args.latent_dim}, {args.steps_per_call} steps per call, "
+          f"{args.rounds} alternating rounds (medians)")
     print("| training step | ms | vs vizoo |")
     print("|---|---|---|")
     base = statistics.median(step_ms["vizoo"])
     for name, times in step_ms.items():
         print(f"| {name} | {statistics.median(times):.2f} | {statistics.median(times) / base:.2f}x the time |")
-    print(f"log_likelihood, k=1000, 100 examples: first call on a model {statistics.median(first):.2f} s, "
+    print(f"log_likelihood, k={args.eval_k}, 100 examples: first call on a model {statistics.median(first):.2f} s, "
           f"second call {statistics.median(second):.2f} s")
     return 0
 

@@ -122,7 +122,7 @@ def test_vs_pythae_needs_a_pythae_python(capsys, monkeypatch):
 
 @pytest.mark.slow  # runs the benchmark script
 def test_softplus_sum_benchmark_prints_its_table(capsys):
-    assert load_script("softplus_sum").main(["--rounds", "1"]) == 0
+    assert load_script("softplus_sum").main(["--rounds", "1", "--hidden-units", "16", "--latent-dim", "4", "--steps-per-call", "2", "--eval-k", "20"]) == 0
     out = capsys.readouterr().out
     rows = {row[0]: [float(v) for v in row[1:]] for row in table_rows(out)}
     assert set(rows) == {"softplus per pixel", "grouped (vizoo)"}, out
@@ -139,7 +139,7 @@ def test_step_variants_prints_each_variant(capsys):
     from vizoo.models import VAE
 
     decode, own = VAE.decode, "decode" in VAE.__dict__
-    assert load_script("step_variants").main(["--rounds", "1"]) == 0
+    assert load_script("step_variants").main(["--rounds", "1", "--hidden-units", "16", "--latent-dim", "4", "--steps-per-call", "2", "--eval-k", "20"]) == 0
     out = capsys.readouterr().out
     rows = {row[0]: row[1:] for row in table_rows(out)}
     assert set(rows) == {"vizoo", "3-D decoder", "Keras Adam", "XLA step"}, out
