@@ -61,11 +61,20 @@ ROWS = {
     "iwhvi10": ("vae", "iwhvi", 1, "hierarchical", {"num_reverse_samples": 10}),
     "iwhvi50": ("vae", "iwhvi", 1, "hierarchical", {"num_reverse_samples": 50}),
     "iwhvi50_ramp": ("vae", "iwhvi", 1, "hierarchical", {"num_reverse_samples": 50}),
+    # SIVI: the IWHVI bound with tau = q(psi|x) (no reverse network; ROW_POSTERIOR_OPTIONS).
+    "sivi50": ("vae", "iwhvi", 1, "hierarchical", {"num_reverse_samples": 50}),
+    # Richer priors (ELBO, diagonal q): the VampPrior and a MAF prior, with their defaults.
+    "vae_vamp": ("vae", "elbo", 1, "diagonal", {}),
+    "vae_maf": ("vae", "elbo", 1, "diagonal", {}),
     # Discrete latents: the sigmoid belief network (its own Bernoulli q).
     "sbn_vimco5": ("sbn", "vimco", 5, None, {}),
     "sbn_vimco50": ("sbn", "vimco", 50, None, {}),
     "sbn_nvil": ("sbn", "nvil", 1, None, {}),
 }
+# The prior of rows that change it (registry names of vizoo.layers.PRIORS); every other row has N(0, I).
+ROW_PRIORS = {"vae_vamp": "vamp", "vae_maf": "maf"}
+# Posterior options of rows that differ from their posterior's POSTERIOR_OPTIONS.
+ROW_POSTERIOR_OPTIONS = {"sivi50": {"reverse_model": "sivi"}}
 # Every other registered loss gets a row of its own with its defaults, k=5, on the IWAE paper's VAE: a new
 # reparameterization loss is benchmarked with no edit here (others need a row above, as VIMCO and NVIL have).
 DEFAULT_ROW = ("vae", 5, "diagonal")
@@ -85,7 +94,7 @@ GROUPS = {
         name for name, (family, bound, k, _, options) in MODELS.items()
         if family == "vae" and bound in ("elbo", "iwae") and k in (1, 5) and not options
     ],
-    "hierarchical": ["hvm", "iwhvi10", "iwhvi50", "iwhvi50_ramp"],
+    "hierarchical": ["hvm", "iwhvi10", "iwhvi50", "iwhvi50_ramp", "sivi50"],
     "dreg": ["iwae50", "iwae50_dreg"],
     "sbn": ["sbn_vimco5", "sbn_vimco50", "sbn_nvil"],
 }
@@ -169,6 +178,30 @@ def matmul_gflops(rows, input_dim, repeats=30):
     return 2 * rows * HIDDEN[0] * input_dim / seconds / 1e9
 
 
+def build_model(name, splits, seed):
+    """The row's model, seeded, its output bias at the data's logits, compiled with the row's loss."""
+    import keras
+
+    from vizoo.layers import POSTERIORS
+    from vizoo.models import MODELS as FAMILIES
+
+    family, loss_name, k, posterior_name, loss_options = MODELS[name]
+    model_cls = FAMILIES[family]
+    options = dict(FAMILY_OPTIONS.get(family, {}))
+    keras.utils.set_random_seed(seed)
+    if "posterior" in model_cls.components:
+        options["posterior"] = POSTERIORS[posterior_name](
+            LATENT_DIM, name="posterior", **POSTERIOR_OPTIONS.get(posterior_name, {}), **ROW_POSTERIOR_OPTIONS.get(name, {})
+        )
+    if name in ROW_PRIORS:
+        options["prior"] = ROW_PRIORS[name]
+    model = model_cls(input_dim=splits.input_dim, seed=seed, **options)
+    model.initialize_output_bias(splits.train_mean)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=LOSSES[loss_name](k=k, **loss_options),
+                  steps_per_execution=STEPS_PER_EXECUTION)
+    return model
+
+
 def run_one(name, args):
     """Train and evaluate one model; return its result dict."""
     import keras
@@ -176,24 +209,13 @@ def run_one(name, args):
 
     import vizoo
     from vizoo import evaluate
-    from vizoo.layers import POSTERIORS
-    from vizoo.models import MODELS as FAMILIES
 
     family, loss_name, k, posterior_name, loss_options = MODELS[name]
-    model_cls = FAMILIES[family]
-    options = dict(FAMILY_OPTIONS.get(family, {}))
-    keras.utils.set_random_seed(args.seed)
-    if "posterior" in model_cls.components:
-        options["posterior"] = POSTERIORS[posterior_name](
-            LATENT_DIM, name="posterior", **POSTERIOR_OPTIONS.get(posterior_name, {})
-        )
     splits = vizoo.data.load(
         args.dataset, batch_size=BATCH_SIZE, binarization="dynamic", seed=args.seed, data_dir=args.data_dir
     )
-    model = model_cls(input_dim=splits.input_dim, seed=args.seed, **options)
-    model.initialize_output_bias(splits.train_mean)
-    loss = LOSSES[loss_name](k=k, **loss_options)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss, steps_per_execution=STEPS_PER_EXECUTION)
+    model = build_model(name, splits, args.seed)
+    loss = model.loss
 
     class EpochTimer(keras.callbacks.Callback):
         """Wall time of each training epoch."""

@@ -147,3 +147,56 @@ def test_step_variants_prints_each_variant(capsys):
     first, second = (float(v) for v in re.search(r"first call on a model ([0-9.]+) s, second call ([0-9.]+) s", out).groups())
     assert first > 0 and second > 0
     assert VAE.decode is decode and ("decode" in VAE.__dict__) == own  # the script put vizoo's decode back, where it was
+
+
+@pytest.mark.slow  # trains five small runs
+def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderings(tmp_path, monkeypatch):
+    import vizoo
+
+    long_run = load_script("long_run")
+    results, output = tmp_path / "results", tmp_path / "docs" / "long.md"
+    argv = ["--dataset", "digits", "--models", "vae,iwae5", "--epochs", "3", "--seeds", "0,1", "--curve-every", "2",
+            "--curve-examples", "20", "--curve-k", "10", "--eval-k", "20", "--results-dir", str(results),
+            "--output", str(output), "--in-process"]
+    evaluate, calls = vizoo.evaluate.log_likelihood, []
+
+    def interrupted_at_the_second_curve_point(*args, **kwargs):  # Ctrl-C during epoch 3's test point (vae, seed 0)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(vizoo.evaluate, "log_likelihood", interrupted_at_the_second_curve_point)
+    with pytest.raises(vizoo.runs.RunInterrupted):
+        long_run.main(argv)
+    first = results / "e3" / "vae" / "seed0"
+    assert [row["epoch"] for row in long_run._read_csv(str(first / "progress.csv"))] == ["1", "2"]
+    assert not (first / "result.json").exists() and vizoo.runs.checkpoint_epoch(str(first)) == 2
+    long_run.write_report(long_run.build_parser().parse_args(argv), "tiny")
+    assert "| vae | 0 | | | | 2 of 3: not finished | test NLL" in output.read_text()
+
+    monkeypatch.setattr(vizoo.evaluate, "log_likelihood", evaluate)
+    assert long_run.main(argv) == 0  # resumes vae seed 0 at epoch 3, then trains the other three runs
+    progress = long_run._read_csv(str(first / "progress.csv"))
+    assert [row["epoch"] for row in progress] == ["1", "2", "3"]
+    assert [bool(row["test_nll"]) for row in progress] == [False, True, True]  # every 2 epochs and the last
+    assert len(long_run._read_csv(str(first / "history.csv"))) == 3 and not (first / "checkpoint").exists()
+    with open(first / "result.json") as f:
+        result = json.load(f)
+    assert result["epochs"] == 3 and result["eval_k"] == 20 and result["num_test"] == 300 and result["is_bound"]
+
+    report = output.read_text()
+    rows = {tuple(row[:2]): row for row in table_rows(report.split("## Seed spread")[0])}
+    assert set(rows) == {(m, s) for m in ("vae", "iwae5") for s in ("0", "1")}
+    assert all(row[5] == "3" and float(row[6]) > 0 for row in rows.values())
+    spread = {row[0]: row for row in table_rows(report.split("## Seed spread")[1].split("## The published")[0])}
+    nll = {m: [float(rows[(m, s)][6]) for s in ("0", "1")] for m in ("vae", "iwae5")}
+    assert float(spread["vae"][3]) == pytest.approx(np.mean(nll["vae"]), abs=0.01)
+    assert float(spread["vae"][4]) == pytest.approx(np.std(nll["vae"], ddof=1), abs=0.01)
+    ordering = [row for row in table_rows(report) if row[0].startswith("IWAE k=5 over the VAE")]
+    assert len(ordering) == 1 and float(ordering[0][4]) == pytest.approx(nll["vae"][0] - nll["iwae5"][0], abs=0.011)
+    assert (output.parent / "long_e3_bounds.png").stat().st_size > 1000
+    curves = long_run._read_csv(str(results / "curves.csv"))
+    assert len(curves) == 4 * 3 and {row["model"] for row in curves} == {"vae", "iwae5"}
+    # Everything finished: a third run trains nothing.
+    assert long_run.main(argv) == 0

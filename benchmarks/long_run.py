@@ -1,0 +1,433 @@
+"""Results at a real training budget: every family for 100 epochs, seeds, learning curves, the published orderings.
+
+The rows and their models are benchmarks/benchmark.py's (the IWAE paper's 784-200-200-50
+architecture, batch 100, Adam 1e-3, dynamically binarized Fashion-MNIST). Two presets:
+
+    python benchmarks/long_run.py --preset long      # every family, 100 epochs, seed 0, test NLL k=5000 on 10,000
+    python benchmarks/long_run.py --preset seeds     # vae, iwae5, vae_iaf: 20 epochs, seeds 0, 1, 2
+    python benchmarks/long_run.py --report           # docs/benchmarks_long.md + curves (CSV, PNGs) from what exists
+
+Each (row, seed) trains in its own process into `<results-dir>/e<epochs>/<row>/seed<seed>/` with
+`vizoo.runs.fit_run`: checkpointed after every epoch and resumed when the command runs again, so
+the runs can be stopped at any time (Ctrl-C, kill, reboot) and continued. In each run directory:
+
+- `history.csv`: the training loss and the validation loss (the negative validation bound) per epoch;
+- `progress.csv`: the wall seconds of each epoch and, every `--curve-every` epochs, the test NLL
+  with k=`--curve-k` importance samples on the first `--curve-examples` test examples;
+- `result.json`: once the run has all its epochs, the final evaluation (k=`--eval-k` on the test
+  set; hierarchical rows with `--eval-reverse-samples` reverse samples) and the wall time.
+
+`--report` reads every run under `--results-dir` and writes `--output` (the long table, the seed
+spread, the orderings of the papers checked against that spread, the budget each unfinished row
+has reached) and the learning curves: `curves.csv` in the results directory and one PNG per family
+group beside `--output`. Speed is not reported here (the runs share the machine with other work);
+docs/benchmarks.md and docs/speed.md have speeds from quiet runs.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import benchmark  # noqa: E402  (the rows, their models and the data settings)
+
+PRESETS = {
+    # Cheap and informative rows first: the runs are resumable, and a partial result is still a result.
+    "long": {
+        "models": [
+            "vae", "iwae5", "vae_iaf", "hvm", "iwhvi50", "sivi50", "sbn_vimco5", "sbn_nvil", "vae_planar",
+            "vae_full_covariance", "vae_vamp", "vae_maf", "renyi", "avb", "iwae50", "iwae50_dreg", "sbn_vimco50",
+        ],
+        "epochs": 100,
+        "seeds": [0],
+    },
+    "seeds": {"models": ["vae", "iwae5", "vae_iaf"], "epochs": 20, "seeds": [0, 1, 2]},
+}
+# The published orderings (lower NLL first), each with its source.
+ORDERINGS = [
+    ("iwae5", "vae", "IWAE k=5 over the VAE (Burda et al. 2016, table 1)"),
+    ("iwae50", "iwae5", "IWAE k=50 over IWAE k=5 (Burda et al. 2016, table 1)"),
+    ("iwae50_dreg", "iwae50", "DReG over the plain IWAE-50 gradient (Tucker et al. 2019)"),
+    ("vae_iaf", "vae", "IAF over the diagonal posterior (Kingma et al. 2016)"),
+    ("iwhvi50", "hvm", "IWHVI over HVM (Sobolev & Vetrov 2019)"),
+    ("iwhvi50", "sivi50", "IWHVI over SIVI (Sobolev & Vetrov 2019)"),
+    ("sbn_vimco5", "sbn_nvil", "VIMCO over NVIL (Mnih & Rezende 2016)"),
+    ("sbn_vimco50", "sbn_vimco5", "VIMCO k=50 over k=5 (Mnih & Rezende 2016)"),
+]
+CURVE_GROUPS = {
+    "bounds": ["vae", "iwae5", "iwae50", "iwae50_dreg", "renyi"],
+    "posteriors": ["vae", "vae_iaf", "vae_planar", "vae_full_covariance", "avb"],
+    "priors": ["vae", "vae_vamp", "vae_maf"],
+    "hierarchical": ["vae", "hvm", "iwhvi50", "sivi50"],
+    "sbn": ["sbn_vimco5", "sbn_vimco50", "sbn_nvil"],
+}
+PROGRESS_FIELDS = ["epoch", "epoch_seconds", "test_nll", "test_elbo", "test_kl", "active_units", "eval_seconds"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="models, epochs and seeds at once")
+    parser.add_argument("--models", default=None, help="comma-separated rows of benchmarks/benchmark.py (or its groups)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2")
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--eval-k", type=int, default=5000)
+    parser.add_argument("--eval-reverse-samples", type=int, default=50, help="K of hierarchical rows' evaluation")
+    parser.add_argument("--num-test", type=int, default=None, help="evaluate on the first N test examples (default all)")
+    parser.add_argument("--curve-every", type=int, default=10, help="epochs between test-NLL points of the curves")
+    parser.add_argument("--curve-k", type=int, default=1000)
+    parser.add_argument("--curve-examples", type=int, default=1000)
+    parser.add_argument("--results-dir", default=os.path.join(benchmark.REPO, "benchmarks", "results", "long"))
+    parser.add_argument("--output", default=os.path.join(benchmark.REPO, "docs", "benchmarks_long.md"))
+    parser.add_argument("--report", action="store_true", help="only write the report from the runs that exist")
+    parser.add_argument("--in-process", action="store_true", help="train in this process (tests)")
+    parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def resolve(args):
+    """The (models, epochs, seeds) of the command line, a preset's where the command line is silent."""
+    preset = PRESETS.get(args.preset, {})
+    names = args.models.split(",") if args.models else preset.get("models", ["vae", "iwae5"])
+    models = [m for n in names if n for m in benchmark.GROUPS.get(n, [n])]
+    if args.preset and not args.models:
+        models = [m for m in models if m in benchmark.MODELS]  # rows of families that have not landed are left out
+    unknown = [m for m in models if m not in benchmark.MODELS]
+    if unknown:
+        raise SystemExit(f"--models: unknown row(s) {unknown}; expected names from {list(benchmark.MODELS)}. "
+                         f"Received: {args.models!r}")
+    ramps = [m for m in models if m in benchmark.REVERSE_SAMPLE_RAMPS]
+    if ramps:
+        raise SystemExit(f"--models: rows with a K schedule {ramps} run in benchmarks/benchmark.py only. Received: {args.models!r}")
+    epochs = args.epochs if args.epochs is not None else preset.get("epochs", 10)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else preset.get("seeds", [0])
+    except ValueError:
+        raise SystemExit(f"--seeds must be comma-separated integers. Received: {args.seeds!r}") from None
+    for flag, value in (("epochs", epochs), ("curve-every", args.curve_every), ("curve-k", args.curve_k),
+                        ("curve-examples", args.curve_examples), ("eval-k", args.eval_k)):
+        if value < 1:
+            raise SystemExit(f"--{flag} must be a positive integer. Received: {value}")
+    return models, epochs, seeds
+
+
+def run_dir(results_dir, epochs, name, seed):
+    return os.path.join(results_dir, f"e{epochs}", name, f"seed{seed}")
+
+
+def _read_csv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_csv(path, rows, fields):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _evaluation_options(model, reverse_samples):
+    options = {}
+    if "num_reverse_samples" in getattr(model.posterior, "sampler_options", {}):
+        options["num_reverse_samples"] = reverse_samples
+    return options
+
+
+def train_one(name, seed, epochs, args):
+    """Train (or resume) one row and seed; evaluate it once it has all its epochs."""
+    import keras
+
+    import vizoo
+    from vizoo import evaluate, runs
+
+    out = run_dir(args.results_dir, epochs, name, seed)
+    splits = vizoo.data.load(
+        args.dataset, batch_size=benchmark.BATCH_SIZE, binarization="dynamic", seed=seed, data_dir=args.data_dir
+    )
+    model = benchmark.build_model(name, splits, seed)
+    curve_data = splits.test.unbatch().take(args.curve_examples).batch(benchmark.BATCH_SIZE)
+    progress_path = os.path.join(out, "progress.csv")
+    os.makedirs(out, exist_ok=True)
+    done = runs.checkpoint_epoch(out) or 0
+    rows = [row for row in _read_csv(progress_path) if int(row["epoch"]) <= done]  # epochs after the checkpoint redo
+    _write_csv(progress_path, rows, PROGRESS_FIELDS)
+
+    class Progress(keras.callbacks.Callback):
+        """Epoch seconds, and the test NLL every `--curve-every` epochs (and at the last), into progress.csv."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, "epoch_seconds": round(time.perf_counter() - self.start, 3)}
+            if (epoch + 1) % args.curve_every == 0 or epoch + 1 == epochs:
+                start = time.perf_counter()
+                metrics = evaluate.log_likelihood(
+                    self.model, curve_data, k=args.curve_k, seed=seed, **_evaluation_options(self.model, args.eval_reverse_samples)
+                )
+                row.update(test_nll=metrics["nll"], test_elbo=metrics["elbo"], test_kl=metrics["kl"],
+                           active_units=metrics["active_units"], eval_seconds=round(time.perf_counter() - start, 3))
+            rows.append(row)
+            _write_csv(progress_path, rows, PROGRESS_FIELDS)
+
+    if done < epochs:
+        print(f"{name} seed {seed}: epochs {done + 1}-{epochs} into {out}", flush=True)
+        runs.fit_run(model, splits.train, out, epochs=epochs, validation_data=splits.validation, verbose=2,
+                     callbacks=[Progress()])
+    else:
+        model = vizoo.saving.load_model(os.path.join(out, "model.keras"))
+
+    test = splits.test
+    num_test = splits.num_test
+    if args.num_test:
+        num_test = min(args.num_test, splits.num_test)
+        test = test.unbatch().take(num_test).batch(benchmark.BATCH_SIZE)
+    start = time.perf_counter()
+    options = _evaluation_options(model, args.eval_reverse_samples)
+    metrics = evaluate.log_likelihood(model, test, k=args.eval_k, seed=seed, verbose=2, **options)
+    family, loss_name, k, posterior_name, loss_options = benchmark.MODELS[name]
+    result = {
+        "model": name,
+        "seed": seed,
+        "epochs": epochs,
+        "posterior": (posterior_name or family) + (" (SIVI)" if name in benchmark.ROW_POSTERIOR_OPTIONS else ""),
+        "prior": benchmark.ROW_PRIORS.get(name, "standard_normal" if family == "vae" else family),
+        "loss": f"{loss_name.upper()} k={k}" + "".join(f", {key}={value}" for key, value in loss_options.items()),
+        "is_bound": bool(model.loss.is_bound),
+        "dataset": f"{args.dataset} (dynamic binarization, source {splits.source})",
+        "num_test": num_test,
+        "eval_k": args.eval_k,
+        **({"eval_reverse_samples": args.eval_reverse_samples} if options else {}),
+        "test_nll": metrics["nll"],
+        "test_nll_is_upper_bound": bool(metrics.get("log_likelihood_is_lower_bound", False)),
+        "test_elbo": metrics["elbo"],
+        "test_kl": metrics["kl"],
+        "active_units": metrics["active_units"],
+        "latent_units": metrics["latent_units"],
+        "train_hours": sum(float(r["epoch_seconds"]) for r in rows) / 3600,
+        "eval_seconds": time.perf_counter() - start,
+        "machine": benchmark.machine_description(),
+        "date": datetime.date.today().isoformat(),
+    }
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    runs.finish_run(out)  # the result is written: the training checkpoint is no longer needed
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ the report
+def collect(results_dir):
+    """Every run under results_dir: {(epochs, row, seed): {"history", "progress", "result"}}."""
+    runs = {}
+    if not os.path.isdir(results_dir):
+        return runs
+    for budget in sorted(os.listdir(results_dir)):
+        if not (budget.startswith("e") and budget[1:].isdigit()):
+            continue
+        for name in sorted(os.listdir(os.path.join(results_dir, budget))):
+            for seed_dir in sorted(os.listdir(os.path.join(results_dir, budget, name))):
+                path = os.path.join(results_dir, budget, name, seed_dir)
+                if not seed_dir.startswith("seed"):
+                    continue
+                result = None
+                if os.path.exists(os.path.join(path, "result.json")):
+                    with open(os.path.join(path, "result.json")) as f:
+                        result = json.load(f)
+                history, progress = _read_csv(os.path.join(path, "history.csv")), _read_csv(os.path.join(path, "progress.csv"))
+                if result is None:  # running or stopped: what its checkpoint holds (a later epoch's rows are redone)
+                    from vizoo.runs import checkpoint_epoch
+
+                    done = checkpoint_epoch(path) or 0
+                    history, progress = history[:done], [p for p in progress if int(p["epoch"]) <= done]
+                runs[(int(budget[1:]), name, int(seed_dir[4:]))] = {"history": history, "progress": progress, "result": result}
+    return runs
+
+
+def seed_spread(runs):
+    """{(epochs, row): (mean NLL, sample standard deviation, n)} over finished seeds (n >= 2)."""
+    by_row = {}
+    for (epochs, name, _), run in runs.items():
+        if run["result"]:
+            by_row.setdefault((epochs, name), []).append(run["result"]["test_nll"])
+    return {key: (statistics.mean(v), statistics.stdev(v), len(v)) for key, v in by_row.items() if len(v) >= 2}
+
+
+def _order(name):
+    names = list(benchmark.MODELS)
+    return names.index(name) if name in names else len(names)
+
+
+def write_report(args, command):
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    runs = collect(args.results_dir)
+    spread = seed_spread(runs)
+    # The seed noise a difference is read against: the largest seed standard deviation measured.
+    noise = max((sd for _, sd, _ in spread.values()), default=None)
+    lines = [
+        "# Long runs: every family at a real training budget",
+        "",
+        "Written by `benchmarks/long_run.py --report` from the runs of:",
+        "",
+        "    python benchmarks/long_run.py --preset long",
+        "    python benchmarks/long_run.py --preset seeds",
+        f"    {command}",
+        "",
+        "Rows and models as in [benchmarks.md](benchmarks.md) (784-200-200-50 tanh MLPs, batch 100, Adam 1e-3,",
+        "dynamically binarized training data); each row is one seed unless the seeds table says otherwise.",
+        "Test NLL by importance sampling with the row's k (hierarchical rows: an upper bound on the NLL with the",
+        "stated K reverse samples, marked *); nats per example. Wall time is the sum of the epochs' seconds on a",
+        "machine shared with other work, so it says how long a row took, not how fast vizoo is.",
+        "",
+    ]
+    budgets = sorted({epochs for epochs, _, _ in runs})
+    for epochs in budgets:
+        rows = sorted(((name, seed, run) for (e, name, seed), run in runs.items() if e == epochs),
+                      key=lambda item: (_order(item[0]), item[1]))
+        lines += [
+            f"## {epochs} epochs",
+            "",
+            "| model | seed | posterior | prior | loss | epochs done | test NLL | test ELBO | KL | active units | train hours | eval minutes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, seed, run in rows:
+            r = run["result"]
+            if r:
+                lines.append(
+                    f"| {name} | {seed} | {r['posterior']} | {r['prior']} | {r['loss']}{'' if r['is_bound'] else ' (estimate)'} "
+                    f"| {r['epochs']} | {r['test_nll']:.2f}{'*' if r['test_nll_is_upper_bound'] else ''} "
+                    f"| {r['test_elbo']:.2f} | {r['test_kl']:.2f} | {r['active_units']}/{r['latent_units']} "
+                    f"| {r['train_hours']:.2f} | {r['eval_seconds'] / 60:.1f} |"
+                )
+            else:
+                done = len(run["history"])
+                curve = [p for p in run["progress"] if p.get("test_nll")]
+                last = f"test NLL {float(curve[-1]['test_nll']):.2f} (k={args.curve_k}, {args.curve_examples} examples) at epoch {curve[-1]['epoch']}" if curve else "no test point yet"
+                hours = sum(float(p["epoch_seconds"]) for p in run["progress"]) / 3600
+                lines.append(f"| {name} | {seed} | | | | {done} of {epochs}: not finished | {last} | | | | {hours:.2f} | |")
+        lines.append("")
+    if spread:
+        lines += ["## Seed spread", "", "| model | epochs | seeds | mean test NLL | standard deviation |", "|---|---|---|---|---|"]
+        for (epochs, name), (mean, sd, n) in sorted(spread.items(), key=lambda item: (item[0][0], _order(item[0][1]))):
+            lines.append(f"| {name} | {epochs} | {n} | {mean:.2f} | {sd:.2f} |")
+        lines.append("")
+    lines += ["## The published orderings", ""]
+    if noise is not None:
+        lines += [f"Differences are read against the largest seed standard deviation measured above, {noise:.2f} nats "
+                  "(a difference under twice it is within seed noise).", ""]
+    lines += ["| ordering | budget | better | worse | difference (nats) | verdict |", "|---|---|---|---|---|---|"]
+    for better, worse, source in ORDERINGS:
+        for epochs in budgets:
+            a, b = runs.get((epochs, better, 0), {}).get("result"), runs.get((epochs, worse, 0), {}).get("result")
+            if not (a and b):
+                continue
+            gain = b["test_nll"] - a["test_nll"]
+            if gain <= 0:
+                verdict = "does not hold"
+            elif noise is not None and gain < 2 * noise:
+                verdict = "holds, within seed noise"
+            else:
+                verdict = "holds" if noise is not None else "holds (seed spread not measured)"
+            lines.append(f"| {source} | {epochs} | {better} {a['test_nll']:.2f} | {worse} {b['test_nll']:.2f} | {gain:+.2f} | {verdict} |")
+    lines.append("")
+    curves = write_curves(args, runs)
+    if curves:
+        lines += ["## Learning curves", "",
+                  f"Validation bound per epoch (left) and test NLL every {args.curve_every} epochs (k={args.curve_k} on "
+                  f"{args.curve_examples} test examples; right). Data: `{os.path.relpath(os.path.join(args.results_dir, 'curves.csv'), benchmark.REPO)}`.", ""]
+        lines += [f"![{group}]({os.path.basename(path)})" for group, path in curves] + [""]
+    machines = sorted({f"{r['machine']} ({r['date']}, {r['dataset']}, {r['num_test']} test examples, k={r['eval_k']}"
+                       + (f", eval K={r['eval_reverse_samples']}" if "eval_reverse_samples" in r else "") + ")"
+                       for run in runs.values() for r in [run["result"]] if r})
+    if machines:
+        lines += ["Measured on:"] + [f"- {m}" for m in machines] + [""]
+    with open(args.output, "w") as f:
+        f.write("\n".join(lines))
+    return runs
+
+
+def write_curves(args, runs):
+    """curves.csv (every run's epochs) and one PNG per family group beside the report; returns [(group, png)]."""
+    table = []
+    for (epochs, name, seed), run in sorted(runs.items()):
+        tests = {int(p["epoch"]): p.get("test_nll") for p in run["progress"]}
+        for i, row in enumerate(run["history"], start=1):
+            table.append({"budget": epochs, "model": name, "seed": seed, "epoch": i, "loss": row.get("loss"),
+                          "val_loss": row.get("val_loss"), "test_nll": tests.get(i) or ""})
+    if not table:
+        return []
+    _write_csv(os.path.join(args.results_dir, "curves.csv"), table, list(table[0]))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for epochs in sorted({e for e, _, _ in runs}):
+        for group, names in CURVE_GROUPS.items():
+            present = [n for n in names if (epochs, n, 0) in runs and runs[(epochs, n, 0)]["history"]]
+            if not present:
+                continue
+            fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+            for name in present:
+                run = runs[(epochs, name, 0)]
+                bound = [-float(r["val_loss"]) for r in run["history"] if r.get("val_loss")]
+                left.plot(range(1, len(bound) + 1), bound, label=name)
+                points = [(int(p["epoch"]), float(p["test_nll"])) for p in run["progress"] if p.get("test_nll")]
+                if points:
+                    right.plot(*zip(*points), marker="o", label=name)
+            left.set(xlabel="epoch", ylabel="validation bound (nats)", title=f"{group}: validation bound")
+            right.set(xlabel="epoch", ylabel="test NLL (nats)", title=f"test NLL (k={args.curve_k})")
+            for axis in (left, right):
+                axis.grid(alpha=0.3)
+                axis.legend(fontsize=8)
+            fig.tight_layout()
+            path = os.path.join(os.path.dirname(os.path.abspath(args.output)), f"long_e{epochs}_{group}.png")
+            fig.savefig(path, dpi=80)
+            plt.close(fig)
+            written.append((f"{group}, {epochs} epochs", path))
+    return written
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    models, epochs, seeds = resolve(args)
+    if args.run_one:
+        train_one(args.run_one, seeds[0], epochs, args)
+        return 0
+    command = "python benchmarks/long_run.py " + " ".join(a for a in argv if a != "--in-process")
+    if not args.report:
+        passthrough = [a for a in argv if a != "--in-process"]
+        for name in models:
+            for seed in seeds:
+                if os.path.exists(os.path.join(run_dir(args.results_dir, epochs, name, seed), "result.json")):
+                    print(f"{name} seed {seed}: finished, skipped", flush=True)
+                    continue
+                if args.in_process:
+                    train_one(name, seed, epochs, args)
+                else:
+                    subprocess.run([sys.executable, os.path.abspath(__file__), *passthrough, "--run-one", name,
+                                    "--models", name, "--seeds", str(seed), "--epochs", str(epochs)], check=True)
+    write_report(args, command.strip())
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
