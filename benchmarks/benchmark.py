@@ -92,8 +92,9 @@ REVERSE_SAMPLE_RAMPS = {"iwhvi50_ramp": 10}
 GROUPS = {
     "posteriors": [
         name for name, (family, bound, k, _, options) in MODELS.items()
-        if family == "vae" and bound in ("elbo", "iwae") and k in (1, 5) and not options
+        if family == "vae" and bound in ("elbo", "iwae") and k in (1, 5) and not options and name not in ROW_PRIORS
     ],
+    "priors": ["vae", *ROW_PRIORS],
     "hierarchical": ["hvm", "iwhvi10", "iwhvi50", "iwhvi50_ramp", "sivi50"],
     "dreg": ["iwae50", "iwae50_dreg"],
     "sbn": ["sbn_vimco5", "sbn_vimco50", "sbn_nvil"],
