@@ -11,6 +11,15 @@ Reads one JSON command per line on stdin and answers with one JSON line on stdou
   importance-sampled `get_nll` over the first N test examples, timed.
 
 P is "float32" or "bfloat16" (`torch.autocast` on the CPU, pythae's losses unchanged).
+
+For `benchmarks/vs_pythae_quality.py` (which model trains better, not which is faster):
+
+- `{"op": "setup_fresh", "arrays": PATH, "batch_size": B, "k": K, "seed": S, "hidden_units": [...],
+  "latent_dim": L}`: pythae's `IWAE` with PyTorch's own initialisation (seeded) and Adam, on the
+  grey-level training images of the `.npz` (binarized afresh every epoch, seeded);
+- `{"op": "train_epochs", "epochs": N}`: N more epochs (shuffled, dynamically binarized);
+- `{"op": "save_weights", "path": PATH}`: the weights in vizoo's layout (Keras `[in, out]` kernels,
+  the variance head as log sigma).
 """
 
 import copy
@@ -87,6 +96,52 @@ class Worker:
             model = copy.deepcopy(self.model)
             self.trained[precision] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
         return {"torch": torch.__version__, "threads": torch.get_num_threads()}
+
+    def setup_fresh(self, arrays, batch_size, k, seed, hidden_units, latent_dim):
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.grey = torch.from_numpy(np.load(arrays)["train"])
+        self.batch_size = batch_size
+        input_dim = self.grey.shape[1]
+        config = IWAEConfig(input_dim=(input_dim,), latent_dim=latent_dim, number_samples=k, reconstruction_loss="bce")
+        self.encoder = Encoder(input_dim, list(hidden_units), latent_dim)
+        self.decoder = Decoder(latent_dim, list(reversed(hidden_units)), input_dim)
+        self.fresh = IWAE(config, encoder=self.encoder, decoder=self.decoder)
+        self.optimizer = torch.optim.Adam(self.fresh.parameters(), lr=1e-3)
+        self.epochs = 0
+        return {"torch": torch.__version__, "parameters": sum(p.numel() for p in self.fresh.parameters())}
+
+    def train_epochs(self, epochs):
+        self.fresh.train()
+        losses = []
+        for _ in range(epochs):
+            order = torch.randperm(len(self.grey), generator=self.generator)
+            total = 0.0
+            for i in range(0, len(order), self.batch_size):
+                x = torch.bernoulli(self.grey[order[i : i + self.batch_size]], generator=self.generator)
+                loss = self.fresh({"data": x}).loss
+                loss.backward()
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                total += float(loss) * len(x)
+            losses.append(total / len(order))
+            self.epochs += 1
+        return {"epochs": self.epochs, "losses": losses}
+
+    def save_weights(self, path):
+        def kernel_bias(linear, scale=1.0):
+            return scale * linear.weight.detach().numpy().T, scale * linear.bias.detach().numpy()
+
+        weights = {}
+        for i, layer in enumerate(self.encoder.hidden):
+            weights[f"encoder_{i}_kernel"], weights[f"encoder_{i}_bias"] = kernel_bias(layer)
+        for i, layer in enumerate(self.decoder.hidden):
+            weights[f"decoder_{i}_kernel"], weights[f"decoder_{i}_bias"] = kernel_bias(layer)
+        weights["loc_kernel"], weights["loc_bias"] = kernel_bias(self.encoder.embedding)
+        weights["log_scale_kernel"], weights["log_scale_bias"] = kernel_bias(self.encoder.log_var, 0.5)  # log sigma
+        weights["logits_kernel"], weights["logits_bias"] = kernel_bias(self.decoder.logits)
+        np.savez(path, **weights)
+        return {"path": path, "epochs": self.epochs}
 
     def _autocast(self, precision):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")

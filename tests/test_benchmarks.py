@@ -200,3 +200,38 @@ def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderi
     assert len(curves) == 4 * 3 and {row["model"] for row in curves} == {"vae", "iwae5"}
     # Everything finished: a third run trains nothing.
     assert long_run.main(argv) == 0
+
+
+def test_vs_pythae_quality_checks_its_flags_and_reads_pythae_weights_in_vizoo_layout(tmp_path):
+    import vizoo
+
+    quality = load_script("vs_pythae_quality")
+    with pytest.raises(SystemExit, match="--pythae-python.*Received: none"):
+        quality.main(["--pythae-python", ""])
+    with pytest.raises(SystemExit, match="--epochs must be.*positive.*Received: '10,0'"):
+        quality.main(["--pythae-python", "python", "--epochs", "10,0"])
+
+    # A model written in the worker's layout (Keras [in, out] kernels, log sigma) loads into a twin unchanged.
+    source, twin = (vizoo.models.VAE(6, 2, [5, 4], seed=s) for s in (1, 2))
+    for model in (source, twin):
+        model.build((None, 6))
+    layout = {}
+    for prefix, layers in (("encoder", source.encoder_layers), ("decoder", source.decoder_layers)):
+        for i, layer in enumerate(layers):
+            layout[f"{prefix}_{i}_kernel"], layout[f"{prefix}_{i}_bias"] = layer.get_weights()
+    for name, layer in (("loc", source.posterior.loc_layer), ("log_scale", source.posterior.log_scale_layer),
+                        ("logits", source.likelihood.logits_layer)):
+        layout[f"{name}_kernel"], layout[f"{name}_bias"] = layer.get_weights()
+    np.savez(tmp_path / "w.npz", **layout)
+    quality.load_vizoo_layout(twin, str(tmp_path / "w.npz"))
+    for a, b in zip(source.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    quality.torch_like_init(twin, seed=0)  # PyTorch's bounds: +-1/sqrt(fan_in), biases too
+    kernel, bias = twin.encoder_layers[0].get_weights()
+    assert np.abs(kernel).max() <= 1 / np.sqrt(6) and np.abs(bias).max() <= 1 / np.sqrt(6) and np.abs(bias).max() > 0
+
+    results = [{"variant": "defaults", "epochs": 10, "seed": s, "vizoo_nll": v, "pythae_nll": p, "vizoo_kl": 1.0,
+                "pythae_kl": 1.0, "vizoo_active_units": 20, "pythae_active_units": 21}
+               for s, v, p in ((0, 250.0, 249.0), (1, 251.0, 251.5))]
+    rows = table_rows(quality.report(results))
+    assert rows[-1][2] == "mean of 2" and rows[-1][5] == f"+0.25 (sd {np.std([1.0, -0.5], ddof=1):.2f})"

@@ -1,0 +1,212 @@
+"""Model quality against pythae at equal budget: the same IWAE-5 trained by each program, evaluated alike.
+
+    python -m venv /tmp/pythae && /tmp/pythae/bin/pip install torch==2.13.0 pythae
+    python benchmarks/vs_pythae_quality.py --pythae-python /tmp/pythae/bin/python --seeds 0,1,2 --epochs 10,100
+
+Both programs train the IWAE paper's 784-200-200-50 tanh model with IWAE k=5, batch 100 and
+Adam(1e-3) on the 60,000 Fashion-MNIST training images, binarized afresh every epoch, each from
+its own defaults: vizoo as `train.py` builds it (Keras's Glorot-uniform kernels and zero biases,
+the output bias at the logits of the data mean, the posterior's log-scale head, Keras Adam's
+epsilon 1e-7); pythae's `IWAE` with PyTorch's initialisation (uniform +-1/sqrt(fan_in) weights
+and biases), a log-variance head and PyTorch Adam's epsilon 1e-8 (benchmarks/pythae_worker.py).
+
+At each budget of `--epochs`, both trained models are evaluated by one evaluator,
+`vizoo.evaluate.log_likelihood` with k=`--eval-k` and the same seed, on the same fixed
+binarization of the test set: pythae's weights are copied into a vizoo VAE (the two compute the
+same function; benchmarks/vs_pythae.py checks that the two programs' NLL estimates agree on one set
+of weights). A difference is therefore a difference between the trained models, not between
+the evaluators. The table gives each seed and the mean and standard deviation of the
+difference over seeds, so seed noise and a real gap can be told apart.
+
+`--vizoo-variant` trains vizoo with one of pythae's defaults instead of its own, to find which
+default matters: `torch_init` (PyTorch's initialisation), `adam_epsilon` (1e-8)
+or `zero_output_bias` (the output bias left at zero). (The variance heads differ only in scale:
+pythae's linear head gives log sigma^2, vizoo's log sigma, so the same functions are reachable;
+under `torch_init` vizoo's log-sigma head starts at twice the spread of pythae's.)
+
+Results are kept per (variant, seed, epochs) in `--results-dir` (JSON); a seed whose budgets all
+have results is skipped, so the command can be run again after an interruption (a seed that was
+interrupted restarts from its first epoch).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from vs_pythae import HIDDEN, INPUT_DIM, LATENT_DIM, Program  # noqa: E402  (standard library only at import)
+
+VARIANTS = ("defaults", "torch_init", "adam_epsilon", "zero_output_bias")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pythae-python", default=os.environ.get("PYTHAE_PYTHON"),
+                        help="a Python with torch and pythae (default $PYTHAE_PYTHON)")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX files (default: Debian's)")
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", default="10,100", help="comma-separated budgets, evaluated as training reaches each")
+    parser.add_argument("--k", type=int, default=5, help="IWAE samples in training")
+    parser.add_argument("--eval-k", type=int, default=5000)
+    parser.add_argument("--num-test", type=int, default=None, help="the first N test examples (default all)")
+    parser.add_argument("--vizoo-variant", choices=VARIANTS, default="defaults")
+    parser.add_argument("--results-dir", default=os.path.join(HERE, "results", "vs_pythae_quality"))
+    return parser
+
+
+def _integers(text, flag):
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        values = []
+    if not values or min(values) < (0 if flag == "seeds" else 1):
+        raise SystemExit(f"--{flag} must be comma-separated {'non-negative' if flag == 'seeds' else 'positive'} "
+                         f"integers. Received: {text!r}")
+    return values
+
+
+def torch_like_init(model, seed):
+    """PyTorch's nn.Linear initialisation in a vizoo model: kernel and bias uniform(+-1/sqrt(fan_in))."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for layer in [*model.encoder_layers, model.posterior.loc_layer, model.posterior.log_scale_layer,
+                  *model.decoder_layers, model.likelihood.logits_layer]:
+        kernel, bias = layer.get_weights()
+        bound = 1.0 / np.sqrt(kernel.shape[0])
+        layer.set_weights([rng.uniform(-bound, bound, kernel.shape).astype(kernel.dtype),
+                           rng.uniform(-bound, bound, bias.shape).astype(bias.dtype)])
+
+
+def load_vizoo_layout(model, path):
+    """Weights saved by pythae_worker's save_weights, into a vizoo VAE of the same sizes."""
+    import numpy as np
+
+    a = np.load(path)
+    for i, layer in enumerate(model.encoder_layers):
+        layer.set_weights([a[f"encoder_{i}_kernel"], a[f"encoder_{i}_bias"]])
+    for i, layer in enumerate(model.decoder_layers):
+        layer.set_weights([a[f"decoder_{i}_kernel"], a[f"decoder_{i}_bias"]])
+    model.posterior.loc_layer.set_weights([a["loc_kernel"], a["loc_bias"]])
+    model.posterior.log_scale_layer.set_weights([a["log_scale_kernel"], a["log_scale_bias"]])
+    model.likelihood.logits_layer.set_weights([a["logits_kernel"], a["logits_bias"]])
+
+
+def run_seed(seed, budgets, args, pythae):
+    """Train both programs to each budget, evaluating both at each; returns {epochs: result}."""
+    import vizoo  # first: it filters TensorFlow's start-up notices
+
+    import keras
+    import numpy as np
+
+    splits = vizoo.data.load(args.dataset, batch_size=100, binarization="dynamic", seed=seed, data_dir=args.data_dir,
+                             validation_size=0)
+    grey = vizoo.data.load(args.dataset, batch_size=100, binarization="none", seed=seed, data_dir=args.data_dir,
+                           validation_size=0)
+    test = splits.test
+    if args.num_test:
+        test = test.unbatch().take(args.num_test).batch(100)
+    keras.utils.set_random_seed(seed)
+    model = vizoo.models.VAE(INPUT_DIM, LATENT_DIM, list(HIDDEN), seed=seed)
+    model.build((None, INPUT_DIM))
+    if args.vizoo_variant == "torch_init":
+        torch_like_init(model, seed)
+    if args.vizoo_variant != "zero_output_bias":
+        model.initialize_output_bias(splits.train_mean)
+    epsilon = 1e-8 if args.vizoo_variant == "adam_epsilon" else 1e-7
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=epsilon), loss=vizoo.losses.IWAELoss(k=args.k),
+                  steps_per_execution=10)
+    twin = vizoo.models.VAE(INPUT_DIM, LATENT_DIM, list(HIDDEN), seed=seed)  # pythae's weights, evaluated by vizoo
+    twin.build((None, INPUT_DIM))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = os.path.join(tmp, "train.npz")
+        np.savez(arrays, train=np.concatenate([np.asarray(x) for x in grey.train]))
+        pythae.ask(op="setup_fresh", arrays=arrays, batch_size=100, k=args.k, seed=seed,
+                   hidden_units=list(HIDDEN), latent_dim=LATENT_DIM)
+        results, done = {}, 0
+        for epochs in budgets:
+            start = time.perf_counter()
+            history = model.fit(splits.train, initial_epoch=done, epochs=epochs, verbose=0)
+            vizoo_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            trained = pythae.ask(op="train_epochs", epochs=epochs - done)
+            pythae_seconds = time.perf_counter() - start
+            load_vizoo_layout(twin, pythae.ask(op="save_weights", path=os.path.join(tmp, "pythae.npz"))["path"])
+            done = epochs
+            nll = {name: vizoo.evaluate.log_likelihood(m, test, k=args.eval_k, seed=seed)
+                   for name, m in (("vizoo", model), ("pythae", twin))}
+            results[epochs] = {
+                "seed": seed, "epochs": epochs, "variant": args.vizoo_variant, "eval_k": args.eval_k,
+                "num_test": nll["vizoo"]["num_examples"],
+                **{f"{name}_{key}": value[key] for name, value in nll.items() for key in ("nll", "elbo", "kl", "active_units")},
+                "vizoo_last_train_loss": history.history["loss"][-1], "pythae_last_train_loss": trained["losses"][-1],
+                "vizoo_train_seconds": vizoo_seconds, "pythae_train_seconds": pythae_seconds,
+            }
+            print(f"seed {seed}, {epochs} epochs: NLL vizoo {nll['vizoo']['nll']:.2f}, pythae {nll['pythae']['nll']:.2f}",
+                  flush=True)
+    return results
+
+
+def report(results):
+    lines = ["| variant | epochs | seed | vizoo NLL | pythae NLL | vizoo - pythae | vizoo KL | pythae KL | active units (vizoo, pythae) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["variant"], r["epochs"]) for r in results})
+    for variant, epochs in keys:
+        rows = sorted((r for r in results if (r["variant"], r["epochs"]) == (variant, epochs)), key=lambda r: r["seed"])
+        for r in rows:
+            lines.append(f"| {variant} | {epochs} | {r['seed']} | {r['vizoo_nll']:.2f} | {r['pythae_nll']:.2f} "
+                         f"| {r['vizoo_nll'] - r['pythae_nll']:+.2f} | {r['vizoo_kl']:.2f} | {r['pythae_kl']:.2f} "
+                         f"| {r['vizoo_active_units']}, {r['pythae_active_units']} |")
+        gaps = [r["vizoo_nll"] - r["pythae_nll"] for r in rows]
+        if len(gaps) >= 2:
+            lines.append(f"| {variant} | {epochs} | mean of {len(gaps)} | {statistics.mean(r['vizoo_nll'] for r in rows):.2f} "
+                         f"| {statistics.mean(r['pythae_nll'] for r in rows):.2f} | {statistics.mean(gaps):+.2f} "
+                         f"(sd {statistics.stdev(gaps):.2f}) | | | |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not args.pythae_python:
+        raise SystemExit("--pythae-python must name a Python with torch and pythae (see the docstring). Received: none")
+    seeds, budgets = _integers(args.seeds, "seeds"), sorted(set(_integers(args.epochs, "epochs")))
+    if args.eval_k < 1:
+        raise SystemExit(f"--eval-k must be a positive integer. Received: {args.eval_k}")
+    os.makedirs(args.results_dir, exist_ok=True)
+
+    def path(seed, epochs):
+        return os.path.join(args.results_dir, f"{args.vizoo_variant}_seed{seed}_e{epochs}.json")
+
+    pythae = None
+    try:
+        for seed in seeds:
+            if all(os.path.exists(path(seed, e)) for e in budgets):
+                print(f"seed {seed}: results exist, skipped", flush=True)
+                continue
+            pythae = pythae or Program([args.pythae_python, os.path.join(HERE, "pythae_worker.py")])
+            for epochs, result in run_seed(seed, budgets, args, pythae).items():
+                with open(path(seed, epochs), "w") as f:
+                    json.dump(result, f, indent=2)
+    finally:
+        if pythae:
+            pythae.close()
+    results = []
+    for name in sorted(os.listdir(args.results_dir)):
+        if name.endswith(".json"):
+            with open(os.path.join(args.results_dir, name)) as f:
+                results.append(json.load(f))
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
