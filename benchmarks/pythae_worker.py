@@ -123,7 +123,7 @@ class Worker:
                 loss.backward()
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-                total += float(loss) * len(x)
+                total += float(loss.detach()) * len(x)
             losses.append(total / len(order))
             self.epochs += 1
         return {"epochs": self.epochs, "losses": losses}

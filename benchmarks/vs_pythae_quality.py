@@ -38,8 +38,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+for path in (HERE, os.path.dirname(HERE)):  # vs_pythae beside it, and vizoo from this checkout
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 from vs_pythae import HIDDEN, INPUT_DIM, LATENT_DIM, Program  # noqa: E402  (standard library only at import)
 
