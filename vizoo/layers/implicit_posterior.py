@@ -211,7 +211,7 @@ class ImplicitPosterior(Posterior):
     def _basis_moments(self, eps):
         """Mean and variance of each v_i, `[m, latent_dim]`: exact for linear v_i, else over all of eps's samples."""
         if not self.basis_hidden_units:
-            means = ops.stack([basis[-1].bias for basis in self.basis_layers])
+            means = ops.stack([ops.cast(basis[-1].bias, self.variable_dtype) for basis in self.basis_layers])  # [m, latent]
             variances = ops.stack([ops.sum(ops.square(basis[-1].kernel), axis=0) for basis in self.basis_layers])
             return means, variances
         values = ops.reshape(self._bases(ops.cast(eps, self.variable_dtype)), (-1, self.num_bases, self.latent_dim))
