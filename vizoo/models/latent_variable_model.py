@@ -455,7 +455,8 @@ class LatentVariableModel(keras.Model):
     def make_train_function(self, force=False):
         # Group optimizers get their variables outside the traced step (under a
         # tf.distribute strategy they cannot be created in a replica context).
-        if self.built and self.group_optimizers:
+        loss = getattr(self, "loss", None)
+        if self.built and (self.group_optimizers or (isinstance(loss, BoundLoss) and loss.group_steps)):
             self.build_optimizers()
         return super().make_train_function(force=force)
 
@@ -595,6 +596,8 @@ class LatentVariableModel(keras.Model):
                 if not members:
                     continue
                 optimizer = self._optimizer_of(group)
+                if not optimizer.built:  # (the main optimizer: built on all it updates, not this group alone)
+                    self.build_optimizers()
                 with tf.GradientTape() as tape:
                     terms = self(x, training=True)
                     objective = bound.group_losses(terms, sample_weight)[group] + sum(self._additional_losses())
