@@ -48,7 +48,7 @@ class LatentVariableModel(keras.Model):
       the reason it cannot; `available_terms` lists those it can.
     - `posterior_mean(x)`: E_q[z|x] (or a location summary), for active units.
     - `gradient_groups()`: `{group: [variables]}` for the groups of
-      `vizoo.losses.GRADIENT_GROUPS` (`generative`, `inference`, `control`),
+      `vizoo.losses.GRADIENT_GROUPS` (`generative`, `inference`, `control`, `adversary`),
       so that a loss's per-group surrogates reach their own variables.
 
     What families share lives here, so that a family differs from another by its
@@ -351,7 +351,7 @@ class LatentVariableModel(keras.Model):
             loss: a `vizoo.losses.BoundLoss`, e.g. `IWAELoss(k=5)`.
             group_optimizers: optional dict `{group: optimizer}` with groups among
                 `vizoo.losses.GRADIENT_GROUPS` (`"generative"`, `"inference"`,
-                `"control"`) and optimizer instances or names (`"adam"` as
+                `"control"`, `"adversary"`) and optimizer instances or names (`"adam"` as
                 above). The variables of each named group (`gradient_groups()`)
                 are updated by its optimizer, the others by `optimizer`; each
                 optimizer keeps its own state (slots, iteration count, learning
