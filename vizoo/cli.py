@@ -415,7 +415,7 @@ def run(args):
         print(
             f"AVB: ELBO estimate {metrics['training_estimate']:.3f} (adversary's KL estimate "
             f"{metrics['adversary_kl']:.3f}); log p(x) - ELBO estimate = {metrics['training_estimate_gap']:.3f} "
-            f"+- {metrics['training_estimate_gap_se']:.3f} (a true ELBO gives >= 0)"
+            f"+- {metrics['training_estimate_gap_se']:.3f} (a true ELBO gives >= 0, where importance sampling is reliable)"
         )
     if not metrics["training_loss_is_bound"]:
         print(

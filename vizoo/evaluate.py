@@ -299,6 +299,9 @@ def log_likelihood(
         `posterior_reconstruction` (E_q log p(x|z)), `posterior_kl_lower_bound`
         (E_q log p(x|z) - log p(x), below the true KL(q || p(z))) and, for a
         loss with an adversary, `adversary_kl` (its KL(q || p(z)) estimate).
+        These comparisons are as good as log p(x)'s estimate: it is a
+        stochastic lower bound, so where the importance weights are unreliable
+        (`pareto_k_exceeded`) the gap reads too low and the KL lower bound too high.
         For a compiled model, `training_loss` names the compiled loss and
         `training_loss_is_bound` says whether its value is a bound (False for
         an estimate such as `RenyiLoss` with alpha < 0).
