@@ -1,8 +1,5 @@
 """AVB end to end: a VAE with an implicit q and its adversary, trained by AVBLoss; saving, resume, divergence, CLI."""
 
-import json
-import os
-
 import keras
 import numpy as np
 import pytest

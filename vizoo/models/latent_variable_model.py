@@ -17,6 +17,7 @@ from vizoo.data.checks import (
 )
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, replicas_in_sync
 from vizoo.terms import SAMPLE, STATE, TERMS
+from vizoo.utils import HALF_LOG_2PI, check_array, check_hidden_units, check_positive_int
 
 # Terms of AVB's adversary, computed where the model has one (`adversary`); the normalized ones and log r also
 # need a posterior with `has_moments` (adaptive contrast).
@@ -24,7 +25,6 @@ _ADVERSARY_TERMS = ("adversary_q", "adversary_p")
 _CONTRAST_TERMS = ("adversary_q_normalized", "adversary_p_normalized", "log_rz")
 # Adaptive contrast's floor on the sampler's variance (sigma = sqrt(var + 1e-4), as Mescheder et al.'s code).
 MOMENT_VARIANCE_FLOOR = 1e-4
-from vizoo.utils import HALF_LOG_2PI, check_array, check_hidden_units, check_positive_int
 
 
 def _stopped_per_sample(params):
