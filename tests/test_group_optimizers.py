@@ -70,7 +70,7 @@ def test_one_optimizer_per_group_equals_the_shared_optimizer_with_equal_settings
     [
         (
             {"discriminator": "adam"},
-            "group_optimizers keys must be among ['generative', 'inference', 'control']. Received: {'discriminator'}",
+            "group_optimizers keys must be among ['generative', 'inference', 'control', 'adversary']. Received: {'discriminator'}",
         ),
         ({"control": 3}, "Received: group_optimizers['control']=3"),
         ("adam", "group_optimizers must be a dict {group: optimizer}"),

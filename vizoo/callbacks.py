@@ -305,8 +305,13 @@ class StopOnNonFinite(keras.callbacks.Callback):
     `TrainingDiverged` (a ValueError) with a one-line message naming the epoch
     (1-based, as Keras prints it), the batch (1-based; the last batch of the
     training call that produced it) and the value, and `diverged`, a dict:
-    `{"epoch", "batch", "what" ("loss", "val_loss", or "weight"), "name" (the
-    metric or the weight's path), "value" ("nan", "inf" or "-inf")}`.
+    `{"epoch", "batch", "step" (the main optimizer's iteration count), "what"
+    ("loss", "val_loss", "weight", or "diagnostic"), "name" (the metric or the
+    weight's path), "value" ("nan", "inf" or "-inf")}`. The compiled loss's
+    declared diagnostics (`diagnostic_meanings`, e.g. AVB's `adversary_loss`
+    and `adversary_max_logit`) are checked first, each batch, and named with
+    their meaning: a non-finite adversary logit is the cause of the non-finite
+    weights that follow it.
     Raising (rather than `stop_training`) keeps Keras from ending the epoch: a
     `TrainingCheckpoint`, `CSVLogger` or `ModelCheckpoint` listed after it writes
     nothing of the diverged epoch, so the last good checkpoint stays and resumes.
@@ -318,7 +323,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     Example:
         >>> model.fit(train_ds, epochs=10, callbacks=[vizoo.callbacks.StopOnNonFinite()])
-        TrainingDiverged: training diverged at epoch 3, batch 7: the loss is nan. Received: loss=nan
+        TrainingDiverged: training diverged at epoch 3, batch 7: the loss is nan after training step 27. Received: loss=nan
     """
 
     def __init__(self, check_weights=True):
@@ -343,14 +348,33 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def _stop(self, batch, what, name, value):
-        self.diverged = {"epoch": self._epoch + 1, "batch": batch, "what": what, "name": name, "value": value}
+    def _stop(self, batch, what, name, value, meaning=None):
+        step = self._step()
+        self.diverged = {
+            "epoch": self._epoch + 1, "batch": batch, "step": step, "what": what, "name": name, "value": value
+        }
         where = f"epoch {self._epoch + 1}" + (f", batch {batch}" if batch is not None else "")
         subject = f"the weight {name}" if what == "weight" else f"the {name}"
+        if meaning:
+            subject += f" ({meaning})"
         received = f"weight={name!r}" if what == "weight" else f"{name}={value}"
+        after = f" after training step {step}" if step is not None else ""
         raise TrainingDiverged(
-            f"training diverged at {where}: {subject} is {value}. Received: {received}", self.diverged
+            f"training diverged at {where}: {subject} is {value}{after}. Received: {received}", self.diverged
         )
+
+    def _step(self):
+        # The main optimizer's iteration count: training steps applied so far (None before compile).
+        optimizer = getattr(self.model, "optimizer", None)
+        return int(optimizer.iterations) if optimizer is not None else None
+
+    def _diagnostic_meanings(self):
+        # The compiled loss's declared diagnostics (e.g. AVB's adversary loss), checked before the weights:
+        # a non-finite adversary logit is the cause, non-finite weights its consequence.
+        from vizoo.losses import BoundLoss
+
+        loss = getattr(self.model, "loss", None)
+        return dict(loss.diagnostic_meanings) if isinstance(loss, BoundLoss) else {}
 
     def _check_logs(self, logs, batch, names=None):
         for name, value in (logs or {}).items():
@@ -364,6 +388,10 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 self._stop(batch, "val_loss" if name.startswith("val_") else "loss", name, _describe(value))
 
     def on_train_batch_end(self, batch, logs=None):
+        for name, meaning in self._diagnostic_meanings().items():
+            value = (logs or {}).get(name)
+            if value is not None and not math.isfinite(float(np.asarray(value))):
+                self._stop(batch + 1, "diagnostic", name, _describe(float(np.asarray(value))), meaning)
         if self.check_weights and self._all_finite is not None:
             index, finite = self._all_finite()
             if not bool(finite):

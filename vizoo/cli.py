@@ -93,6 +93,21 @@ def build_parser():
         "posterior's reverse model); default: the control group shares the main optimizer",
     )
     parser.add_argument(
+        "--adversary-lr",
+        type=float,
+        default=None,
+        help="learning rate of the adversary's Adam (beta_1 0.5), for a loss that trains an adversary (avb); "
+        "default twice --lr, the paper's setting",
+    )
+    parser.add_argument(
+        "--adversary-hidden-units",
+        type=int,
+        nargs="*",
+        default=None,
+        help="hidden layers of each of the adversary's two MLPs (of x and of z), for a loss that trains an "
+        "adversary (avb); default 256 256",
+    )
+    parser.add_argument(
         "--steps-per-execution",
         type=int,
         default=10,
@@ -144,7 +159,7 @@ def build_parser():
 def _check_args(args):
     from vizoo.distribute import STRATEGIES, get_strategy
     from vizoo.precision import check_precision
-    from vizoo.utils import check_choice, check_non_negative_int, check_positive_int
+    from vizoo.utils import check_choice, check_hidden_units, check_non_negative_int, check_positive_int
 
     check_choice(args.model, "model", MODELS)
     check_choice(args.loss, "loss", LOSSES)
@@ -164,6 +179,21 @@ def _check_args(args):
         raise ValueError(f"lr must be finite and positive. Received: lr={args.lr}")
     if args.control_lr is not None and not (math.isfinite(args.control_lr) and args.control_lr > 0):
         raise ValueError(f"control_lr must be finite and positive. Received: control_lr={args.control_lr}")
+    adversarial = [name for name, cls in LOSSES.items() if cls.needs_adversary]
+    for name in ("adversary_lr", "adversary_hidden_units"):
+        if getattr(args, name) is not None and not LOSSES[args.loss].needs_adversary:
+            raise ValueError(
+                f"{name} applies to the losses that train an adversary {adversarial}. Received: loss={args.loss!r}"
+            )
+    if args.adversary_lr is not None and not (math.isfinite(args.adversary_lr) and args.adversary_lr > 0):
+        raise ValueError(f"adversary_lr must be finite and positive. Received: adversary_lr={args.adversary_lr}")
+    if args.adversary_hidden_units is not None:
+        check_hidden_units(args.adversary_hidden_units, "adversary_hidden_units")
+    if LOSSES[args.loss].needs_adversary and not MODELS[args.model].takes_adversary:
+        raise ValueError(
+            f"the loss {args.loss!r} trains an adversary T(x, z), which only the models "
+            f"{[name for name, cls in MODELS.items() if cls.takes_adversary]} take. Received: model={args.model!r}"
+        )
     if args.tensorboard:
         import importlib.util
 
@@ -216,7 +246,29 @@ def build_model(args, input_dim):
         options["posterior"] = build_posterior(args)
     if "prior" in cls.components:
         options["prior"] = build_prior(args)
+    if cls.takes_adversary and LOSSES[args.loss].needs_adversary:
+        options["adversary"] = build_adversary(args)
     return cls(**options)
+
+
+def build_adversary(args):
+    """AVB's adversary T(x, z) for a loss that `needs_adversary` (--adversary-hidden-units)."""
+    from vizoo.layers import Adversary
+
+    options = {} if args.adversary_hidden_units is None else {"hidden_units": args.adversary_hidden_units}
+    return Adversary(name="adversary", **options)
+
+
+def build_group_optimizers(args, model):
+    """`{group: optimizer}` of the command line: `control` with --control-lr; `adversary` for a model with one
+    (Adam with beta_1 = 0.5 at --adversary-lr, default twice --lr: the AVB paper's settings)."""
+    import vizoo
+
+    group_optimizers = {} if args.control_lr is None else {"control": vizoo.optimizers.Adam(args.control_lr)}
+    if model.adversary is not None:
+        lr = 2.0 * args.lr if args.adversary_lr is None else args.adversary_lr
+        group_optimizers["adversary"] = vizoo.optimizers.Adam(lr, beta_1=0.5)
+    return group_optimizers
 
 
 def build_posterior(args):
@@ -275,11 +327,10 @@ def run(args):
         model = build_model(args, splits.input_dim)
         model.initialize_output_bias(splits.train_mean)
         model.initialize_from_data(splits.train)  # e.g. VampPrior's pseudo-inputs: training examples (shuffled, binarized)
-        group_optimizers = {} if args.control_lr is None else {"control": vizoo.optimizers.Adam(args.control_lr)}
         model.compile(
             optimizer=vizoo.optimizers.Adam(args.lr),
             loss=build_loss(args),
-            group_optimizers=group_optimizers,
+            group_optimizers=build_group_optimizers(args, model),
             steps_per_execution=args.steps_per_execution,
         )
 
@@ -333,6 +384,7 @@ def run(args):
         # alpha < 0 is an estimate, not a bound, and its training loss values are that estimate).
         training_loss=type(model.loss).__name__,
         training_loss_is_bound=bool(model.loss.is_bound),
+        training_loss_value=model.loss.value_name,  # e.g. "ELBO estimate" (AVB): what history.csv's loss negates
         train_seconds=train_seconds,
         resumed_from_epoch=trained["resumed_epoch"],
         eval_seconds=time.perf_counter() - start,
@@ -359,6 +411,12 @@ def run(args):
     warning = reliability_warning(metrics)
     if warning:
         print(warning)
+    if "adversary_kl" in metrics:
+        print(
+            f"AVB: ELBO estimate {metrics['training_estimate']:.3f} (adversary's KL estimate "
+            f"{metrics['adversary_kl']:.3f}); log p(x) - ELBO estimate = {metrics['training_estimate_gap']:.3f} "
+            f"+- {metrics['training_estimate_gap_se']:.3f} (a true ELBO gives >= 0, where importance sampling is reliable)"
+        )
     if not metrics["training_loss_is_bound"]:
         print(
             f"note: the training loss {metrics['training_loss']} ({args.loss} with these options) is an estimate, "

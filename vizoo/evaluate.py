@@ -46,7 +46,7 @@ _COMPILED = weakref.WeakKeyDictionary()
 PROPOSAL_SAMPLES = 1000
 
 
-def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, proposal_samples=0, top=0):
+def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, proposal_samples=0, top=0, estimate=None):
     """One compiled `_BatchStatistics` per (chunk, num_chunks) in `chunks`, reused across calls.
 
     The functions of a model share one seed generator, restarted here from `seed`,
@@ -58,22 +58,25 @@ def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, p
     seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)  # seed None: a random start
     options = tuple(sorted(sampler_options.items()))
     passes = []
-    for chunk, num_chunks in chunks:
-        key = (chunk, num_chunks, group, bool(jit_compile), options, proposal_samples, top)
+    for index, (chunk, num_chunks) in enumerate(chunks):
+        own = estimate if index == 0 else None  # the first pass alone measures a training estimate
+        key = (chunk, num_chunks, group, bool(jit_compile), options, proposal_samples, top, id(own))
         if key not in functions:
             functions[key] = _batch_statistics_fn(
-                model, chunk, num_chunks, group, seed_generator, jit_compile, sampler_options, proposal_samples, top
+                model, chunk, num_chunks, group, seed_generator, jit_compile, sampler_options, proposal_samples, top,
+                own,
             )
         passes.append(functions[key])
     return passes
 
 
 def _batch_statistics_fn(
-    model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None, proposal_samples=0, top=0
+    model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None, proposal_samples=0, top=0,
+    estimate=None,
 ):
     """`(compiled function x [batch, D] -> per-example sums over num_chunks chunks, number of IWAE groups)`."""
     statistics = _BatchStatistics(
-        model, chunk, num_chunks, group, seed_generator, sampler_options or {}, proposal_samples, top
+        model, chunk, num_chunks, group, seed_generator, sampler_options or {}, proposal_samples, top, estimate
     )
     compiled = tf.function(
         statistics,
@@ -123,9 +126,15 @@ class _BatchStatistics:
     example's `top` largest log-weights (`top_log_w`, `[batch, top]`, merged per chunk with
     `tf.math.top_k`) and the logsumexp of 2 log w (`log_sum_w2`). Neither touches the other
     statistics: log p(x) is bit-identical with and without them.
+
+    With `estimate` (a compiled loss whose value is an estimate that needs no density, e.g. AVB's),
+    it also draws one chunk of q's own samples per example, after the other statistics (which do
+    not change), and returns the loss's value per example on them (`estimate`) and E_q log p(x|z)
+    (`posterior_reconstruction`).
     """
 
-    def __init__(self, model, chunk, num_chunks, group, seed_generator, sampler_options, proposal_samples, top=0):
+    def __init__(self, model, chunk, num_chunks, group, seed_generator, sampler_options, proposal_samples, top=0,
+                 estimate=None):
         # A weak reference: the function lives in _COMPILED under the model, and must not keep it alive.
         self.model_ref = weakref.ref(model)
         self.chunk, self.num_chunks, self.group = chunk, num_chunks, group
@@ -134,6 +143,7 @@ class _BatchStatistics:
         self.sampler_options = dict(sampler_options)
         self.proposal_samples = proposal_samples
         self.top = top
+        self.estimate = estimate
 
     def __call__(self, x):
         # The model's own code has no tensor-dependent Python control flow: it is traced as is, not converted
@@ -184,6 +194,11 @@ class _BatchStatistics:
             sum_kl += tf.reduce_sum(terms["log_qz"] - terms["log_pz"], axis=1)
             sum_reconstruction += tf.reduce_sum(terms["log_px_z"], axis=1)
         diagnostics_statistics = {"top_log_w": top_log_w, "log_sum_w2": log_sum_w2} if self.top else {}
+        if self.estimate is not None:  # the training estimate on q's own samples (one chunk of them)
+            names = tuple(dict.fromkeys(("log_px_z",) + tuple(self.estimate.required_terms)))
+            own = model.sample_terms(x, self.chunk, seed=self.seed_generator, terms=names, encoding=encoding)
+            diagnostics_statistics["estimate"] = tf.cast(self.estimate.bound(own), tf.float32)
+            diagnostics_statistics["posterior_reconstruction"] = tf.reduce_mean(own["log_px_z"], axis=1)
         return {
             **diagnostics_statistics,
             "log_sum_w": log_sum_w,
@@ -275,6 +290,18 @@ def log_likelihood(
         example to `proposal_samples` of q's samples (an unbiased estimate of
         p(x) still, so log p(x) stays a stochastic lower bound); `elbo`,
         `iwae_k`, `kl` and `reconstruction` are then those of r, not of q.
+        A model with no density compiled with an estimate that reads none
+        (AVB) also gets, from one chunk of q's own samples per example:
+        `training_estimate` (the loss's value, for AVB the ELBO estimate
+        E_q[log p(x|z)] - KL^), `training_estimate_gap` (log p(x) minus it: its
+        true value for an ELBO is KL(q(z|x) || p(z|x)) >= 0, so a negative gap
+        beyond ~3 `training_estimate_gap_se` shows an estimate above log p(x)),
+        `posterior_reconstruction` (E_q log p(x|z)), `posterior_kl_lower_bound`
+        (E_q log p(x|z) - log p(x), below the true KL(q || p(z))) and, for a
+        loss with an adversary, `adversary_kl` (its KL(q || p(z)) estimate).
+        These comparisons are as good as log p(x)'s estimate: it is a
+        stochastic lower bound, so where the importance weights are unreliable
+        (`pareto_k_exceeded`) the gap reads too low and the KL lower bound too high.
         For a compiled model, `training_loss` names the compiled loss and
         `training_loss_is_bound` says whether its value is a bound (False for
         an estimate such as `RenyiLoss` with alpha < 0).
@@ -344,6 +371,14 @@ def log_likelihood(
         name: sampler_options[name] if name in sampler_options else getattr(model.posterior, name)
         for name in model.posterior.sampler_options
     }
+    compiled_loss = getattr(model, "loss", None)  # None before compile
+    # A density-free model trained on an estimate (AVB): that estimate is also measured, beside log p(x).
+    estimate = (
+        compiled_loss
+        if isinstance(compiled_loss, BoundLoss) and proposal_samples and not compiled_loss.is_bound
+        and not compiled_loss.needs_density and not compiled_loss.sampler_options
+        else None
+    )
     if chunk_elements is not None:
         check_positive_int(chunk_elements, "chunk_elements")
     data = model.check_data(data, "data")
@@ -364,6 +399,7 @@ def log_likelihood(
     )
     per_example = {key: [] for key in ("log_sum_w", "sum_log_w", "sum_iwae", "sum_kl", "sum_reconstruction")}
     posterior_means = []
+    estimates = {"estimate": [], "posterior_reconstruction": []}  # per batch, with `estimate`
     ess, pareto_k = [], []  # per batch
     passes = None
     with input_errors():
@@ -374,7 +410,7 @@ def log_likelihood(
                 chunk = _chunk_size(k, int(x.shape[0]), per_sample, train_k, chunk_elements)
                 chunks = [(chunk, k // chunk)] + ([(k % chunk, 1)] if k % chunk else [])
                 passes = _compiled_passes(
-                    model, chunks, train_k, seed, jit_compile, sampler_options, proposal_samples, top
+                    model, chunks, train_k, seed, jit_compile, sampler_options, proposal_samples, top, estimate
                 )
                 num_iwae_groups = sum(groups for _, groups in passes)
             results = [fn(x) for fn, _ in passes]
@@ -383,6 +419,9 @@ def log_likelihood(
                 combine = np.logaddexp.reduce if key == "log_sum_w" else np.sum
                 per_example[key].append(combine(values, axis=0))
             posterior_means.append(results[0]["posterior_mean"].numpy().astype(np.float64))
+            if estimate is not None:  # from the first pass's chunk of q's samples
+                for key in estimates:
+                    estimates[key].append(results[0][key].numpy().astype(np.float64))
             if top:  # reduced per batch: memory stays [batch, M + 1]
                 log_sum_w2 = np.logaddexp.reduce([r["log_sum_w2"].numpy().astype(np.float64) for r in results], axis=0)
                 ess.append(diagnostics_module.effective_sample_size(per_example["log_sum_w"][-1], log_sum_w2))
@@ -417,8 +456,9 @@ def log_likelihood(
         "proposal": "fitted_gaussian" if proposal_samples else "posterior",
         "num_examples": int(log_px.shape[0]),
     }
-    if not model.posterior.exact_density:
-        # log q is an estimate (an upper bound in expectation): log p(x) is then bounded below.
+    if not model.posterior.exact_density and not proposal_samples:
+        # log q is an estimate (an upper bound in expectation): log p(x) is then bounded below. (A fitted
+        # proposal's log r is exact: the estimate is consistent.)
         result["log_likelihood_is_lower_bound"] = True
     if proposal_samples:
         result["proposal_samples"] = proposal_samples
@@ -426,6 +466,8 @@ def log_likelihood(
     if isinstance(loss, BoundLoss):  # the training objective, and whether it is a bound or an estimate
         result["training_loss"] = type(loss).__name__
         result["training_loss_is_bound"] = bool(loss.is_bound)
+    if estimate is not None:
+        result.update(_estimate_summary(estimate, log_px, {key: np.concatenate(v) for key, v in estimates.items()}))
     if train_k_note is not None:
         result["train_k_note"] = train_k_note
     if top:
@@ -437,6 +479,33 @@ def log_likelihood(
             result["per_example_ess"] = ess
             result["per_example_pareto_k"] = pareto_k
     return result
+
+
+def _estimate_summary(loss, log_px, values):
+    """The result's keys comparing a training estimate (e.g. AVB's ELBO estimate) with log p(x).
+
+    `values`: per-example `estimate` (the loss's value on q's own samples) and `posterior_reconstruction`
+    (E_q log p(x|z) on them), float64 `[n]`; `log_px` the per-example log p(x) estimates.
+    """
+    n = len(log_px)
+
+    def standard_error(per_example):
+        return float(np.std(per_example, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
+    gap = log_px - values["estimate"]
+    summary = {
+        "training_estimate": float(np.mean(values["estimate"])),
+        # log p(x) - ELBO^: for an exact ELBO this is KL(q(z|x) || p(z|x)) >= 0, so a gap below 0 beyond a few
+        # standard errors shows the estimate above log p(x) (the KL estimate too small).
+        "training_estimate_gap": float(np.mean(gap)),
+        "training_estimate_gap_se": standard_error(gap),
+        "posterior_reconstruction": float(np.mean(values["posterior_reconstruction"])),
+        # KL(q(z|x) || p(z)) = E_q log p(x|z) - log p(x) + KL(q || p(z|x)) >= E_q log p(x|z) - log p(x).
+        "posterior_kl_lower_bound": float(np.mean(values["posterior_reconstruction"] - log_px)),
+    }
+    if loss.needs_adversary:  # E_q log p(x|z) - ELBO^: the adversary's estimate of KL(q(z|x) || p(z))
+        summary["adversary_kl"] = float(np.mean(values["posterior_reconstruction"] - values["estimate"]))
+    return summary
 
 
 # Examples named in `pareto_k_worst`.

@@ -166,6 +166,12 @@ def fit_run(
     run_callbacks += list(callbacks or [])
     run_callbacks.append(checkpoint)
 
+    loss = getattr(model, "loss", None)
+    if verbose and getattr(loss, "is_bound", True) is False:  # a vizoo loss whose value is an estimate
+        print(
+            f"note: the reported loss of {type(loss).__name__} is the negated {loss.value_name}, not a bound on "
+            "log p(x): it may lie below -log p(x)."
+        )
     if resumed_epoch is not None and verbose:
         print(f"Resuming from the checkpoint in {checkpoint.directory}: {resumed_epoch} of {epochs} epochs done.")
     start = time.perf_counter()

@@ -40,6 +40,8 @@ class TermSpec(NamedTuple):
         default: `"always"`: computed on every call where the model can; `"free"`: added to a
             call with no compiled loss where the model can (it costs no extra pass); None: on request.
         bounds: `(low, high)` of its values where known (None: unbounded), e.g. a KL's `(0, None)`.
+        contrast: computed (also) at fresh draws from the contrast distribution (p(z), or N(0, I) with
+            adaptive contrast) that the model makes itself: noise given to `sample_terms` does not fix it.
     """
 
     name: str
@@ -52,6 +54,7 @@ class TermSpec(NamedTuple):
     every_model: bool = False
     default: str = None
     bounds: Tuple = (None, None)
+    contrast: bool = False
 
 
 TERMS = {
@@ -134,6 +137,48 @@ TERMS = {
             DETACHED,
             "log v_ij of the IWHVI estimate of log q, tau's density parameters stopped for j >= 1",
             "a loss asks (`IWHVILoss(gradient_estimator=\"dreg\")`); `HierarchicalPosterior`",
+        ),
+        TermSpec(
+            "adversary_q",
+            ("batch", "k"),
+            "float32",
+            EXTRA,
+            "AVB's adversary T(x, z_i) at the posterior's samples (the logit of \"z_i came from q(z|x)\")",
+            "a loss asks (`AVBLoss`); a model with an `adversary`",
+        ),
+        TermSpec(
+            "adversary_p",
+            ("batch", "k"),
+            "float32",
+            EXTRA,
+            "AVB's adversary T(x, z'_i) at draws z'_i ~ p(z), the contrast",
+            "a loss asks (`AVBLoss`); a model with an `adversary`",
+            contrast=True,
+        ),
+        TermSpec(
+            "adversary_q_normalized",
+            ("batch", "k"),
+            "float32",
+            EXTRA,
+            "adaptive contrast: T(x, (z_i - mu(x)) / sigma(x)), mu and sigma the sampler's moments (stopped)",
+            "a loss asks (`AVBLoss(adaptive_contrast=True)`); an `adversary` and a posterior with `has_moments`",
+        ),
+        TermSpec(
+            "adversary_p_normalized",
+            ("batch", "k"),
+            "float32",
+            EXTRA,
+            "adaptive contrast: T(x, e_i) at draws e_i ~ N(0, I), the contrast",
+            "a loss asks (`AVBLoss(adaptive_contrast=True)`); an `adversary` and a posterior with `has_moments`",
+            contrast=True,
+        ),
+        TermSpec(
+            "log_rz",
+            ("batch", "k"),
+            "float32",
+            DENSITY,
+            "log r(z_i | x), r the Gaussian with the sampler's per-example mean and variance (stopped)",
+            "a loss asks (adaptive contrast); a posterior with `has_moments`",
         ),
     )
 }

@@ -7,6 +7,7 @@ own file (`@vizoo.registry.register_posterior("name")`, `register_prior`,
 component is one new file here and nothing else.
 """
 
+from vizoo.layers.adversary import Adversary
 from vizoo.layers.bernoulli_likelihood import BernoulliLikelihood
 from vizoo.layers.bernoulli_posterior import BernoulliPosterior
 from vizoo.layers.conditional_gaussian import ConditionalGaussian
@@ -44,6 +45,7 @@ __all__ = [
     "LIKELIHOODS",
     "POSTERIORS",
     "PRIORS",
+    "Adversary",
     "AmortizedFlowPosterior",
     "BernoulliLikelihood",
     "BernoulliPosterior",

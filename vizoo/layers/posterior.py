@@ -51,6 +51,9 @@ class Posterior(keras.layers.Layer):
       `sampler_options`, evaluation passes them explicitly;
     - `extra_terms`: names of terms (declared in `vizoo.terms`) besides z and
       log q that `transform_terms` can give;
+    - `has_moments` (False): `moments(params, eps)` gives the per-example mean
+      and variance of z (exactly, or estimated over the batch's noise), so a
+      moment-matched Gaussian r(z|x) is known (AVB's adaptive contrast);
     - `fixed_noise_shape` (True): given noise must be exactly
       `[batch, k, *noise_shape]` (`sample_terms` refuses another shape by name);
       False where the noise's size carries an option (a hierarchical
@@ -65,6 +68,8 @@ class Posterior(keras.layers.Layer):
     has_log_prob = False
     reparameterized = True
     factorized = False
+    # `moments(params, eps)` gives the per-example mean and variance of z (AVB's adaptive contrast).
+    has_moments = False
     # Names of the keyword options `sample_noise` and `transform` take (e.g. a
     # hierarchical posterior's `num_reverse_samples`); `sample_terms` passes them on.
     sampler_options = ()
@@ -113,6 +118,16 @@ class Posterior(keras.layers.Layer):
 
     def serving_outputs(self, params):
         raise NotImplementedError
+
+    def moments(self, params, eps):
+        """`(mean, variance)` of z given x, each `[batch, latent_dim]`, where `has_moments` (else an error).
+
+        `eps` is the noise `[batch, k, *noise_shape]` the samples are drawn with; a posterior
+        whose moments have no closed form may estimate them from it (over the whole batch).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} gives no per-example moments of z (has_moments is False)."
+        )
 
     def has_analytic_kl(self, prior):
         return False

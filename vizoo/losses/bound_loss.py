@@ -6,9 +6,10 @@ from keras import ops
 from vizoo.utils import check_positive_int
 
 # Variable groups a loss may give surrogates of its own (`objectives`): the
-# decoder/prior (`generative`), the encoder/posterior (`inference`) and
-# baselines or other variance-reduction networks (`control`).
-GRADIENT_GROUPS = ("generative", "inference", "control")
+# decoder/prior (`generative`), the encoder/posterior (`inference`),
+# baselines or other variance-reduction networks (`control`) and the
+# discriminator of adversarial objectives (`adversary`: AVB's T(x, z)).
+GRADIENT_GROUPS = ("generative", "inference", "control", "adversary")
 
 
 class BoundLoss(keras.losses.Loss):
@@ -64,6 +65,14 @@ class BoundLoss(keras.losses.Loss):
     score_function = False
     # - needs_density: the loss reads log q(z|x) (`log_qz`); compile refuses a posterior without a density.
     needs_density = True
+    # - needs_adversary: the loss reads the terms of the model's adversary T(x, z) (AVB) and trains it (its
+    #   `adversary` group); compile refuses a model without one, and a model with one compiled with a loss
+    #   that does not train it.
+    needs_adversary = False
+    # Per-example diagnostics the loss computes from the terms (`diagnostics(terms)`), `{name: meaning}`: the
+    # model tracks each as an epoch metric of that name (History, history.csv), and
+    # `vizoo.callbacks.StopOnNonFinite` names a non-finite one with its meaning.
+    diagnostic_meanings = {}
     # Epochs of KL warm-up the loss trains with (0: none); `fit` adds `vizoo.callbacks.KLWarmup` when positive.
     kl_warmup_epochs = 0
     # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them;
@@ -86,6 +95,24 @@ class BoundLoss(keras.losses.Loss):
         Like `k`, they are decided by the compiled loss alone; compiling with a
         posterior that does not take them is refused with a named error.
         """
+        return {}
+
+    @property
+    def value_name(self):
+        """What the value (negated) is, in logs and `metrics.json`: `"bound"` where `is_bound`, else `"estimate"`."""
+        return "bound" if self.is_bound else "estimate"
+
+    @property
+    def group_steps(self):
+        """`{group: n}`: updates of a group's variables per training step (n - 1 of them alone, first); `{}` here.
+
+        A group not named takes one update per step (in the step's joint update). AVB's
+        adversary may take several (`AVBLoss(adversary_steps=2)`, the paper's toy example).
+        """
+        return {}
+
+    def diagnostics(self, terms):
+        """`{name: [batch]}` for the names of `diagnostic_meanings` (none here): the model averages them per epoch."""
         return {}
 
     def __call__(self, y_true=None, y_pred=None, sample_weight=None):

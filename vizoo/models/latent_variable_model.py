@@ -17,7 +17,14 @@ from vizoo.data.checks import (
 )
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, replicas_in_sync
 from vizoo.terms import SAMPLE, STATE, TERMS
-from vizoo.utils import check_array, check_hidden_units, check_positive_int
+from vizoo.utils import HALF_LOG_2PI, check_array, check_hidden_units, check_positive_int
+
+# Terms of AVB's adversary, computed where the model has one (`adversary`); the normalized ones and log r also
+# need a posterior with `has_moments` (adaptive contrast).
+_ADVERSARY_TERMS = ("adversary_q", "adversary_p")
+_CONTRAST_TERMS = ("adversary_q_normalized", "adversary_p_normalized", "log_rz")
+# Adaptive contrast's floor on the sampler's variance (sigma = sqrt(var + 1e-4), as Mescheder et al.'s code).
+MOMENT_VARIANCE_FLOOR = 1e-4
 
 
 def _stopped_per_sample(params):
@@ -41,7 +48,7 @@ class LatentVariableModel(keras.Model):
       the reason it cannot; `available_terms` lists those it can.
     - `posterior_mean(x)`: E_q[z|x] (or a location summary), for active units.
     - `gradient_groups()`: `{group: [variables]}` for the groups of
-      `vizoo.losses.GRADIENT_GROUPS` (`generative`, `inference`, `control`),
+      `vizoo.losses.GRADIENT_GROUPS` (`generative`, `inference`, `control`, `adversary`),
       so that a loss's per-group surrogates reach their own variables.
 
     What families share lives here, so that a family differs from another by its
@@ -91,6 +98,11 @@ class LatentVariableModel(keras.Model):
     generates = False
     # - exportable: `vizoo.export.export_encoder` can write its encoder (`encode` and `posterior`).
     exportable = True
+    # - takes_adversary: the constructor takes `adversary=` (AVB's T(x, z), `vizoo.layers.Adversary`); the
+    #   command line gives one when the loss `needs_adversary`.
+    takes_adversary = False
+    # The model's adversary T(x, z) (a layer; its variables are the `adversary` gradient group), or None.
+    adversary = None
     # Terms of kind "extra" (declared in vizoo.terms) that the family gives (e.g. NVIL's baselines).
     extra_terms = ()
     # Constructor arguments on the command line, `{argument: vizoo.registry.Option}` (vizoo/cli.py reads them).
@@ -123,6 +135,10 @@ class LatentVariableModel(keras.Model):
         # examples seen, whatever the number of replicas. Listed first by `metrics`.
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.group_optimizers = {}  # {group: optimizer} of compile(group_optimizers=...); saved with the model
+        # One keras.metrics.Mean per diagnostic of the compiled loss (`diagnostic_meanings`), set by compile
+        # (held outside Keras's attribute tracking, which is locked once the model is built: epoch metrics, not
+        # saved state, like Keras's own compile metrics).
+        self._diagnostics = _Untracked([])
         self._loss_scaled_groups = ()  # groups whose optimizer compile wrapped in a LossScaleOptimizer
 
     def load_own_variables(self, store):
@@ -227,11 +243,58 @@ class LatentVariableModel(keras.Model):
         values["kl"] = lambda: ops.expand_dims(self.posterior.kl_divergence(encoding, self.prior), axis=-1)
         # [batch, latent_dim]: closed-form KL per latent dimension (free bits).
         values["kl_per_dim"] = lambda: self.posterior.kl_divergence_per_dim(encoding, self.prior)
+        if any(name in terms for name in _ADVERSARY_TERMS + _CONTRAST_TERMS):
+            values.update(self._adversary_terms(x, z, encoding, eps, seed))
         family = [name for name in terms if name in self.extra_terms]
         if family:
             family_values = self.family_terms(x, family)
             values.update({name: (lambda value=value: value) for name, value in family_values.items()})
         return {name: values[name]() for name in terms}
+
+    def _adversary_terms(self, x, z, encoding, eps, seed):
+        """`{name: thunk}` of the adversary's terms for samples z `[batch, k, latent]` drawn with noise eps.
+
+        The contrast draws (z' ~ p(z); e ~ N(0, I) with adaptive contrast) are the model's own, from `seed`.
+        """
+        batch, k, latent_dim = ops.shape(z)[0], ops.shape(z)[1], z.shape[-1]
+
+        def adversary(z_):
+            logits = self.adversary(x, z_)  # [batch, k]; includes 0.5 ||z||^2 = -log N(z; 0, I) + const
+            if self.prior.is_standard_normal:
+                return logits
+            # Another prior: T* = log q - log p(z) needs -log p(z) in place of -log N(z; 0, I).
+            normal = ops.sum(-0.5 * ops.square(z_), axis=-1) - latent_dim * HALF_LOG_2PI
+            return logits + ops.cast(normal - self.log_prior(z_), logits.dtype)
+
+        def contrast():
+            z_prior = ops.reshape(self.sample_prior(batch * k, seed), (batch, k, latent_dim))  # z' ~ p(z)
+            return adversary(ops.stop_gradient(ops.cast(z_prior, z.dtype)))
+
+        cache = {}
+
+        def normalized():
+            # Adaptive contrast: z~ = (z - mu(x)) / sigma(x), the sampler's moments with their gradient stopped.
+            if not cache:
+                mean, variance = self.posterior.moments(encoding, eps)  # [batch, latent] each
+                mean = ops.stop_gradient(ops.cast(mean, z.dtype))[:, None, :]
+                sigma = ops.stop_gradient(ops.sqrt(ops.cast(variance, z.dtype) + MOMENT_VARIANCE_FLOOR))[:, None, :]
+                cache["z"] = (z - mean) / sigma  # [batch, k, latent]
+                cache["log_sigma"] = ops.sum(ops.log(sigma), axis=-1)  # [batch, 1]
+            return cache
+
+        def log_rz():
+            values = normalized()
+            return ops.sum(-0.5 * ops.square(values["z"]), axis=-1) - latent_dim * HALF_LOG_2PI - values["log_sigma"]
+
+        return {
+            "adversary_q": lambda: adversary(z),
+            "adversary_p": contrast,
+            "adversary_q_normalized": lambda: self.adversary(x, normalized()["z"]),
+            "adversary_p_normalized": lambda: self.adversary(
+                x, keras.random.normal((batch, k, latent_dim), dtype=z.dtype, seed=seed)
+            ),
+            "log_rz": log_rz,
+        }
 
     def generate(self, num_examples, seed=None):
         """Mean of p(x|z) for `num_examples` draws z ~ p(z), `[num_examples, input_dim]`."""
@@ -288,7 +351,7 @@ class LatentVariableModel(keras.Model):
             loss: a `vizoo.losses.BoundLoss`, e.g. `IWAELoss(k=5)`.
             group_optimizers: optional dict `{group: optimizer}` with groups among
                 `vizoo.losses.GRADIENT_GROUPS` (`"generative"`, `"inference"`,
-                `"control"`) and optimizer instances or names (`"adam"` as
+                `"control"`, `"adversary"`) and optimizer instances or names (`"adam"` as
                 above). The variables of each named group (`gradient_groups()`)
                 are updated by its optimizer, the others by `optimizer`; each
                 optimizer keeps its own state (slots, iteration count, learning
@@ -310,6 +373,8 @@ class LatentVariableModel(keras.Model):
                 f"an entry already uses it). Received: group_optimizers={group_optimizers!r}"
             )
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        meanings = loss.diagnostic_meanings if isinstance(loss, BoundLoss) else {}
+        self._diagnostics = _Untracked([keras.metrics.Mean(name=name) for name in meanings])
         scale = kwargs.get("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16"
         self._loss_scaled_groups = tuple(
             group for group, value in given.items()
@@ -368,17 +433,21 @@ class LatentVariableModel(keras.Model):
     def build_optimizers(self):
         """Create the state (slots, iteration count) of every optimizer of the model now.
 
-        The main optimizer is built on all trainable variables (as Keras builds
-        it), each optimizer of `group_optimizers` on its group's variables.
+        Each optimizer is built on the variables it updates: the main one on
+        every trainable variable that no optimizer of `group_optimizers` owns
+        (all of them without group optimizers, as Keras builds it), each group
+        optimizer on its group's variables, in the model's variable order (as
+        the training step applies them, however the model was built).
         `fit` does this by itself; weights with optimizer state
         (`load_weights`, `vizoo.callbacks.TrainingCheckpoint`) load only into
         built optimizers. The model must be built.
         """
         with self.distribute_strategy.scope():
+            groups = self._trainable_groups() if self.group_optimizers else {}
             if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
-                self.optimizer.build(self.trainable_variables)
+                own = {id(v) for group in self.group_optimizers for v in groups.get(group, [])}
+                self.optimizer.build([v for v in self.trainable_variables if id(v) not in own])
             if self.group_optimizers:
-                groups = self._trainable_groups()
                 for group, optimizer in self.group_optimizers.items():
                     if not optimizer.built:
                         optimizer.build(groups.get(group, []))
@@ -386,7 +455,8 @@ class LatentVariableModel(keras.Model):
     def make_train_function(self, force=False):
         # Group optimizers get their variables outside the traced step (under a
         # tf.distribute strategy they cannot be created in a replica context).
-        if self.built and self.group_optimizers:
+        loss = getattr(self, "loss", None)
+        if self.built and (self.group_optimizers or (isinstance(loss, BoundLoss) and loss.group_steps)):
             self.build_optimizers()
         return super().make_train_function(force=force)
 
@@ -419,6 +489,18 @@ class LatentVariableModel(keras.Model):
                 f"{type(posterior).__name__} is reparameterized: use a reparameterization loss (ELBOLoss, "
                 "IWAELoss) or a discrete model (e.g. SigmoidBeliefNetwork). "
                 f"Received: loss={type(loss).__name__}, posterior={type(posterior).__name__}"
+            )
+        if loss.needs_adversary and self.adversary is None:
+            raise ValueError(
+                f"{type(loss).__name__} trains the model's adversary T(x, z), but this {type(self).__name__} has none: "
+                f"build it with one, e.g. {type(self).__name__}(..., adversary=vizoo.layers.Adversary()) "
+                "(train.py adds one for such a loss). "
+                f"Received: loss={type(loss).__name__}, adversary=None"
+            )
+        if self.adversary is not None and not loss.needs_adversary:
+            raise ValueError(
+                f"This {type(self).__name__} has an adversary T(x, z), which only a loss that trains it (needs_adversary, "
+                f"e.g. AVBLoss) updates. Received: loss={type(loss).__name__}"
             )
         taken = posterior.sampler_options
         untaken = sorted(set(loss.sampler_options) - set(taken))
@@ -477,8 +559,10 @@ class LatentVariableModel(keras.Model):
         leave unused) is left out, so the name stays unique.
         """
         tracker = getattr(self, "loss_tracker", None)
-        others = [m for m in super().metrics if m is not tracker and m.name != "loss"]
-        return ([tracker] if tracker is not None and self.compiled else []) + others
+        diagnostics = self.diagnostic_trackers
+        own = {id(m) for m in diagnostics}
+        others = [m for m in super().metrics if m is not tracker and m.name != "loss" and id(m) not in own]
+        return ([tracker] if tracker is not None and self.compiled else []) + diagnostics + others
 
     def _track_loss(self, loss, x):
         # `loss` is this replica's share of the global batch mean (the reduction divides by the number of
@@ -487,6 +571,38 @@ class LatentVariableModel(keras.Model):
         replicas = replicas_in_sync()
         value = loss * ops.cast(replicas, loss.dtype) if replicas > 1 else loss
         self.loss_tracker.update_state(value, sample_weight=tf.shape(x)[0])
+
+    @property
+    def diagnostic_trackers(self):
+        """The `keras.metrics.Mean` of each diagnostic the compiled loss declares (`diagnostic_meanings`)."""
+        holder = getattr(self, "_diagnostics", None)
+        return list(holder.value) if holder is not None else []
+
+    def _track_diagnostics(self, terms):
+        # The compiled loss's per-example diagnostics (e.g. AVB's adversary loss and accuracy), averaged per epoch.
+        if not self.diagnostic_trackers:
+            return
+        values = self._compiled_bound().diagnostics(terms)
+        for tracker in self.diagnostic_trackers:
+            tracker.update_state(values[tracker.name])
+
+    def _group_only_steps(self, x, sample_weight):
+        # The extra updates of groups that take several per step (the loss's `group_steps`, e.g. AVB's
+        # adversary steps): each on a fresh forward pass, its surrogate's gradient on its variables alone.
+        bound = self._compiled_bound()
+        for group, steps in bound.group_steps.items():
+            for _ in range(steps - 1):
+                members = self._trainable_groups().get(group, [])
+                if not members:
+                    continue
+                optimizer = self._optimizer_of(group)
+                if not optimizer.built:  # (the main optimizer: built on all it updates, not this group alone)
+                    self.build_optimizers()
+                with tf.GradientTape() as tape:
+                    terms = self(x, training=True)
+                    objective = bound.group_losses(terms, sample_weight)[group] + sum(self._additional_losses())
+                    objective = optimizer.scale_loss(objective)
+                optimizer.apply_gradients(zip(tape.gradient(objective, members), members))
 
     def train_step(self, data):
         """One forward pass, one tape; each gradient group follows its own surrogate and optimizer.
@@ -501,10 +617,13 @@ class LatentVariableModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         bound = self._compiled_bound()
         optimizer = self.optimizer
+        if bound.group_steps:
+            self._group_only_steps(x, sample_weight)
         with tf.GradientTape(persistent=True) as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             self._track_loss(loss, x)
+            self._track_diagnostics(y_pred)
             group_losses = bound.group_losses(y_pred, sample_weight)
             if group_losses is not None:  # add_loss terms (regularizers) join every group's objective
                 extra = self._additional_losses()
@@ -545,6 +664,7 @@ class LatentVariableModel(keras.Model):
         y_pred = self(x, training=False)
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
         self._track_loss(loss, x)
+        self._track_diagnostics(y_pred)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _optimizer_of(self, group):
@@ -703,6 +823,19 @@ class LatentVariableModel(keras.Model):
                 f"{type(self.posterior).__name__} is a sampler with no density (has_density is False): "
                 "it gives z but no log q(z|x)."
             )
+        if name in _ADVERSARY_TERMS + _CONTRAST_TERMS:
+            if name != "log_rz" and self.adversary is None:
+                return (
+                    f"{type(self).__name__} has no adversary T(x, z) (build it with adversary=vizoo.layers.Adversary(); "
+                    "train.py adds one for a loss that needs_adversary)."
+                )
+            if name in _CONTRAST_TERMS and not self.posterior.has_moments:
+                return (
+                    f"adaptive contrast normalizes z by the sampler's per-example moments, which "
+                    f"{type(self.posterior).__name__} does not give (has_moments is False): use "
+                    "ImplicitPosterior(structure='adaptive_contrast') (train.py: --sampler-structure adaptive_contrast)."
+                )
+            return None
         if TERMS[name].every_model or name in self.extra_terms or name in self.posterior.extra_terms:
             return None
         return f"{type(self).__name__} has no term {name!r}."
@@ -792,6 +925,13 @@ class LatentVariableModel(keras.Model):
         x = self.check_data(x, "x")
         with input_errors():
             return super().predict(x, *args, **kwargs)
+
+
+class _Untracked:
+    """Holds a value out of Keras's automatic attribute tracking."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 def _get_optimizer(identifier):

@@ -1,6 +1,6 @@
 import keras
 
-from vizoo.layers import LIKELIHOODS, POSTERIORS, PRIORS
+from vizoo.layers import LIKELIHOODS, POSTERIORS, PRIORS, Adversary
 from vizoo.models.latent_variable_model import LatentVariableModel
 from vizoo.registry import Option, register_model
 from vizoo.utils import check_choice, check_hidden_units, check_positive_int
@@ -46,6 +46,10 @@ class VAE(LatentVariableModel):
             layer instance, e.g. `VampPrior(num_components=500)`.
         seed: optional int seed of the model's sampling noise. (The noise
             generator's state is not saved in `.keras` files.)
+        adversary: None, or AVB's adversary T(x, z) (a `vizoo.layers.Adversary`
+            or its config), owned by the model: its variables are the
+            `adversary` gradient group, trained by `vizoo.losses.AVBLoss` (the
+            only kind of loss a model with an adversary compiles with).
 
     Call arguments:
         inputs: `[batch, input_dim]`.
@@ -83,6 +87,7 @@ class VAE(LatentVariableModel):
     }
     # Constructor arguments that take a registered component (a registry name or a layer).
     components = ("likelihood", "posterior", "prior")
+    takes_adversary = True
     decodes = True
     generates = True
 
@@ -96,10 +101,16 @@ class VAE(LatentVariableModel):
         posterior="diagonal",
         prior="standard_normal",
         seed=None,
+        adversary=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._init_options(input_dim, hidden_units, activation, seed)
+        if isinstance(adversary, dict):
+            adversary = keras.saving.deserialize_keras_object(adversary)
+        if adversary is not None and not isinstance(adversary, Adversary):
+            raise ValueError(f"adversary must be None or a vizoo.layers.Adversary. Received: adversary={adversary!r}")
+        self.adversary = adversary
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.encoder_layers = self._dense_stack(self.hidden_units, "encoder")
         self.decoder_layers = self._dense_stack(self.hidden_units[::-1], "decoder")
@@ -122,6 +133,8 @@ class VAE(LatentVariableModel):
         self._build_stack(self.decoder_layers, self.likelihood, (None, self.latent_dim))
         if not self.prior.built:
             self.prior.build((None, self.latent_dim))
+        if self.adversary is not None and not self.adversary.built:
+            self.adversary.build((None, self.input_dim), (None, None, self.latent_dim))
         self.built = True
 
     def log_prior(self, z):
@@ -170,6 +183,8 @@ class VAE(LatentVariableModel):
         }
         for group, members in self.posterior.gradient_groups().items():  # e.g. a reverse model's are `control`
             groups[group] = groups.get(group, []) + list(members)
+        if self.adversary is not None:
+            groups["adversary"] = list(self.adversary.trainable_variables)
         return groups
 
     def get_config(self):
@@ -180,4 +195,6 @@ class VAE(LatentVariableModel):
             posterior=keras.saving.serialize_keras_object(self.posterior),
             prior=keras.saving.serialize_keras_object(self.prior),
         )
+        if self.adversary is not None:  # (configs without the key load with none)
+            config["adversary"] = keras.saving.serialize_keras_object(self.adversary)
         return config
