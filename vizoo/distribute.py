@@ -51,6 +51,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 
 from vizoo.utils import check_choice, check_positive_int
 
@@ -113,6 +114,8 @@ def _multi_worker_strategy(resolver, timeout_seconds):
             f"Received: TF_CONFIG={os.environ.get('TF_CONFIG', '')!r}"
         )
     milliseconds = int(timeout_seconds * 1000)
+    if spec and context.context()._context_handle is not None:  # noqa: SLF001 (TensorFlow has no public "started")
+        raise RuntimeError(_STARTED)
     if spec and context.context().coordination_service is None:
         # What MultiWorkerMirroredStrategy configures by itself, with bounded waits instead of its defaults
         # (an hour to register; a lost worker's peers would otherwise wait in a collective for ever).
@@ -137,7 +140,11 @@ def _multi_worker_strategy(resolver, timeout_seconds):
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_seconds)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
-    except (tf.errors.OpError, RuntimeError) as error:
+    except RuntimeError as error:
+        if "program startup" in str(error):
+            raise RuntimeError(_STARTED) from None
+        raise
+    except tf.errors.OpError as error:
         others = ", ".join(_cluster_addresses(resolver, own=False)) or "none"
         reason = _reason(error)
         raise ConnectionError(
@@ -147,12 +154,23 @@ def _multi_worker_strategy(resolver, timeout_seconds):
         ) from None
 
 
+_STARTED = (
+    "get_strategy('multi_worker') must be called before TensorFlow runs any operation (build no model, create "
+    "no tensor before it): MultiWorkerMirroredStrategy configures the collective operations at program start."
+)
+
+
 def is_chief(strategy=None):
-    """True on the worker that writes the run's files: the chief, else worker 0, else (one process) always."""
+    """True on the worker that writes the run's files: the chief, else worker 0, else (one process) always.
+
+    Args:
+        strategy: a `tf.distribute.Strategy`, or a cluster resolver (e.g.
+            `TFConfigClusterResolver()`, to know before the strategy exists); default the current strategy.
+    """
     import tensorflow as tf
 
     strategy = strategy or tf.distribute.get_strategy()
-    resolver = getattr(strategy, "cluster_resolver", None)
+    resolver = strategy if hasattr(strategy, "cluster_spec") else getattr(strategy, "cluster_resolver", None)
     if resolver is None or resolver.task_type is None:
         return True
     jobs = resolver.cluster_spec().as_dict()
@@ -239,7 +257,7 @@ class _Steps:
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
         self._train = {}
-        self._test = None
+        self._test = {}
 
     def _replica_train(self, batches):
         # In a replica: the model's own step on this replica's rows of each global batch.
@@ -268,10 +286,12 @@ class _Steps:
             self._train[steps] = train
         return self._train[steps]
 
-    def test_function(self):
+    def test_function(self, spec):
+        """A `tf.function` of the summed loss of one global batch of `spec` (any batch size: traced once)."""
         import tensorflow as tf
 
-        if self._test is None:
+        spec = tf.TensorSpec([None] + spec.shape.as_list()[1:], spec.dtype)
+        if self._test.get(spec) is None:
             model, strategy = self.model, self.strategy
 
             def replica_test(x):
@@ -279,13 +299,13 @@ class _Steps:
                 terms = model(rows, training=False)
                 return model.compute_loss(x=rows, y_pred=terms, sample_weight=weight, training=False) * _rows(x)
 
-            @tf.function
+            @tf.function(input_signature=[spec])
             def test(x):
                 total = strategy.run(replica_test, args=(x,))
                 return strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None), _rows(x)
 
-            self._test = test
-        return self._test
+            self._test[spec] = test
+        return self._test[spec]
 
 
 def _rows(x):
@@ -304,12 +324,26 @@ def evaluate(model, data, strategy=None):
 
     strategy = strategy or tf.distribute.get_strategy()
     _check_batches(data, "data")
-    steps = _Steps(model, strategy, 1, False)
-    return _evaluate(steps, data)
+    return _evaluate(_compiled_steps(model, strategy, 1, False), data)
+
+
+_COMPILED = weakref.WeakKeyDictionary()  # {model: {(strategy id, steps, jit): _Steps}}: traced once per model
+
+
+def _compiled_steps(model, strategy, steps_per_execution, jit_compile):
+    """The model's `_Steps` (a later `train` or `evaluate` call reuses its traced functions)."""
+    cache = _COMPILED.setdefault(model, {})
+    # A new compile (loss, optimizers) needs new functions, as Keras retraces its own after compile.
+    compiled = (model.loss, model.optimizer, *model.group_optimizers.values())
+    key = (id(strategy), steps_per_execution, bool(jit_compile), *map(id, compiled))
+    if key not in cache:
+        cache[key] = _Steps(model, strategy, steps_per_execution, jit_compile)
+        cache[key].compiled = compiled  # kept alive with the functions: their ids stay theirs
+    return cache[key]
 
 
 def _evaluate(steps, data):
-    test = steps.test_function()
+    test = steps.test_function(data.element_spec)
     total, count = 0.0, 0.0
     for x in data:
         value, rows = test(x)
@@ -442,7 +476,7 @@ def train(
     initial_epoch = backup.restore() if backup is not None else 0
     for _ in range(initial_epoch * _iterators_per_epoch(train_data)):
         iter(train_data)  # the data order of the finished epochs, as fit's iterators drew it
-    steps = _Steps(model, strategy, steps_per_execution, jit_compile)
+    steps = _compiled_steps(model, strategy, steps_per_execution, jit_compile)
     chief = is_chief(strategy)
     model.stop_training = False
     callback_list.on_train_begin()
