@@ -1,6 +1,7 @@
 """One process of the multi-worker tests (tests/test_multi_worker.py): a worker, or the reference.
 
     python -m tests.multi_worker_job worker OUT_DIR [--stall-at EPOCH:BATCH]   # TF_CONFIG names the cluster
+    python -m tests.multi_worker_job worker OUT_DIR --slurm-port P             # SLURM_* variables name it
     python -m tests.multi_worker_job reference OUT_DIR                         # one process, 2 logical CPUs
     python -m tests.multi_worker_job unreachable OUT_DIR                       # get_strategy only
 
@@ -35,6 +36,7 @@ def main(argv=None):
     parser.add_argument("role", choices=("worker", "reference", "unreachable"))
     parser.add_argument("out_dir")
     parser.add_argument("--stall-at", default=None)
+    parser.add_argument("--slurm-port", type=int, default=None)
     args = parser.parse_args(argv)
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import tensorflow as tf
@@ -60,7 +62,8 @@ def main(argv=None):
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         task = "reference"
     else:
-        strategy = vizoo.distribute.get_strategy("multi_worker", timeout_seconds=TIMEOUT_SECONDS)
+        resolver = None if args.slurm_port is None else vizoo.distribute.slurm_cluster_resolver(args.slurm_port)
+        strategy = vizoo.distribute.get_strategy("multi_worker", cluster_resolver=resolver, timeout_seconds=TIMEOUT_SECONDS)
         task = str(strategy.cluster_resolver.task_id)
 
     # The pPCA bound under the strategy: exact, so equal to the closed form and to one device's.

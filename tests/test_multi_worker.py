@@ -3,7 +3,9 @@
 One 2-worker job (tests/multi_worker_job.py: a tiny VAE on the digits, 3 epochs) is started once
 per module and checked for several properties: worker 1 is killed with SIGKILL in the middle of
 epoch 2, the chief then fails within the peer timeout naming worker 1's address, both are
-restarted with the same command and the job completes from the backup of epoch 1. The finished
+restarted (as the two tasks of a simulated Slurm step: the SLURM_* variables srun sets, read by
+SlurmClusterResolver) and the job completes from the backup of epoch 1. A third process, whose
+peer's port nobody listens on, waits beside them and must fail within the timeout. The finished
 job's weights are compared with the reference: the same loop, uninterrupted, in one process with
 two logical CPUs (MirroredStrategy: two replicas that split every global batch as the two workers
 do and draw the same noise). Every process is started here and killed in a `finally`, with
@@ -56,9 +58,10 @@ class Processes:
         self.log_dir = log_dir
         self.running = []
 
-    def start(self, name, role, out_dir, tf_config=None, extra=()):
+    def start(self, name, role, out_dir, tf_config=None, extra=(), env_vars=None):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONPATH=REPO_ROOT)
         env.pop("TF_CONFIG", None)
+        env.update(env_vars or {})
         if tf_config is not None:
             env["TF_CONFIG"] = json.dumps(tf_config)
         log = open(os.path.join(self.log_dir, f"{name}.log"), "w")
@@ -108,6 +111,25 @@ def wait_for_file(path, processes, seconds=WAIT_SECONDS):
         time.sleep(0.1)
 
 
+def consecutive_free_ports():
+    """A port p with p + 1 free too (Slurm's resolver numbers a node's workers from a base port)."""
+    for _ in range(100):
+        (port,) = free_ports(1)
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    pytest.fail("no two consecutive free ports")
+
+
+def slurm_environment(port, index):
+    # What srun sets for task `index` of a 2-task step on one node (SlurmClusterResolver reads these).
+    return {"SLURM_PROCID": str(index), "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "localhost",
+            "SLURM_STEP_TASKS_PER_NODE": "2"}
+
+
 def tf_config(ports, index):
     return {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
 
@@ -142,7 +164,14 @@ def job(tmp_path_factory):
         chief_output = processes.output(chief)
         phases["chief_failed"] = time.monotonic() - t0
         history_before = (job_dir / "run" / "history.csv").read_text()
-        restarted = [processes.start(f"restarted-{i}", "worker", job_dir, tf_config(ports, i)) for i in range(2)]
+        # Restarted as Slurm tasks (SlurmClusterResolver instead of TF_CONFIG): the backup does not depend on
+        # how the workers found each other.
+        slurm_port = consecutive_free_ports()
+        restarted = [
+            processes.start(f"restarted-{i}", "worker", job_dir, extra=["--slurm-port", str(slurm_port)],
+                            env_vars=slurm_environment(slurm_port, i))
+            for i in range(2)
+        ]
         statuses = [processes.wait(process) for process in restarted]
         assert statuses == [0, 0], "\n".join(processes.output(p)[-3000:] for p in restarted)
         phases["restarted_done"] = time.monotonic() - t0

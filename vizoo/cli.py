@@ -141,6 +141,15 @@ def build_parser():
         "--jit-compile", action="store_true", help="compile each call's steps as one XLA program (--training-loop vizoo)"
     )
     parser.add_argument(
+        "--cluster",
+        default="tf_config",
+        help="where multi_worker finds the workers: tf_config (the TF_CONFIG environment variable) or slurm "
+        "(the Slurm job step: one srun task per worker)",
+    )
+    parser.add_argument(
+        "--slurm-port", type=int, default=12345, help="with --cluster slurm, the port of each node's first worker"
+    )
+    parser.add_argument(
         "--peer-timeout",
         type=float,
         default=60.0,
@@ -184,6 +193,11 @@ def _check_args(args):
             "jit_compile applies to --training-loop vizoo (fit's own jit_compile does not compile several steps "
             f"as one program). Received: training_loop={args.training_loop!r}, jit_compile=True"
         )
+    check_choice(args.cluster, "cluster", ("tf_config", "slurm"))
+    if args.cluster == "slurm" and args.distribute != "multi_worker":
+        raise ValueError(f"cluster applies to --distribute multi_worker. Received: distribute={args.distribute!r}")
+    if not 0 < args.slurm_port < 65536:
+        raise ValueError(f"slurm_port must be a port number. Received: slurm_port={args.slurm_port}")
     if not (math.isfinite(args.peer_timeout) and args.peer_timeout > 0):
         raise ValueError(f"peer_timeout must be finite and positive. Received: peer_timeout={args.peer_timeout}")
     for name in ("k", "epochs", "batch_size", "eval_k", "steps_per_execution"):
@@ -294,10 +308,15 @@ def run(args):
     import vizoo
     from vizoo import runs
 
+    resolver = None
     if args.distribute == "multi_worker":  # the chief writes the run's files; known before the strategy starts
         import tensorflow as tf
 
-        chief = vizoo.distribute.is_chief(tf.distribute.cluster_resolver.TFConfigClusterResolver())
+        if args.cluster == "slurm":
+            resolver = vizoo.distribute.slurm_cluster_resolver(args.slurm_port)
+        else:
+            resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        chief = vizoo.distribute.is_chief(resolver)
     else:
         chief = True
     if chief:
@@ -317,7 +336,9 @@ def run(args):
     # Every worker waits here for the others (up to --peer-timeout), after the chief prepared out_dir.
     # MultiWorkerMirroredStrategy must start before TensorFlow runs any operation: hence after the checks
     # that need none, and before building a model.
-    strategy = vizoo.distribute.get_strategy(args.distribute, timeout_seconds=args.peer_timeout)
+    strategy = vizoo.distribute.get_strategy(
+        args.distribute, cluster_resolver=resolver, timeout_seconds=args.peer_timeout
+    )
     if args.distribute == "multi_worker":
         _check_model_and_loss(args)
 

@@ -21,7 +21,7 @@ NOT_SAVED = frozenset({"config", "restart", "plots_only"})
 RESUMABLE_CHANGES = frozenset(
     {
         "epochs", "verbose", "eval_k", "eval_reverse_samples", "tensorboard", "config", "out_dir", "restart",
-        "plots_only", "peer_timeout", "jit_compile",
+        "plots_only", "peer_timeout", "jit_compile", "cluster", "slurm_port",
     }
 )
 

@@ -154,6 +154,46 @@ def _multi_worker_strategy(resolver, timeout_seconds):
         ) from None
 
 
+_SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST", "SLURM_STEP_TASKS_PER_NODE")
+
+
+def slurm_cluster_resolver(port_base=12345):
+    """A cluster resolver of this Slurm job step: one worker per Slurm task (`srun`), task 0 the chief.
+
+    Task i runs at its node's hostname and port `port_base` plus its index on the node, in the
+    order `tf.distribute.cluster_resolver.SlurmClusterResolver` gives them (nodes sorted by name).
+    The cluster is written to this process's `TF_CONFIG` and a `TFConfigClusterResolver` of it is
+    returned: unlike TensorFlow's Slurm resolver (which counts GPUs with `nvidia-smi`, fails
+    without them and sets `CUDA_VISIBLE_DEVICES` itself), it works on CPU-only nodes and leaves
+    the devices as Slurm assigned them.
+
+    Raises:
+        ValueError: not inside a Slurm job step (a `SLURM_*` variable missing), or a bad `port_base`.
+    """
+    import tensorflow as tf
+    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm  # hostlist syntax
+
+    if isinstance(port_base, bool) or not isinstance(port_base, int) or not 0 < port_base < 65536:
+        raise ValueError(f"port_base must be a port number. Received: port_base={port_base!r}")
+    missing = [name for name in _SLURM_VARIABLES if name not in os.environ]
+    if missing:
+        raise ValueError(
+            f"the Slurm cluster cannot be read from the environment (no {', '.join(missing)}): run under srun, "
+            "one task per worker. Received: cluster='slurm'"
+        )
+    hosts = slurm.expand_hostlist(os.environ["SLURM_STEP_NODELIST"])
+    tasks = slurm.expand_tasks_per_node(os.environ["SLURM_STEP_TASKS_PER_NODE"])
+    addresses = [f"{host}:{port_base + i}" for host, count in sorted(zip(hosts, tasks)) for i in range(count)]
+    rank = int(os.environ["SLURM_PROCID"])
+    if len(addresses) != int(os.environ["SLURM_STEP_NUM_TASKS"]) or not 0 <= rank < len(addresses):
+        raise ValueError(
+            f"the Slurm variables disagree: {len(addresses)} tasks on the nodes, SLURM_STEP_NUM_TASKS="
+            f"{os.environ['SLURM_STEP_NUM_TASKS']}, SLURM_PROCID={rank}. Received: cluster='slurm'"
+        )
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}})
+    return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+
+
 _STARTED = (
     "get_strategy('multi_worker') must be called before TensorFlow runs any operation (build no model, create "
     "no tensor before it): MultiWorkerMirroredStrategy configures the collective operations at program start."
