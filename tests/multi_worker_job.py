@@ -73,6 +73,18 @@ def main(argv=None):
         exact_model = ppca.ppca_vae(weights, bias)
         exact_model.compile(optimizer="sgd", loss=vizoo.losses.IWAELoss(k=5))
     ppca_bound = vizoo.distribute.evaluate(exact_model, tf.data.Dataset.from_tensor_slices(x).batch(32), strategy)
+    refusals = {}
+    if args.role == "reference":  # what two replicas refuse (the workers would refuse the same)
+        for name, call in {
+            "jit": lambda: vizoo.distribute.train(exact_model, tf.data.Dataset.from_tensor_slices(x).batch(32), 1,
+                                                  strategy=strategy, jit_compile=True, verbose=0),
+            "tiny_batch": lambda: vizoo.distribute.train(exact_model, tf.data.Dataset.from_tensor_slices(x[:3]).batch(2),
+                                                         1, strategy=strategy, verbose=0),
+        }.items():
+            try:
+                call()
+            except (ValueError, tf.errors.InvalidArgumentError) as error:
+                refusals[name] = str(error)
 
     keras.utils.set_random_seed(0)
     splits = vizoo.data.load("digits", batch_size=BATCH_SIZE, seed=0)
@@ -109,6 +121,7 @@ def main(argv=None):
     result = {
         "replicas": strategy.num_replicas_in_sync,
         "ppca_bound": ppca_bound,
+        "refusals": refusals,
         "ppca_exact": float(-np.mean(ppca.exact_log_px(x, weights, bias))),
         "weights": [np.asarray(w).tolist() for w in model.get_weights()],
         "seed_states": [np.asarray(v).tolist() for v in model.variables if v.name == "seed_generator_state"],

@@ -251,3 +251,10 @@ def test_a_worker_that_cannot_reach_its_peers_fails_within_the_timeout_naming_th
     assert f"worker 0 at {job['unreachable_address']}" in result["error"]
     assert "could not reach the other workers within 4 s" in result["error"]
     assert result["seconds"] < 3 * TIMEOUT_SECONDS + 10  # registration timeout; generous for a loaded machine
+
+
+@pytest.mark.slow
+def test_two_replicas_refuse_xla_and_batches_smaller_than_the_replicas(job):
+    refusals = job["reference"]["refusals"]
+    assert "Received: jit_compile=True, replicas=2" in refusals["jit"]
+    assert "every global batch needs at least one example per replica (2 replicas)" in refusals["tiny_batch"]

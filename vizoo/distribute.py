@@ -12,7 +12,7 @@ Strategies (`get_strategy(name)`):
   devices (all GPUs; on a machine without one, the CPU). `model.fit` works under it.
 - `"multi_worker"`: `tf.distribute.MultiWorkerMirroredStrategy` over the workers named by the
   `TF_CONFIG` environment variable (or a `tf.distribute.cluster_resolver`, e.g.
-  `SlurmClusterResolver`), with bounded waits: a worker that cannot reach the others fails
+  `slurm_cluster_resolver()` below), with bounded waits: a worker that cannot reach the others fails
   after `timeout_seconds` with a message naming their addresses, and a worker lost during
   training (its heartbeat missing for `timeout_seconds`) stops the others. Keras 3.15's `fit`
   and `evaluate` fail under this strategy for every model (keras-team/keras#20585, open: the
@@ -44,7 +44,6 @@ Each replica draws the same base noise for its rows as the others do for theirs 
 `SeedGenerator` state is one mirrored variable), as under `fit` with `"mirrored"`.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -262,7 +261,14 @@ def _replica_share(x):
         return x, None
     replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
     size = tf.shape(x)[0]
-    start, stop = size * replica // replicas, size * (replica + 1) // replicas
+    check = tf.debugging.assert_greater_equal(
+        size,
+        replicas,
+        message=f"every global batch needs at least one example per replica ({replicas} replicas): batch the "
+        "training data with drop_remainder=True, or use fewer workers",
+    )
+    with tf.control_dependencies([check]):
+        start, stop = size * replica // replicas, size * (replica + 1) // replicas
     rows = x[start:stop]
     weight = tf.cast(replicas * (stop - start), tf.float32) / tf.cast(size, tf.float32)
     return rows, tf.fill([stop - start], weight)
@@ -301,11 +307,13 @@ class _Steps:
 
     def _replica_train(self, batches):
         # In a replica: the model's own step on this replica's rows of each global batch.
+        import tensorflow as tf
+
         total = 0.0
         for x in batches:
             rows, weight = _replica_share(x)
             _, loss = self.model.gradient_step(rows, sample_weight=weight)
-            total += loss * _rows(x)  # this replica's part of the batch's summed bound
+            total += tf.cast(loss, tf.float32) * _rows(x)  # this replica's part of the batch's summed bound
         return total
 
     def train_function(self, steps):
@@ -337,7 +345,8 @@ class _Steps:
             def replica_test(x):
                 rows, weight = _replica_share(x)
                 terms = model(rows, training=False)
-                return model.compute_loss(x=rows, y_pred=terms, sample_weight=weight, training=False) * _rows(x)
+                loss = model.compute_loss(x=rows, y_pred=terms, sample_weight=weight, training=False)
+                return tf.cast(loss, tf.float32) * _rows(x)
 
             @tf.function(input_signature=[spec])
             def test(x):
@@ -468,7 +477,8 @@ def train(
         validation_data: optional batched dataset of x; its bound is logged as `val_loss`.
         steps_per_execution: int, training steps per compiled call (the last call of an epoch
             takes the rest).
-        jit_compile: bool, compile each replica's `steps_per_execution` steps as one XLA program.
+        jit_compile: bool, compile the `steps_per_execution` steps as one XLA program (one replica only:
+            refused with several).
         callbacks: optional Keras callbacks (given `on_epoch_*`, `on_train_batch_end` after each
             call, `on_train_*`); `vizoo.callbacks.KLWarmup` is added when the compiled loss warms up.
         backup_dir: optional directory of the fault-tolerance backup (see the module docstring).
@@ -500,6 +510,19 @@ def train(
             f"train needs a model compiled with a vizoo bound, e.g. model.compile(optimizer='adam', "
             f"loss=IWAELoss(k=5)), under strategy.scope(). Received: loss={loss!r}"
         )
+    if strategy.num_replicas_in_sync > 1:
+        if jit_compile:
+            raise ValueError(
+                "jit_compile compiles the steps of one replica: with several replicas TensorFlow's XLA cannot "
+                "reach the other replicas' variables (checked with two CPU replicas; several GPUs are not "
+                f"tested). Train without it. Received: jit_compile=True, replicas={strategy.num_replicas_in_sync}"
+            )
+        if loss.reduction not in ("sum_over_batch_size", "mean"):
+            raise ValueError(
+                "Across replicas the loop weights each replica's rows so that per-example means add up to the "
+                "global batch mean: the loss must reduce by the mean over the batch. "
+                f"Received: reduction={loss.reduction!r}"
+            )
     if not model.built:
         with strategy.scope():
             model.build((None, model.input_dim))
