@@ -61,6 +61,9 @@ class Processes:
     def start(self, name, role, out_dir, tf_config=None, extra=(), env_vars=None):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONPATH=REPO_ROOT)
         env.pop("TF_CONFIG", None)
+        # A non-chief's temporary copies (vizoo.distribute.worker_path) under the test's directory: the
+        # killed worker cannot remove its own.
+        env["TMPDIR"] = self.log_dir
         env.update(env_vars or {})
         if tf_config is not None:
             env["TF_CONFIG"] = json.dumps(tf_config)
