@@ -46,7 +46,9 @@ def main(argv=None):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be an integer >= 1. Received: {getattr(args, name)}")
     if args.train_examples < BATCH_SIZE:
-        raise SystemExit(f"--train-examples must be at least the batch size {BATCH_SIZE}. Received: {args.train_examples}")
+        raise SystemExit(
+            f"--train-examples must be at least the batch size {BATCH_SIZE}. Received: {args.train_examples}"
+        )
     unknown = sorted(set(args.precisions) - set(PRECISIONS))
     if unknown:
         raise SystemExit(f"--precisions must be among {list(PRECISIONS)}. Received: {unknown}")

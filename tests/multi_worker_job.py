@@ -63,7 +63,9 @@ def main(argv=None):
         task = "reference"
     else:
         resolver = None if args.slurm_port is None else vizoo.distribute.slurm_cluster_resolver(args.slurm_port)
-        strategy = vizoo.distribute.get_strategy("multi_worker", cluster_resolver=resolver, timeout_seconds=TIMEOUT_SECONDS)
+        strategy = vizoo.distribute.get_strategy(
+            "multi_worker", cluster_resolver=resolver, timeout_seconds=TIMEOUT_SECONDS
+        )
         task = str(strategy.cluster_resolver.task_id)
 
     # The pPCA bound under the strategy: exact, so equal to the closed form and to one device's.
@@ -75,14 +77,12 @@ def main(argv=None):
     ppca_bound = vizoo.distribute.evaluate(exact_model, tf.data.Dataset.from_tensor_slices(x).batch(32), strategy)
     refusals = {}
     if args.role == "reference":  # what two replicas refuse (the workers would refuse the same)
-        for name, call in {
-            "jit": lambda: vizoo.distribute.train(exact_model, tf.data.Dataset.from_tensor_slices(x).batch(32), 1,
-                                                  strategy=strategy, jit_compile=True, verbose=0),
-            "tiny_batch": lambda: vizoo.distribute.train(exact_model, tf.data.Dataset.from_tensor_slices(x[:3]).batch(2),
-                                                         1, strategy=strategy, verbose=0),
-        }.items():
+        for name, data, options in (
+            ("jit", tf.data.Dataset.from_tensor_slices(x).batch(32), {"jit_compile": True}),
+            ("tiny_batch", tf.data.Dataset.from_tensor_slices(x[:3]).batch(2), {}),  # batches of 2, then 1
+        ):
             try:
-                call()
+                vizoo.distribute.train(exact_model, data, 1, strategy=strategy, verbose=0, **options)
             except (ValueError, tf.errors.InvalidArgumentError) as error:
                 refusals[name] = str(error)
 

@@ -16,7 +16,6 @@ import contextlib
 import csv
 import json
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -145,9 +144,6 @@ def job(tmp_path_factory):
     job_dir.mkdir()
     reference_dir.mkdir()
     processes = Processes(str(root))
-    t0 = time.monotonic()
-    cpu_start = sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), key) for key in ("ru_utime", "ru_stime"))
-    phases = {}
     try:
         reference = processes.start("reference", "reference", reference_dir)
         # A worker whose peer (worker 0, the coordination leader) is at a port nobody listens on; it waits
@@ -158,14 +154,12 @@ def job(tmp_path_factory):
         chief = processes.start("chief", "worker", job_dir, tf_config(ports, 0))
         worker = processes.start("worker", "worker", job_dir, tf_config(ports, 1), ["--stall-at", "1:8"])
         wait_for_file(str(job_dir / "stalled-1"), [chief, worker])
-        phases["stalled"] = time.monotonic() - t0
         worker.send_signal(signal.SIGKILL)  # mid-epoch 2 (0-based 1), after the backup of epoch 1
         worker.wait()
         lost_at = time.monotonic()
         chief_status = processes.wait(chief)
         chief_seconds = time.monotonic() - lost_at
         chief_output = processes.output(chief)
-        phases["chief_failed"] = time.monotonic() - t0
         history_before = (job_dir / "run" / "history.csv").read_text()
         # Restarted as Slurm tasks (SlurmClusterResolver instead of TF_CONFIG): the backup does not depend on
         # how the workers found each other.
@@ -177,7 +171,6 @@ def job(tmp_path_factory):
         ]
         statuses = [processes.wait(process) for process in restarted]
         assert statuses == [0, 0], "\n".join(processes.output(p)[-3000:] for p in restarted)
-        phases["restarted_done"] = time.monotonic() - t0
         assert processes.wait(reference) == 0, processes.output(reference)[-3000:]
         assert processes.wait(lonely) == 0, processes.output(lonely)[-3000:]
         return {
@@ -190,9 +183,6 @@ def job(tmp_path_factory):
             "results": [json.loads((job_dir / f"result-{i}.json").read_text()) for i in range(2)],
             "reference": json.loads((reference_dir / "result-reference.json").read_text()),
             "reference_history": (reference_dir / "run" / "history.csv").read_text(),
-            "restarted_output": processes.output(restarted[0]),
-            "phases": phases,
-            "cpu_seconds": sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), key) for key in ("ru_utime", "ru_stime")) - cpu_start,
             "unreachable": json.loads(processes.output(lonely).strip().splitlines()[-1]),
             "unreachable_address": f"127.0.0.1:{lonely_ports[0]}",
         }
@@ -217,7 +207,6 @@ def test_a_lost_worker_stops_its_peer_within_the_timeout_naming_its_address(job)
 def test_the_restarted_job_completes_with_the_uninterrupted_history(job):
     before = history_rows(job["history_before"])
     assert [row["epoch"] for row in before] == ["0"]  # the chief had finished epoch 1 of 3 when the peer died
-    assert "Resuming from the backup" not in job["restarted_output"]  # verbose=0; the history says it
     rows = history_rows((job["job_dir"] / "run" / "history.csv").read_text())
     reference = history_rows(job["reference_history"])
     assert [row["epoch"] for row in rows] == [str(e) for e in range(EPOCHS)]

@@ -95,7 +95,9 @@ def get_strategy(name="none", cluster_resolver=None, timeout_seconds=DEFAULT_TIM
         if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float)) or not (
             math.isfinite(timeout_seconds) and timeout_seconds > 0
         ):
-            raise ValueError(f"timeout_seconds must be a positive number. Received: timeout_seconds={timeout_seconds!r}")
+            raise ValueError(
+                f"timeout_seconds must be a positive number. Received: timeout_seconds={timeout_seconds!r}"
+            )
         return _multi_worker_strategy(cluster_resolver, timeout_seconds)
     return tf.distribute.get_strategy()
 
@@ -278,7 +280,9 @@ def _check_batches(dataset, name):
     import tensorflow as tf
 
     if not isinstance(dataset, tf.data.Dataset):
-        raise ValueError(f"{name} must be a batched tf.data.Dataset of x (e.g. vizoo.data.load's). Received: {name}={dataset!r}")
+        raise ValueError(
+            f"{name} must be a batched tf.data.Dataset of x (e.g. vizoo.data.load's). Received: {name}={dataset!r}"
+        )
     spec = dataset.element_spec
     if not isinstance(spec, tf.TensorSpec) or spec.shape.rank != 2:
         raise ValueError(
@@ -424,9 +428,10 @@ class _Backup:
         self.write_dir = worker_path(self.directory, strategy)
         self.chief = self.write_dir == self.directory
         self.read_manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=1)
-        self.write_manager = (
-            self.read_manager if self.chief else tf.train.CheckpointManager(self.checkpoint, self.write_dir, max_to_keep=1)
-        )
+        if self.chief:
+            self.write_manager = self.read_manager
+        else:
+            self.write_manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir, max_to_keep=1)
 
     def restore(self):
         """Restore the latest backup, if any; return the finished epochs (0 without one)."""
@@ -583,8 +588,10 @@ _REASON_WORDS = ("heartbeat", "abort", "unavailable", "timed out", "timeout", "d
 def _reason(error):
     """The informative line of a TensorFlow error (its first lines are often "Graph execution error:")."""
     lines = [line.strip() for line in (getattr(error, "message", None) or str(error)).splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node", "File "))]
-    chosen = next((line for line in lines if any(word in line.lower() for word in _REASON_WORDS)), lines[-1] if lines else "")
+    skipped = ("Graph execution error", "Detected at node", "File ")
+    lines = [line for line in lines if line and not line.startswith(skipped)]
+    informative = [line for line in lines if any(word in line.lower() for word in _REASON_WORDS)]
+    chosen = informative[0] if informative else (lines[-1] if lines else "")
     return chosen if len(chosen) <= 300 else chosen[:297] + "..."
 
 

@@ -204,7 +204,7 @@ def fit_run(
 
 
 def finish_run(out_dir):
-    """Remove the run directory's checkpoint (and `train_run`'s backup): the run is complete, a new run here starts afresh."""
+    """Remove the run directory's checkpoint (and `train_run`'s backup): the run is complete, a new one starts afresh."""
     TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).delete()
     import shutil
 
