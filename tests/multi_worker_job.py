@@ -115,6 +115,7 @@ def main(argv=None):
         strategy=strategy,
         validation_data=splits.validation,
         verbose=0,
+        tensorboard=True,
         callbacks=callbacks,
         steps_per_execution=STEPS_PER_EXECUTION,
     )

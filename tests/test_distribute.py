@@ -9,7 +9,6 @@ starts (so in a fresh process).
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from tests.helpers import run_in_fresh_process
 
 SETUP = """
 import json
-import os
 import numpy as np
 import tensorflow as tf
 
@@ -146,30 +144,3 @@ def test_the_loop_refuses_data_it_cannot_split():
     uncompiled = vizoo.models.VAE(64, 2, [8])
     with pytest.raises(ValueError, match="compiled with a vizoo bound.*Received: loss=None"):
         vizoo.distribute.train(uncompiled, splits.train, 1, verbose=0)
-
-
-@pytest.mark.slow  # three short runs of a tiny model
-def test_train_run_on_one_device_writes_the_run_and_resumes_from_its_backup(tmp_path):
-    import csv
-
-    from tests.helpers import digits_vae
-    from vizoo import runs
-
-    model, splits = digits_vae()  # the loop's steps_per_execution is train_run's (1: one step traced)
-    first = runs.train_run(model, splits.train, str(tmp_path), 1, validation_data=splits.validation,
-                           verbose=0, tensorboard=True)
-    assert first["resumed_epoch"] is None and runs.backup_epoch(str(tmp_path)) == 1
-    model, splits = digits_vae()  # a new process's model
-    second = runs.train_run(model, splits.train, str(tmp_path), 2, validation_data=splits.validation,
-                            verbose=0, tensorboard=True)
-    assert second["resumed_epoch"] == 1 and int(model.optimizer.iterations) == 26
-    assert float(model.kl_weight.numpy()) == pytest.approx(1 / 3)  # KL warm-up at its second epoch
-    with open(tmp_path / "history.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [row["epoch"] for row in rows] == ["0", "1"]
-    assert [float(row["kl_weight"]) for row in rows] == [0.0, pytest.approx(1 / 3)]
-    assert second["history"].history["loss"] == [pytest.approx(float(rows[1]["loss"]))]
-    assert {"best.keras", "model.keras", "backup", "tensorboard"} <= set(os.listdir(tmp_path))
-    assert any(name.startswith("events") for _, _, names in os.walk(tmp_path / "tensorboard") for name in names)
-    runs.finish_run(str(tmp_path))
-    assert runs.backup_epoch(str(tmp_path)) is None

@@ -214,8 +214,11 @@ def test_the_restarted_job_completes_with_the_uninterrupted_history(job):
     for row, expected in zip(rows, reference):
         for key in ("loss", "val_loss"):  # the reported bound: the single-process value
             assert abs(float(row[key]) - float(expected[key])) < 1e-4 * abs(float(expected[key])), key
-    # only the chief wrote the run's files; the backup stays until finish_run
-    assert sorted(os.listdir(job["job_dir"] / "run")) == ["backup", "best.keras", "history.csv", "model.keras"]
+    # only the chief wrote the run's files (the other's went to its temporary directories); the backup
+    # stays until finish_run
+    run_dir = job["job_dir"] / "run"
+    assert sorted(os.listdir(run_dir)) == ["backup", "best.keras", "history.csv", "model.keras", "tensorboard"]
+    assert any(name.startswith("events") for _, _, names in os.walk(run_dir / "tensorboard") for name in names)
 
 
 @pytest.mark.slow
