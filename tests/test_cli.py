@@ -212,7 +212,13 @@ def test_posterior_and_prior_flags(flags, posterior, prior, tmp_path, capsys):
         (["--precision", "float8"], "Received: precision='float8'"),
         (["--eval-precision", "half"], "Received: eval_precision='half'"),
         (["--distribute", "tpu"], "Received: distribute='tpu'"),
-        (["--distribute", "multi_worker"], "keras-team/keras#20585"),
+        (["--distribute", "multi_worker", "--training-loop", "fit"], "keras-team/keras#20585"),
+        (["--training-loop", "horovod"], "Received: training_loop='horovod'"),
+        (["--jit-compile"], "Received: training_loop='auto', jit_compile=True"),
+        (["--distribute", "multi_worker", "--peer-timeout", "0"], "Received: peer_timeout=0.0"),
+        (["--distribute", "multi_worker", "--cluster", "k8s"], "Received: cluster='k8s'"),
+        (["--cluster", "slurm"], "cluster applies to --distribute multi_worker. Received: distribute='none'"),
+        (["--distribute", "multi_worker", "--slurm-port", "0"], "Received: slurm_port=0"),
     ],
 )
 def test_bad_arguments_exit_with_a_named_error(argv, message, tmp_path, capsys):

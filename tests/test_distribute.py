@@ -1,4 +1,6 @@
-"""tf.distribute: the bounds reduce to the global batch mean across replicas.
+"""tf.distribute: the bounds reduce to the global batch mean across replicas; vizoo's own loop equals fit.
+
+Several workers: tests/test_multi_worker.py.
 
 The reference is pPCA with q equal to the exact posterior: every log-weight equals log p(x)
 whatever the noise, so the loss of a batch is known exactly and cannot depend on how the
@@ -77,11 +79,12 @@ def test_mirrored_on_two_logical_cpus_reports_the_single_device_loss():
     check(json.loads(output.strip().splitlines()[-1]), replicas=2)
 
 
-def test_multi_worker_is_refused_with_the_reason():
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), True, "60"])
+def test_multi_worker_timeout_is_checked(timeout):
     from vizoo.distribute import get_strategy
 
-    with pytest.raises(ValueError, match="keras-team/keras#20585.*Received: distribute='multi_worker'"):
-        get_strategy("multi_worker")
+    with pytest.raises(ValueError, match=f"Received: timeout_seconds={timeout!r}"):
+        get_strategy("multi_worker", timeout_seconds=timeout)
 
 
 def test_unknown_strategy_is_named():
@@ -89,3 +92,55 @@ def test_unknown_strategy_is_named():
 
     with pytest.raises(ValueError, match="Received: distribute='horovod'"):
         get_strategy("horovod")
+
+
+def grouped_digits_vae():
+    # Gradient groups with their own surrogates (DReG) and optimizer (KL warm-up: tests/test_multi_worker.py).
+    import keras
+
+    from tests.helpers import digits_vae
+    from vizoo.losses import IWAELoss
+
+    return digits_vae(
+        steps_per_execution=2,  # 13 batches: six calls of 2 steps and one of 1
+        loss=IWAELoss(k=2, gradient_estimator="dreg"),
+        group_optimizers={"inference": keras.optimizers.Adam(2e-3)},
+    )
+
+
+@pytest.mark.slow  # two models trained two epochs (26 steps each)
+def test_the_loop_on_one_device_equals_fit():
+    import vizoo
+
+    fitted, splits = grouped_digits_vae()
+    history = fitted.fit(splits.train, validation_data=splits.validation, epochs=2, verbose=0).history
+    looped, splits = grouped_digits_vae()
+    logs = vizoo.distribute.train(
+        looped, splits.train, 2, validation_data=splits.validation, steps_per_execution=2, verbose=0
+    ).history
+    for a, b in zip(fitted.get_weights(), looped.get_weights()):  # the same data, noise and steps
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert int(looped.optimizer.iterations) == int(fitted.optimizer.iterations) == 26
+    for key in ("loss", "val_loss"):  # fit's float32 running mean against the loop's float64 sum
+        np.testing.assert_allclose(logs[key], history[key], rtol=2e-6)
+
+
+def test_the_loop_refuses_data_it_cannot_split():
+    import tensorflow as tf
+
+    import vizoo
+    from tests.helpers import digits_vae
+
+    model, splits = digits_vae()
+    x = np.zeros((8, 64), "float32")
+    cases = [
+        (tf.data.Dataset.from_tensor_slices((x, x)).batch(4), "batches of x alone"),
+        (tf.data.Dataset.from_tensor_slices(x).batch(4).repeat(), "Received: cardinality=-1"),
+        (x, "train_data must be a batched tf.data.Dataset"),
+    ]
+    for data, message in cases:
+        with pytest.raises(ValueError, match=message):
+            vizoo.distribute.train(model, data, 1, verbose=0)
+    uncompiled = vizoo.models.VAE(64, 2, [8])
+    with pytest.raises(ValueError, match="compiled with a vizoo bound.*Received: loss=None"):
+        vizoo.distribute.train(uncompiled, splits.train, 1, verbose=0)

@@ -141,7 +141,34 @@ def build_parser():
         "--eval-precision", default=None, help="precision of the test log p(x) evaluation (default: --precision)"
     )
     parser.add_argument(
-        "--distribute", default="none", help="none, or mirrored (synchronous training on every local GPU)"
+        "--distribute",
+        default="none",
+        help="none, mirrored (synchronous training on every local GPU) or multi_worker (the machines of the "
+        "TF_CONFIG environment variable, see the README's 'Several machines')",
+    )
+    parser.add_argument(
+        "--training-loop",
+        default="auto",
+        help="fit (Keras's), vizoo (vizoo.distribute.train: N steps per compiled call, optionally XLA) or auto "
+        "(vizoo with --distribute multi_worker, else fit)",
+    )
+    parser.add_argument(
+        "--jit-compile", action="store_true", help="compile each call's steps as one XLA program (--training-loop vizoo)"
+    )
+    parser.add_argument(
+        "--cluster",
+        default="tf_config",
+        help="where multi_worker finds the workers: tf_config (the TF_CONFIG environment variable) or slurm "
+        "(the Slurm job step: one srun task per worker)",
+    )
+    parser.add_argument(
+        "--slurm-port", type=int, default=12345, help="with --cluster slurm, the port of each node's first worker"
+    )
+    parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a worker waits for another (to start, between heartbeats, per collective) with multi_worker",
     )
     parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUT_DIR/tensorboard")
     parser.add_argument(
@@ -157,7 +184,7 @@ def build_parser():
 
 
 def _check_args(args):
-    from vizoo.distribute import STRATEGIES, get_strategy
+    from vizoo.distribute import STRATEGIES
     from vizoo.precision import check_precision
     from vizoo.utils import check_choice, check_hidden_units, check_non_negative_int, check_positive_int
 
@@ -169,8 +196,25 @@ def _check_args(args):
     if args.eval_precision is not None:
         check_precision(args.eval_precision, "eval_precision")
     check_choice(args.distribute, "distribute", STRATEGIES)
-    if args.distribute == "multi_worker":
-        get_strategy("multi_worker")  # refused, with the reason
+    check_choice(args.training_loop, "training_loop", TRAINING_LOOPS)
+    if args.distribute == "multi_worker" and args.training_loop == "fit":
+        raise ValueError(
+            "Keras 3.15's fit cannot train under MultiWorkerMirroredStrategy (keras-team/keras#20585): use "
+            "--training-loop vizoo (the default with multi_worker). Received: distribute='multi_worker', "
+            "training_loop='fit'"
+        )
+    if args.jit_compile and training_loop(args) == "fit":
+        raise ValueError(
+            "jit_compile applies to --training-loop vizoo (fit's own jit_compile does not compile several steps "
+            f"as one program). Received: training_loop={args.training_loop!r}, jit_compile=True"
+        )
+    check_choice(args.cluster, "cluster", ("tf_config", "slurm"))
+    if args.cluster == "slurm" and args.distribute != "multi_worker":
+        raise ValueError(f"cluster applies to --distribute multi_worker. Received: distribute={args.distribute!r}")
+    if not 0 < args.slurm_port < 65536:
+        raise ValueError(f"slurm_port must be a port number. Received: slurm_port={args.slurm_port}")
+    if not (math.isfinite(args.peer_timeout) and args.peer_timeout > 0):
+        raise ValueError(f"peer_timeout must be finite and positive. Received: peer_timeout={args.peer_timeout}")
     for name in ("k", "epochs", "batch_size", "eval_k", "steps_per_execution"):
         check_positive_int(getattr(args, name), name)
     if args.eval_reverse_samples is not None:
@@ -234,8 +278,23 @@ def _check_args(args):
             f"eval_reverse_samples applies to the posteriors {takers} (those whose sampler_options take "
             f"num_reverse_samples). Received: model={args.model!r}, posterior={args.posterior!r}"
         )
+    if args.distribute != "multi_worker":  # (with multi_worker: once the strategy has started, see run)
+        _check_model_and_loss(args)
+
+
+def _check_model_and_loss(args):
     # The loss's own arguments' errors, then whether the model can train with it, before any data is loaded.
     build_model(args, input_dim=1).check_loss(build_loss(args))
+
+
+TRAINING_LOOPS = ("auto", "fit", "vizoo")
+
+
+def training_loop(args):
+    """`"fit"` or `"vizoo"`: the loop `--training-loop` (and `--distribute`) choose."""
+    if args.training_loop != "auto":
+        return args.training_loop
+    return "vizoo" if args.distribute == "multi_worker" else "fit"
 
 
 def build_model(args, input_dim):
@@ -301,18 +360,39 @@ def run(args):
     import vizoo
     from vizoo import runs
 
-    runs.prepare_out_dir(args.out_dir)
+    resolver = None
+    if args.distribute == "multi_worker":  # the chief writes the run's files; known before the strategy starts
+        import tensorflow as tf
+
+        if args.cluster == "slurm":
+            resolver = vizoo.distribute.slurm_cluster_resolver(args.slurm_port)
+        else:
+            resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        chief = vizoo.distribute.is_chief(resolver)
+    else:
+        chief = True
+    if chief:
+        runs.prepare_out_dir(args.out_dir)
     if args.plots_only:
         from vizoo import plots
 
         written = plots.plot_run(args.out_dir)
         print(f"pictures in {args.out_dir}: {', '.join(sorted(os.path.basename(p) for p in written))}")
         return {}
-    if args.restart:
-        runs.finish_run(args.out_dir)
-    elif runs.checkpoint_epoch(args.out_dir) is not None:  # an interrupted run: resume it (with the same options)
-        run_config.check_resumable(args, args.out_dir)
-    run_config.write_run_config(build_parser(), args, args.out_dir)
+    if chief:
+        if args.restart:
+            runs.finish_run(args.out_dir)
+        elif runs.checkpoint_epoch(args.out_dir) is not None or runs.backup_epoch(args.out_dir) is not None:
+            run_config.check_resumable(args, args.out_dir)  # an interrupted run: resume it (with the same options)
+        run_config.write_run_config(build_parser(), args, args.out_dir)
+    # Every worker waits here for the others (up to --peer-timeout), after the chief prepared out_dir.
+    # MultiWorkerMirroredStrategy must start before TensorFlow runs any operation: hence after the checks
+    # that need none, and before building a model.
+    strategy = vizoo.distribute.get_strategy(
+        args.distribute, cluster_resolver=resolver, timeout_seconds=args.peer_timeout
+    )
+    if args.distribute == "multi_worker":
+        _check_model_and_loss(args)
 
     keras.utils.set_random_seed(args.seed)
     splits = vizoo.data.load(
@@ -323,7 +403,7 @@ def run(args):
         data_dir=args.data_dir,
         validation_size=args.validation_size,
     )
-    with vizoo.distribute.get_strategy(args.distribute).scope():  # variables on every replica
+    with strategy.scope():  # variables on every replica
         model = build_model(args, splits.input_dim)
         model.initialize_output_bias(splits.train_mean)
         model.initialize_from_data(splits.train)  # e.g. VampPrior's pseudo-inputs: training examples (shuffled, binarized)
@@ -336,16 +416,27 @@ def run(args):
 
     # Checkpointed every epoch (resumed when restarted); history.csv, best.keras, model.keras.
     try:
-        trained = runs.fit_run(
-            model,
-            splits.train,
-            args.out_dir,
-            args.epochs,
+        options = dict(
             validation_data=splits.validation,  # None with --validation-size 0
             verbose=args.verbose,
             tensorboard=args.tensorboard,
         )
+        if training_loop(args) == "vizoo":
+            trained = runs.train_run(
+                model,
+                splits.train,
+                args.out_dir,
+                args.epochs,
+                strategy=strategy,
+                steps_per_execution=args.steps_per_execution,
+                jit_compile=args.jit_compile,
+                **options,
+            )
+        else:
+            trained = runs.fit_run(model, splits.train, args.out_dir, args.epochs, **options)
     except vizoo.callbacks.TrainingDiverged as error:  # the last good checkpoint stays; metrics.json says what diverged
+        if not chief:
+            raise
         write_metrics(
             args.out_dir,
             {
@@ -393,6 +484,8 @@ def run(args):
         binarization=args.binarization,
         config=dict(vars(args)),
     )
+    if not chief:  # every worker evaluated (no collective is left to wait for); the chief writes the outputs
+        return metrics
     write_metrics(args.out_dir, metrics)
     # The run directory's own export: a new run in out_dir replaces every output of the last (model.keras too).
     vizoo.export.export_encoder(model, os.path.join(args.out_dir, "encoder"), overwrite=True)

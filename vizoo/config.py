@@ -19,7 +19,10 @@ COMMAND_FILE = "command.txt"
 # them must resume an interrupted run, not discard it).
 NOT_SAVED = frozenset({"config", "restart", "plots_only"})
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "verbose", "eval_k", "eval_reverse_samples", "tensorboard", "config", "out_dir", "restart", "plots_only"}
+    {
+        "epochs", "verbose", "eval_k", "eval_reverse_samples", "tensorboard", "config", "out_dir", "restart",
+        "plots_only", "peer_timeout", "jit_compile", "cluster", "slurm_port",
+    }
 )
 
 

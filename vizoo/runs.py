@@ -210,5 +210,103 @@ def fit_run(
 
 
 def finish_run(out_dir):
-    """Remove the run directory's checkpoint: the run is complete, a new run here starts afresh."""
+    """Remove the run directory's checkpoint (and `train_run`'s backup): the run is complete, a new one starts afresh."""
     TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).delete()
+    import shutil
+
+    shutil.rmtree(os.path.join(out_dir, BACKUP_DIR), ignore_errors=True)
+
+
+BACKUP_DIR = "backup"
+
+
+def train_run(
+    model,
+    train_data,
+    out_dir,
+    epochs,
+    strategy=None,
+    validation_data=None,
+    verbose=2,
+    tensorboard=False,
+    callbacks=None,
+    stop_on_non_finite=True,
+    steps_per_execution=1,
+    jit_compile=False,
+):
+    """`fit_run` with vizoo's own loop (`vizoo.distribute.train`): what `train.py --distribute multi_worker` uses.
+
+    The run directory holds the same files as `fit_run`'s, written by the chief only (every other
+    worker writes its copies to a temporary directory, removed at the end), and `backup/`: the
+    training state after the last finished epoch (`tf.train.CheckpointManager`, read by every worker
+    when it starts: on a shared filesystem when the workers are separate machines). A job whose
+    workers were killed and restarted with the same command continues after the last finished
+    epoch, `history.csv` continued. Arguments and result as `fit_run`'s, plus `strategy` (default
+    the current one), `steps_per_execution` and `jit_compile` (see `vizoo.distribute.train`).
+    """
+    from vizoo import distribute
+
+    chief = distribute.is_chief(strategy)
+    if chief:
+        prepare_out_dir(out_dir)
+    if not model.built and model.input_dim:
+        model.build((None, model.input_dim))
+    backup_dir = os.path.join(out_dir, BACKUP_DIR)
+    history_path = distribute.worker_path(os.path.join(out_dir, "history.csv"), strategy)
+    best_path = distribute.worker_path(os.path.join(out_dir, "best.keras"), strategy)
+    model_path = distribute.worker_path(os.path.join(out_dir, "model.keras"), strategy)
+    resumed_epoch = backup_epoch(out_dir)
+    if resumed_epoch is None:
+        rows = []
+        for stale in (history_path, best_path):  # from an earlier, finished run in the same directory
+            if chief and os.path.exists(stale):
+                os.remove(stale)
+    else:
+        rows = _continue_history(history_path, resumed_epoch) if chief else []
+    run_callbacks = [StopOnNonFinite()] if stop_on_non_finite else []
+    run_callbacks += [keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None)]
+    if validation_data is not None:
+        run_callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                best_path, monitor="val_loss", mode="min", save_best_only=True, initial_value_threshold=_best_so_far(rows)
+            )
+        )
+    if tensorboard:
+        run_callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=distribute.worker_path(os.path.join(out_dir, "tensorboard"), strategy))
+        )
+    run_callbacks += list(callbacks or [])
+    if resumed_epoch is not None and verbose and chief:
+        print(f"Resuming from the backup in {backup_dir}: {resumed_epoch} of {epochs} epochs done.")
+    start = time.perf_counter()
+    try:
+        history = distribute.train(
+            model,
+            train_data,
+            epochs,
+            strategy=strategy,
+            validation_data=validation_data,
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+            callbacks=run_callbacks,
+            backup_dir=backup_dir,
+            verbose=1 if verbose else 0,
+        )
+        train_seconds = time.perf_counter() - start
+        model.save(model_path)
+    finally:
+        for callback in run_callbacks:  # a run stopped by an error leaves history.csv as it was
+            if isinstance(callback, keras.callbacks.CSVLogger) and getattr(callback, "csv_file", None):
+                callback.csv_file.close()
+        distribute.remove_worker_paths()
+    return {"resumed_epoch": resumed_epoch, "train_seconds": train_seconds, "history": history}
+
+
+def backup_epoch(out_dir):
+    """Finished epochs in the run directory's `backup/` (written by `train_run`), or None."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(os.path.join(out_dir, BACKUP_DIR))
+    if latest is None:
+        return None
+    return int(latest.rsplit("-", 1)[-1])

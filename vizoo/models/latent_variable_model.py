@@ -612,9 +612,34 @@ class LatentVariableModel(keras.Model):
         the bound; the variables of each group the loss names get the gradient
         of that group's surrogate (plus any `add_loss` terms), the others the
         bound's; each group's gradient is scaled and applied by its optimizer
-        (`group_optimizers`, else the main one).
+        (`group_optimizers`, else the main one). The step itself is
+        `gradient_step`, which `vizoo.distribute.train` runs under `strategy.run`.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred, loss = self.gradient_step(x, y, sample_weight)
+        self._track_loss(loss, x)
+        self._track_diagnostics(y_pred)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def gradient_step(self, x, y=None, sample_weight=None):
+        """One training step on a batch (its share of the global batch, in a replica); returns `(terms, loss)`.
+
+        `train_step` without the metrics: one forward pass and one tape, the
+        gradient of each group's objective applied by its optimizer, as
+        `train_step` describes. `loss` is the compiled bound's loss of the batch
+        (negated bound per example, plus `add_loss` terms) before any loss
+        scaling: under a `tf.distribute` strategy, this replica's share of the
+        global batch mean (the losses divide by the replicas in sync), so the
+        replicas' values sum to the global batch's.
+
+        Args:
+            x: `[batch, input_dim]` data.
+            y: ignored by the bounds (kept for Keras's `compute_loss`).
+            sample_weight: optional `[batch]` weights, as the losses reduce them.
+
+        Returns:
+            `(terms, loss)`: the model's terms `{name: [batch, k]}` and the scalar loss.
+        """
         bound = self._compiled_bound()
         optimizer = self.optimizer
         if bound.group_steps:
@@ -622,8 +647,7 @@ class LatentVariableModel(keras.Model):
         with tf.GradientTape(persistent=True) as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            self._track_loss(loss, x)
-            self._track_diagnostics(y_pred)
+            reported = loss
             group_losses = bound.group_losses(y_pred, sample_weight)
             if group_losses is not None:  # add_loss terms (regularizers) join every group's objective
                 extra = self._additional_losses()
@@ -639,7 +663,8 @@ class LatentVariableModel(keras.Model):
                 loss = optimizer.scale_loss(loss)
         if not self.trainable_weights:
             warnings.warn("The model does not have any trainable weights.")
-            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+            del tape
+            return y_pred, reported
         variables = self.trainable_weights
         if not (group_losses or self.group_optimizers):
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -656,7 +681,7 @@ class LatentVariableModel(keras.Model):
                 if groups.get(group):
                     group_optimizer.apply_gradients([(by_variable[id(v)], v) for v in groups[group]])
         del tape
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return y_pred, reported
 
     def test_step(self, data):
         """Keras's `test_step`, reporting the bound through `loss_tracker`."""
