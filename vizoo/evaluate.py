@@ -459,3 +459,14 @@ def _diagnostics_summary(ess, pareto_k, tail_size):
         "pareto_k_not_fitted": int(len(pareto_k) - len(fitted)),
         "pareto_k_tail_size": int(tail_size),
     }
+
+
+# Annealed importance sampling and the estimators that check importance sampling (vizoo/ais.py), re-exported.
+from vizoo.ais import (  # noqa: E402
+    ais_log_likelihood,
+    bdmc,
+    harmonic_mean_log_likelihood,
+    posterior_kl_interval,
+    simulate,
+    simulated_sandwich,
+)
