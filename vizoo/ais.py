@@ -58,6 +58,7 @@ References:
 
 import math
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -188,20 +189,21 @@ class _AnnealSegment:
     log r(z)) to log w, then (for t < T) moves z by one HMC transition that leaves f_t invariant.
     """
 
-    def __init__(self, model, reference, leapfrog_steps, adapt_step_size, adaptation_rate):
-        self.model, self.reference = model, reference
+    def __init__(self, model, kind, leapfrog_steps, adapt_step_size, adaptation_rate):
+        # A weak reference: the function lives in _COMPILED under the model, and must not keep it alive.
+        self.model_ref, self.kind = weakref.ref(model), kind
         self.leapfrog_steps = leapfrog_steps
         self.adapt_step_size = adapt_step_size
         self.adaptation_rate = adaptation_rate
 
     def _energy_terms(self, x, state, z):
         """log p(x, z) and log r(z) `[batch, chains]` and their gradients in z."""
-        model = self.model
+        model = self.model_ref()
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(z)
             terms = model.joint_terms(x, z)
             log_joint = tf.cast(terms["log_px_z"] + terms["log_pz"], tf.float32)
-            log_r = self.reference.log_prob(state, z)
+            log_r = _Reference(model, self.kind).log_prob(state, z)
             joint_sum, r_sum = tf.reduce_sum(log_joint), tf.reduce_sum(log_r)
         grad_joint = tape.gradient(joint_sum, z)
         grad_r = tape.gradient(r_sum, z)
@@ -270,9 +272,18 @@ class _AnnealSegment:
         return z, log_w, log_step, accept_sum
 
 
-def _segment_function(model, reference, leapfrog_steps, adapt_step_size, adaptation_rate, jit_compile):
-    segment = _AnnealSegment(model, reference, leapfrog_steps, adapt_step_size, adaptation_rate)
-    return tf.function(segment, autograph=False, reduce_retracing=True, jit_compile=jit_compile)
+# model -> {(r's kind, leapfrog steps, adaptation, rate, jit_compile): compiled segment}: tracing costs ~1 s,
+# so repeated evaluations of a model (several budgets, forward and reverse runs) reuse it.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _segment_function(model, kind, leapfrog_steps, adapt_step_size, adaptation_rate, jit_compile):
+    functions = _COMPILED.setdefault(model, {})
+    key = (kind, leapfrog_steps, bool(adapt_step_size), adaptation_rate, bool(jit_compile))
+    if key not in functions:
+        segment = _AnnealSegment(model, kind, leapfrog_steps, adapt_step_size, adaptation_rate)
+        functions[key] = tf.function(segment, autograph=False, reduce_retracing=True, jit_compile=jit_compile)
+    return functions[key]
 
 
 def _anneal(compiled, x, state, betas, scales, z, log_step, seed, progress=None):
@@ -343,7 +354,7 @@ class _Runner:
         self.kind = _reference_kind(model, initial)
         self.reference = _Reference(model, self.kind)
         self.compiled = _segment_function(
-            model, self.reference, leapfrog_steps, adapt_step_size, float(adaptation_rate), jit_compile
+            model, self.kind, leapfrog_steps, adapt_step_size, float(adaptation_rate), jit_compile
         )
         self.step_size = float(step_size)
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1) if seed is None else int(seed)
@@ -377,7 +388,8 @@ class _Progress:
 
     def __call__(self, steps):
         self.done += steps
-        self.bar.update(self.done, values=[(self.name, self.value)])
+        # The running value once a chunk of examples is done (none before).
+        self.bar.update(self.done, values=[] if math.isnan(self.value) else [(self.name, self.value)])
 
 
 def ais_log_likelihood(
@@ -836,3 +848,139 @@ def harmonic_mean_log_likelihood(
         "num_examples": len(estimates),
         "per_example_log_likelihood": estimates,
     }
+
+
+# ------------------------------------------------------------------ command line
+def summary(result):
+    """The JSON-ready scalars of a result of this module (per-example arrays and simulated data left out)."""
+    return {
+        key: value
+        for key, value in result.items()
+        if not key.startswith("per_example_") and key not in ("data", "latents")
+    }
+
+
+def run_test_split(args_namespace):
+    """The test split of a run directory's config: (x `[n, D]` numpy, the config dict)."""
+    import json
+    import os
+
+    from vizoo import data as data_module
+
+    with open(os.path.join(args_namespace.run_dir, "config.json")) as f:
+        config = json.load(f)
+    splits = data_module.load(
+        config.get("dataset", "digits"),
+        batch_size=config.get("batch_size", 100),
+        binarization=config.get("binarization", "dynamic"),
+        seed=config.get("seed", 0),
+        data_dir=config.get("data_dir"),
+        validation_size=config.get("validation_size"),
+    )
+    return splits.test, config
+
+
+def build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m vizoo.evaluate",
+        description="Estimate the test log p(x) of a saved run (train.py's OUT_DIR): importance sampling, or AIS.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run_dir", help="a run directory written by train.py (model.keras and config.json)")
+    parser.add_argument("--ais", action="store_true", help="annealed importance sampling (else importance sampling)")
+    parser.add_argument("--ais-steps", type=int, default=1000, help="AIS intermediate distributions T")
+    parser.add_argument("--ais-chains", type=int, default=16, help="AIS chains per example")
+    parser.add_argument("--ais-leapfrog-steps", type=int, default=10, help="leapfrog steps per HMC transition")
+    parser.add_argument("--ais-schedule", default="sigmoid", help=f"one of {list(SCHEDULES)}")
+    parser.add_argument("--ais-initial", default="posterior", help=f"one of {list(INITIALS)}")
+    parser.add_argument(
+        "--bdmc", type=int, default=0, help="also run BDMC on this many examples simulated from the model (0: none)"
+    )
+    parser.add_argument("--k", type=int, default=5000, help="importance samples (without --ais)")
+    parser.add_argument("--examples", type=int, default=None, help="evaluate the first N test examples (default all)")
+    parser.add_argument("--model-file", default="model.keras", help="the model file in RUN_DIR")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the estimates")
+    parser.add_argument("--verbose", type=int, default=1, help="0, 1 (progress bar with ETA) or 2")
+    parser.add_argument("--output", default=None, help="JSON file of the result (default RUN_DIR/ais.json or is.json)")
+    return parser
+
+
+def main(argv=None):
+    """`python -m vizoo.evaluate RUN_DIR [--ais]`; returns the exit code (2 for a named error, 1 for a file error)."""
+    import json
+    import os
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        import vizoo
+        from vizoo.cli import _finite_or_none
+
+        for name in ("ais_steps", "ais_chains", "ais_leapfrog_steps", "k"):
+            check_positive_int(getattr(args, name), name)
+        check_non_negative_int(args.bdmc, "bdmc")
+        check_choice(args.ais_schedule, "ais_schedule", SCHEDULES)
+        check_choice(args.ais_initial, "ais_initial", INITIALS)
+        if args.examples is not None:
+            check_positive_int(args.examples, "examples")
+        path = os.path.join(args.run_dir, args.model_file)
+        if not os.path.exists(path):
+            raise ValueError(f"run_dir must hold {args.model_file} (a run of train.py). Received: run_dir={args.run_dir!r}")
+        model = vizoo.load_model(path, compile=False)
+        test, config = run_test_split(args)
+        x = _as_array(model, test, "test data")
+        if args.examples is not None:
+            x = x[: args.examples]
+        if args.ais:
+            result = summary(
+                ais_log_likelihood(
+                    model,
+                    x,
+                    num_steps=args.ais_steps,
+                    num_chains=args.ais_chains,
+                    leapfrog_steps=args.ais_leapfrog_steps,
+                    schedule=args.ais_schedule,
+                    initial=args.ais_initial,
+                    seed=args.seed,
+                    verbose=args.verbose,
+                )
+            )
+            line = (
+                f"AIS test NLL {result['nll']:.3f} +- {result['standard_error']:.3f} nats ({result['num_examples']} "
+                f"examples, T={args.ais_steps}, {args.ais_chains} chains, r={result['proposal']}, "
+                f"acceptance {result['acceptance']:.2f}, {result['seconds']:.0f} s)"
+            )
+        else:
+            start = time.perf_counter()
+            result = vizoo.evaluate.log_likelihood(model, x, k=args.k, seed=args.seed, verbose=args.verbose)
+            result["seconds"] = time.perf_counter() - start
+            line = f"test NLL {result['nll']:.3f} nats (k={args.k}, {result['num_examples']} examples, {result['seconds']:.0f} s)"
+        if args.bdmc:
+            result["bdmc"] = summary(
+                bdmc(
+                    model,
+                    num_examples=args.bdmc,
+                    num_steps=args.ais_steps,
+                    num_chains=args.ais_chains,
+                    leapfrog_steps=args.ais_leapfrog_steps,
+                    schedule=args.ais_schedule,
+                    initial=args.ais_initial,
+                    seed=args.seed,
+                    verbose=args.verbose,
+                )
+            )
+            line += f"; BDMC gap {result['bdmc']['gap']:.3f} nats on {args.bdmc} simulated examples"
+        result["run_dir"] = args.run_dir
+        result["dataset"] = config.get("dataset")
+        output = args.output or os.path.join(args.run_dir, "ais.json" if args.ais else "is.json")
+        with open(output, "w") as f:  # strict JSON: non-finite numbers written as null, as in metrics.json
+            json.dump(_finite_or_none(result), f, indent=2, allow_nan=False)
+        print(f"{line}; written to {output}")
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except OSError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    return 0
+
