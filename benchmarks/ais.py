@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR pairs (train.py output directories)")
+    parser.add_argument("--runs", nargs="+", default=[], help="NAME=RUN_DIR pairs (train.py output directories)")
     parser.add_argument("--examples", type=int, default=100, help="first N test examples")
     parser.add_argument("--is-k", type=int, default=5000, help="importance samples")
     parser.add_argument("--ais-steps", type=int, nargs="+", default=[100, 500, 2000], help="AIS budgets T")
@@ -37,6 +37,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="markdown file to write")
     parser.add_argument("--json", default=None, help="JSON file of every number")
+    parser.add_argument(
+        "--from-json", default=None, help="write the table from this JSON file of an earlier run (no evaluation)"
+    )
+    parser.add_argument("--command", default=None, help="with --from-json: the command of that run, for the page")
     return parser.parse_args(argv)
 
 
@@ -89,12 +93,13 @@ def markdown(rows, args, command):
         f"{args.bdmc_examples} examples simulated from the model; its NLLs are of those examples, not of the test set.",
         "",
     ]
-    header = "| model | IS k=%d NLL (s) | " % args.is_k + " | ".join(
-        f"AIS T={steps} NLL (s)" for steps in args.ais_steps) + " | BDMC gap [lower, upper] NLL (s) |"
-    lines += [header, "|" + "---|" * (3 + len(args.ais_steps))]
+    header = "| model | trained | IS k=%d NLL (s) | " % args.is_k + " | ".join(
+        f"AIS T={steps} NLL (s)" for steps in args.ais_steps) + " | BDMC gap [reverse NLL, forward NLL] (s) |"
+    lines += [header, "|" + "---|" * (4 + len(args.ais_steps))]
     for row in rows:
         mark = "*" if row["is"]["lower_bound_only"] else ""
-        cells = [f"{row['name']}", f"{row['is']['nll']:.2f}{mark} ({row['is']['seconds']:.1f})"]
+        trained = f"{row['loss']} k={row['k']}, {row['posterior']} q, {row['epochs']} epochs"
+        cells = [f"{row['name']}", trained, f"{row['is']['nll']:.2f}{mark} ({row['is']['seconds']:.1f})"]
         cells += [f"{a['nll']:.2f} ± {a['standard_error']:.2f} ({a['seconds']:.1f})" for a in row["ais"]]
         if "bdmc" in row:
             b = row["bdmc"]
@@ -118,6 +123,15 @@ def markdown(rows, args, command):
 def main(argv=None):
     args = parse_args(argv)
     command = "python benchmarks/ais.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            rows = json.load(f)
+        text = markdown(rows, args, args.command or command)
+        if args.output:
+            with open(args.output, "w") as f:
+                f.write(text)
+        print(text)
+        return rows
     rows = []
     for spec in args.runs:
         name, _, run_dir = spec.partition("=")

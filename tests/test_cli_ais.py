@@ -19,7 +19,8 @@ def test_evaluate_a_saved_run_by_ais_with_bdmc(tmp_path, capsys):
     VAE(input_dim=64, latent_dim=2, hidden_units=[8], seed=0).save(tmp_path / "model.keras")
     with open(tmp_path / "config.json", "w") as f:
         json.dump({"dataset": "digits", "seed": 0, "binarization": "dynamic"}, f)
-    argv = [str(tmp_path), "--ais", "--ais-steps", "5", "--ais-chains", "2", "--examples", "7", "--bdmc", "3", "--verbose", "0"]
+    argv = [str(tmp_path), "--ais", "--ais-steps", "5", "--ais-chains", "2", "--examples", "7", "--bdmc", "3"]
+    argv += ["--verbose", "0"]
     assert ais.main(argv) == 0
     with open(tmp_path / "ais.json") as f:
         saved = json.load(f)

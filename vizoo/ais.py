@@ -529,7 +529,8 @@ def _simulated(model, num_examples, data, latents, seed):
     if data is None or latents is None:
         raise ValueError(
             "data and latents go together: give both (x and the z that generated it) or neither. "
-            f"Received: data={'given' if data is not None else None}, latents={'given' if latents is not None else None}"
+            f"Received: data={'given' if data is not None else None}, "
+            f"latents={'given' if latents is not None else None}"
         )
     x = _as_array(model, data)
     z = np.asarray(latents, np.float32)
@@ -674,7 +675,8 @@ def simulated_sandwich(model, num_examples=100, k=100, data=None, latents=None, 
     for begin in range(0, len(x_all), batch_size):
         x = tf.constant(x_all[begin : begin + batch_size])
         state = reference.build(x, seed_generator)
-        z = tf.concat([tf.constant(z_all[begin : begin + batch_size])[:, None, :], reference.sample(state, k, seed_generator)], 1)
+        exact = tf.constant(z_all[begin : begin + batch_size])[:, None, :]  # z_0 = z*
+        z = tf.concat([exact, reference.sample(state, k, seed_generator)], axis=1)
         terms = model.joint_terms(x, z)
         log_w = (terms["log_px_z"] + terms["log_pz"] - reference.log_prob(state, z)).numpy().astype(np.float64)
         lower.append(np.logaddexp.reduce(log_w[:, 1:], axis=1) - math.log(k))
@@ -758,7 +760,8 @@ def posterior_kl_interval(model, data, log_px, num_samples=100, num_reverse_samp
     batch_size = check_positive_int(batch_size, "batch_size")
     log_px = np.broadcast_to(np.asarray(log_px, np.float64), (len(x_all),))
     if not np.all(np.isfinite(log_px)):
-        raise ValueError(f"log_px must be finite. Received: log_px with {int(np.sum(~np.isfinite(log_px)))} non-finite values")
+        bad = int(np.sum(~np.isfinite(log_px)))
+        raise ValueError(f"log_px must be finite. Received: log_px with {bad} non-finite values")
     seed_generator = as_seed_generator(seed)
     elbo_lower, elbo_upper = [], []
     for begin in range(0, len(x_all), batch_size):
@@ -836,7 +839,8 @@ def harmonic_mean_log_likelihood(
         fit, held_out = z[:, :num_samples], z[:, num_samples:]
         loc, scale_tril = _fit_gaussian(fit)
         fitted = _Reference(model, "fitted_gaussian")
-        log_r = fitted.log_prob({"loc": tf.cast(loc, tf.float32), "scale_tril": tf.cast(scale_tril, tf.float32)}, held_out)
+        fitted_state = {"loc": tf.cast(loc, tf.float32), "scale_tril": tf.cast(scale_tril, tf.float32)}
+        log_r = fitted.log_prob(fitted_state, held_out)
         terms = model.joint_terms(x, held_out)
         log_ratio = tf.cast(log_r - terms["log_px_z"] - terms["log_pz"], tf.float64).numpy()
         estimates.append(-(np.logaddexp.reduce(log_ratio, axis=1) - math.log(num_samples)))
@@ -927,7 +931,9 @@ def main(argv=None):
             check_positive_int(args.examples, "examples")
         path = os.path.join(args.run_dir, args.model_file)
         if not os.path.exists(path):
-            raise ValueError(f"run_dir must hold {args.model_file} (a run of train.py). Received: run_dir={args.run_dir!r}")
+            raise ValueError(
+                f"run_dir must hold {args.model_file} (a run of train.py). Received: run_dir={args.run_dir!r}"
+            )
         model = vizoo.load_model(path, compile=False)
         test, config = run_test_split(args)
         x = _as_array(model, test, "test data")
@@ -956,7 +962,10 @@ def main(argv=None):
             start = time.perf_counter()
             result = vizoo.evaluate.log_likelihood(model, x, k=args.k, seed=args.seed, verbose=args.verbose)
             result["seconds"] = time.perf_counter() - start
-            line = f"test NLL {result['nll']:.3f} nats (k={args.k}, {result['num_examples']} examples, {result['seconds']:.0f} s)"
+            line = (
+                f"test NLL {result['nll']:.3f} nats (k={args.k}, {result['num_examples']} examples, "
+                f"{result['seconds']:.0f} s)"
+            )
         if args.bdmc:
             result["bdmc"] = summary(
                 bdmc(
