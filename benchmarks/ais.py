@@ -108,6 +108,12 @@ def markdown(rows, args, command):
         else:
             cells.append("")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "The models (each run's `command.txt`):", ""]
+    for row in rows:
+        path = os.path.join(row["run_dir"], "command.txt")
+        if os.path.exists(path):
+            with open(path) as f:
+                lines.append(f"    {row['name']}: {f.read().strip()}")
     lines += [
         "",
         "\\* a hierarchical posterior's IS uses the IWHVI upper bound on log q (K = "
