@@ -73,7 +73,7 @@ def evaluate_run(name, run_dir, args):
         result = ais.bdmc(model, num_examples=args.bdmc_examples, num_steps=steps, num_chains=args.ais_chains,
                           seed=args.seed)
         row["bdmc"] = {key: result[key] for key in (
-            "lower", "upper", "gap", "forward_seconds", "reverse_seconds", "num_steps", "num_examples")}
+            "lower", "upper", "gap", "gap_standard_error", "forward_seconds", "reverse_seconds", "num_steps", "num_examples")}
         print(f"{name}: BDMC T={steps} gap {result['gap']:.3f} ({result['lower']:.2f}, {result['upper']:.2f})", flush=True)
     return row
 
@@ -103,7 +103,8 @@ def markdown(rows, args, command):
         cells += [f"{a['nll']:.2f} ± {a['standard_error']:.2f} ({a['seconds']:.1f})" for a in row["ais"]]
         if "bdmc" in row:
             b = row["bdmc"]
-            cells.append(f"{b['gap']:.2f} [{-b['upper']:.2f}, {-b['lower']:.2f}] "
+            error = f" ± {b['gap_standard_error']:.2f}" if "gap_standard_error" in b else ""
+            cells.append(f"{b['gap']:.2f}{error} [{-b['upper']:.2f}, {-b['lower']:.2f}] "
                          f"({b['forward_seconds'] + b['reverse_seconds']:.1f})")
         else:
             cells.append("")

@@ -210,6 +210,7 @@ def test_nonlinear_ais_matches_quadrature_and_bdmc_brackets_it(nonlinear_problem
         # Stochastic bounds: at seeds 1-3 (10 examples, 5 leapfrog steps) both ends were within 0.05 nats of the
         # truth or on their sides.
         assert bdmc["lower"] < truth + 0.05 and bdmc["upper"] > truth - 0.05
+        assert 0 < bdmc["gap_standard_error"] < max(0.2, bdmc["gap"])
         gaps.append(bdmc["gap"])
     assert gaps[1] < gaps[0] / 4 and gaps[1] < 0.4  # (gaps 1.2-1.6 and 0.08-0.31 nats at seeds 1-3)
 

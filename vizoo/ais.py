@@ -581,7 +581,7 @@ def bdmc(
 
     Returns:
         dict: `lower` and `upper` (means over examples), `gap` (their difference, >= 0 up to Monte
-        Carlo error), `forward_seconds`, `reverse_seconds`, `forward_acceptance`,
+        Carlo error), `gap_standard_error` (of the mean gap, from both runs' per-example standard errors), `forward_seconds`, `reverse_seconds`, `forward_acceptance`,
         `reverse_acceptance`, the settings, and per example `per_example_lower`, `per_example_upper`,
         `per_example_gap`, and `data` and `latents` (the simulated x and z*).
     """
@@ -596,7 +596,7 @@ def bdmc(
     chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
     starts = range(0, len(x_all), chunk)
     progress = _Progress(2 * len(starts) * num_steps, verbose, "gap")
-    lower, upper, accept_forward, accept_reverse = [], [], [], []
+    lower, upper, accept_forward, accept_reverse, errors = [], [], [], [], []
     seconds = {"forward": 0.0, "reverse": 0.0}
     for begin in starts:
         x = tf.constant(x_all[begin : begin + chunk])
@@ -605,13 +605,16 @@ def bdmc(
         z = runner.reference.sample(state, num_chains, runner.seed_generator)
         _, log_w, _, acceptance = runner.run(x, state, scales, z, betas, progress)
         seconds["forward"] += time.perf_counter() - start
-        lower.append(_chain_statistics(log_w)[0])
+        log_px, forward_se, _ = _chain_statistics(log_w)
+        lower.append(log_px)
         accept_forward.append(acceptance)
         start = time.perf_counter()
         z = tf.tile(tf.constant(z_all[begin : begin + chunk])[:, None, :], [1, num_chains, 1])
         _, log_w, _, acceptance = runner.run(x, state, scales, z, betas[::-1].copy(), progress)
         seconds["reverse"] += time.perf_counter() - start
-        upper.append(-_chain_statistics(log_w)[0])
+        log_inverse, reverse_se, _ = _chain_statistics(log_w)
+        upper.append(-log_inverse)
+        errors.append(forward_se**2 + reverse_se**2)
         accept_reverse.append(acceptance)
         progress.value = float(np.mean(np.concatenate(upper)) - np.mean(np.concatenate(lower)))
     if verbose == 2:
@@ -621,6 +624,8 @@ def bdmc(
         "lower": float(np.mean(lower)),
         "upper": float(np.mean(upper)),
         "gap": float(np.mean(upper - lower)),
+        # Of the mean gap, from the per-example standard errors of both runs (delta method over chains).
+        "gap_standard_error": float(np.sqrt(np.sum(np.concatenate(errors))) / len(lower)),
         "forward_seconds": seconds["forward"],
         "reverse_seconds": seconds["reverse"],
         "forward_acceptance": float(np.mean(np.concatenate(accept_forward))),
