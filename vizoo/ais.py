@@ -581,7 +581,8 @@ def bdmc(
 
     Returns:
         dict: `lower` and `upper` (means over examples), `gap` (their difference, >= 0 up to Monte
-        Carlo error), `gap_standard_error` (of the mean gap, from both runs' per-example standard errors), `forward_seconds`, `reverse_seconds`, `forward_acceptance`,
+        Carlo error), `gap_standard_error` (of the mean gap, from both runs' per-example standard
+        errors), `forward_seconds`, `reverse_seconds`, `forward_acceptance`,
         `reverse_acceptance`, the settings, and per example `per_example_lower`, `per_example_upper`,
         `per_example_gap`, and `data` and `latents` (the simulated x and z*).
     """
