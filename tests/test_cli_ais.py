@@ -16,7 +16,9 @@ TINY = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "1", "--eval-k",
 
 def test_evaluate_a_saved_run_by_ais_with_bdmc(tmp_path, capsys):
     """A run directory as train.py leaves it (model.keras, config.json), without training."""
-    VAE(input_dim=64, latent_dim=2, hidden_units=[8], seed=0).save(tmp_path / "model.keras")
+    model = VAE(input_dim=64, latent_dim=2, hidden_units=[8], seed=0)
+    model.build((None, 64))
+    model.save(tmp_path / "model.keras")
     with open(tmp_path / "config.json", "w") as f:
         json.dump({"dataset": "digits", "seed": 0, "binarization": "dynamic"}, f)
     argv = [str(tmp_path), "--ais", "--ais-steps", "5", "--ais-chains", "2", "--examples", "7", "--bdmc", "3"]
