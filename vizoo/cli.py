@@ -167,9 +167,11 @@ def _check_args(args):
     check_choice(args.distribute, "distribute", STRATEGIES)
     if args.distribute == "multi_worker":
         get_strategy("multi_worker")  # refused, with the reason
-    for name in ("k", "epochs", "batch_size", "eval_k", "steps_per_execution", "ais_steps", "ais_chains"):
+    for name in ("k", "epochs", "batch_size", "eval_k", "steps_per_execution"):
         check_positive_int(getattr(args, name), name)
     check_choice(args.eval, "eval", ("is", "ais"))
+    for name in ("ais_steps", "ais_chains"):
+        check_positive_int(getattr(args, name), name)
     if args.ais_examples is not None:
         check_positive_int(args.ais_examples, "ais_examples")
     if args.eval_reverse_samples is not None:
