@@ -283,7 +283,8 @@ def run_likelihood_test(make, support, batch=3, k=2, seed=0):
     - `call(h)` parameters from features `[batch, k, FEATURES]`; `log_prob(x, params)` is
       `[batch, k]` in float32;
     - normalized: for every parameter setting, p(x|z) sums (binary) or integrates (real) to
-      1 over x, and `mean(params)` is its expectation (float64);
+      1 over x, and `mean(params)` is its expectation (float64); `sample(params)` draws x with
+      that mean;
     - every trainable weight gets a gradient from log p(x|z);
     - serialization round trip (same log p with the same weights), XLA equal to eager, and
       float32 log-densities under mixed_float16.
@@ -321,6 +322,13 @@ def run_likelihood_test(make, support, batch=3, k=2, seed=0):
     np.testing.assert_allclose(weights @ density, 1.0, atol=1e-6 if support == "binary" else 2e-4, err_msg="mass")
     expectation = np.einsum("p,pn,pd->nd", weights, density, points)
     np.testing.assert_allclose(expectation, _as64(likelihood.mean(flat))[0], atol=1e-6 if support == "binary" else 1e-3)
+    # sample(params) draws x ~ p(x|z) (simulated data, vizoo.ais): its average is mean(params), within 5 sd.
+    draws = 4000
+    repeated = {key: tf.repeat(value, draws, axis=0) for key, value in flat.items()}
+    samples = _as64(likelihood.sample(repeated, seed=seed))  # [draws, batch * k, D]
+    assert samples.shape == (draws, batch * k, dim), samples.shape
+    spread = np.sqrt(np.einsum("p,pn,pnd->nd", weights, density, (points[:, None, :] - expectation[None]) ** 2))
+    np.testing.assert_array_less(np.abs(samples.mean(axis=0) - expectation), 5 * spread / np.sqrt(draws) + 1e-6)
 
     with tf.GradientTape() as tape:
         target = tf.reduce_sum(likelihood.log_prob(tf.constant(x, "float64"), likelihood(tf.constant(h))))

@@ -13,7 +13,8 @@ TINY = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "2", "--eval-k",
 
 def test_train_writes_model_history_metrics_and_encoder(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(TINY + ["--loss", "iwae", "--k", "3", "--out-dir", str(out)]) == 0
+    ais_flags = ["--eval", "ais", "--ais-steps", "5", "--ais-chains", "2", "--ais-examples", "7"]  # AIS beside IS
+    assert cli.main(TINY + ["--loss", "iwae", "--k", "3", "--out-dir", str(out)] + ais_flags) == 0
     assert sorted(os.listdir(out)) == [
         "best.keras", "command.txt", "config.json", "encoder", "history.csv", "metrics.json", "model.keras",
         "posteriors.png", "reconstructions.png", "samples.png", "training_curves.png",
@@ -34,7 +35,9 @@ def test_train_writes_model_history_metrics_and_encoder(tmp_path, capsys):
     assert metrics["kl"] >= 0 and 0 <= metrics["active_units"] <= metrics["latent_units"] == 2
     assert metrics["config"]["loss"] == "iwae" and metrics["config"]["k"] == 3
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) + 5  # trained, not diverged
+    assert metrics["ais"]["num_examples"] == 7 and metrics["ais"]["num_steps"] == 5 and metrics["ais"]["num_chains"] == 2
     printed = capsys.readouterr().out
+    assert f"AIS test NLL {metrics['ais']['nll']:.3f}" in printed
     assert f"test NLL {metrics['nll']:.3f} nats (k=20)" in printed
 
 

@@ -129,6 +129,17 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and noise")
     parser.add_argument("--eval-k", type=int, default=5000, help="importance samples for test log p(x)")
     parser.add_argument(
+        "--eval",
+        default="is",
+        help="test log p(x) by importance sampling (is), or also by annealed importance sampling with HMC (ais; "
+        "continuous latents; see vizoo.ais)",
+    )
+    parser.add_argument("--ais-steps", type=int, default=1000, help="AIS intermediate distributions (with --eval ais)")
+    parser.add_argument("--ais-chains", type=int, default=16, help="AIS chains per test example (with --eval ais)")
+    parser.add_argument(
+        "--ais-examples", type=int, default=None, help="AIS on the first N test examples (with --eval ais; default all)"
+    )
+    parser.add_argument(
         "--verbose", type=int, default=2, help="Keras fit verbosity (0, 1 or 2); 1 and 2 show evaluation's progress bar"
     )
     parser.add_argument(
@@ -217,6 +228,11 @@ def _check_args(args):
         raise ValueError(f"peer_timeout must be finite and positive. Received: peer_timeout={args.peer_timeout}")
     for name in ("k", "epochs", "batch_size", "eval_k", "steps_per_execution"):
         check_positive_int(getattr(args, name), name)
+    check_choice(args.eval, "eval", ("is", "ais"))
+    for name in ("ais_steps", "ais_chains"):
+        check_positive_int(getattr(args, name), name)
+    if args.ais_examples is not None:
+        check_positive_int(args.ais_examples, "ais_examples")
     if args.eval_reverse_samples is not None:
         check_non_negative_int(args.eval_reverse_samples, "eval_reverse_samples")
     if not (math.isfinite(args.lr) and args.lr > 0):
@@ -284,7 +300,13 @@ def _check_args(args):
 
 def _check_model_and_loss(args):
     # The loss's own arguments' errors, then whether the model can train with it, before any data is loaded.
-    build_model(args, input_dim=1).check_loss(build_loss(args))
+    model = build_model(args, input_dim=1)
+    model.check_loss(build_loss(args))
+    if args.eval == "ais" and (model.latent_dim is None or not model.posterior.reparameterized):
+        raise ValueError(
+            f"eval='ais' needs a model with one continuous latent vector (HMC). Received: model={args.model!r}, "
+            f"posterior={args.posterior!r}"
+        )
 
 
 TRAINING_LOOPS = ("auto", "fit", "vizoo")
@@ -470,6 +492,19 @@ def run(args):
             f"interrupted during evaluation; training is done (model in {os.path.join(args.out_dir, 'model.keras')}). "
             "Run the same command again to evaluate it."
         ) from None
+    if args.eval == "ais":  # annealed importance sampling, beside importance sampling (vizoo/ais.py)
+        from vizoo import ais
+
+        test = ais._as_array(model, splits.test, "test data")
+        result = ais.ais_log_likelihood(
+            model,
+            test[: args.ais_examples],
+            num_steps=args.ais_steps,
+            num_chains=args.ais_chains,
+            seed=args.seed,
+            verbose=1 if args.verbose else 0,
+        )
+        metrics["ais"] = ais.summary(result)
     metrics.update(
         # The training objective and whether it is a bound (a loss declares `is_bound`; e.g. RenyiLoss with
         # alpha < 0 is an estimate, not a bound, and its training loss values are that estimate).
@@ -501,6 +536,13 @@ def run(args):
         f"active units {metrics['active_units']}/{metrics['latent_units']}, {metrics['bits_per_dim']:.4f} bits/dim; "
         f"outputs in {args.out_dir}"
     )
+    if "ais" in metrics:
+        ais_metrics = metrics["ais"]
+        print(
+            f"AIS test NLL {ais_metrics['nll']:.3f} +- {ais_metrics['standard_error']:.3f} nats "
+            f"({ais_metrics['num_examples']} examples, {args.ais_steps} steps, {args.ais_chains} chains, "
+            f"acceptance {ais_metrics['acceptance']:.2f})"
+        )
     warning = reliability_warning(metrics)
     if warning:
         print(warning)

@@ -224,6 +224,7 @@ def log_likelihood(
     verbose=0,
     proposal_samples=None,
     diagnostics=True,
+    posterior_kl=False,
     **sampler_options,
 ):
     """Importance-sampled log p(x) of a trained model, with diagnostics.
@@ -262,6 +263,12 @@ def log_likelihood(
             effective sample size and the Pareto k-hat of its weights' tail
             (`vizoo.diagnostics`; k-hat > 0.7: that example's estimate is
             unreliable) [1, 2]. log p(x) is bit-identical either way.
+        posterior_kl: bool, for a hierarchical posterior (HVM, IWHVI, SIVI)
+            only: also report `posterior_kl_lower` and `posterior_kl_upper`,
+            an interval on KL(q(z|x) || p(z|x)) from the lower and upper
+            bounds on log q with the evaluation's K (at least 1) and this
+            log p(x) estimate (`vizoo.ais.posterior_kl_interval`; an extra
+            pass of 100 samples per example).
         **sampler_options: passed to `model.sample_terms`, e.g.
             `num_reverse_samples=1000` for a `HierarchicalPosterior` (the
             evaluation-time K; default the posterior's own). Not the compiled
@@ -381,6 +388,11 @@ def log_likelihood(
     )
     if chunk_elements is not None:
         check_positive_int(chunk_elements, "chunk_elements")
+    if posterior_kl not in (False, True) or (posterior_kl and not hasattr(model.posterior, "reverse_log_weights")):
+        raise ValueError(
+            "posterior_kl applies to hierarchical posteriors (bounds on log q from reverse samples). "
+            f"Received: posterior_kl={posterior_kl!r} with {type(model.posterior).__name__}"
+        )
     data = model.check_data(data, "data")
     if isinstance(data, tf.data.Dataset):
         dataset = data.map(lambda *element: element[0]) if isinstance(data.element_spec, tuple) else data
@@ -473,6 +485,13 @@ def log_likelihood(
     if top:
         ess, pareto_k = np.concatenate(ess), np.concatenate(pareto_k)
         result.update(_diagnostics_summary(ess, pareto_k, top - 1))
+    if posterior_kl:  # an interval on KL(q || p(z|x)) = log p(x) - ELBO (vizoo/ais.py)
+        from vizoo.ais import posterior_kl_interval
+
+        interval = posterior_kl_interval(
+            model, dataset, log_px, num_reverse_samples=max(1, sampler_options["num_reverse_samples"]), seed=seed
+        )
+        result.update(posterior_kl_lower=interval["kl_lower"], posterior_kl_upper=interval["kl_upper"])
     if return_per_example:
         result["per_example_log_likelihood"] = log_px
         if top:
@@ -528,3 +547,22 @@ def _diagnostics_summary(ess, pareto_k, tail_size):
         "pareto_k_not_fitted": int(len(pareto_k) - len(fitted)),
         "pareto_k_tail_size": int(tail_size),
     }
+
+
+# Annealed importance sampling and the estimators that check importance sampling (vizoo/ais.py), re-exported.
+from vizoo.ais import (  # noqa: E402
+    ais_log_likelihood,
+    bdmc,
+    harmonic_mean_log_likelihood,
+    posterior_kl_interval,
+    simulate,
+    simulated_sandwich,
+)
+
+
+if __name__ == "__main__":  # python -m vizoo.evaluate RUN_DIR [--ais]
+    import sys
+
+    from vizoo.ais import main
+
+    sys.exit(main())

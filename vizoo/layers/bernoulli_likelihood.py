@@ -76,6 +76,12 @@ class BernoulliLikelihood(Likelihood):
     def mean(self, params):
         return ops.sigmoid(params["logits"])
 
+    def sample(self, params, seed=None):
+        """x ~ p(x|z): binary, `[..., D]` float32."""
+        logits = params["logits"]
+        uniform = keras.random.uniform(ops.shape(logits), dtype="float32", seed=seed)
+        return ops.cast(uniform < ops.sigmoid(logits), "float32")
+
     def set_bias_from_mean(self, data_mean, eps=1e-3):
         """Initialise the logit bias to logit(mean of the training data), clipped to [eps, 1-eps].
 

@@ -67,6 +67,11 @@ class GaussianLikelihood(Likelihood):
     def mean(self, params):
         return params["loc"]
 
+    def sample(self, params, seed=None):
+        """x ~ p(x|z) = N(loc, s^2 I), `[..., D]` float32."""
+        loc = params["loc"]
+        return loc + ops.exp(self._log_scale()) * keras.random.normal(ops.shape(loc), dtype=loc.dtype, seed=seed)
+
     def get_config(self):
         config = super().get_config()
         config.update(scale=self.scale, initial_scale=self.initial_scale)

@@ -13,6 +13,7 @@ class Likelihood(keras.layers.Layer):
       `[batch, k, features]` -> `[batch, k]` (value first, as for priors and
       posteriors);
     - `mean(params)` -> E[x|z], `[..., D]`;
+    - `sample(params, seed)` -> x ~ p(x|z), `[..., D]` (simulated data: `vizoo.ais.simulate`);
     - `requires_unit_interval`: data must lie in [0, 1] (checked by models).
 
     Args:
@@ -42,6 +43,9 @@ class Likelihood(keras.layers.Layer):
 
     def mean(self, params):
         raise NotImplementedError
+
+    def sample(self, params, seed=None):
+        raise NotImplementedError(f"{type(self).__name__} cannot sample x ~ p(x|z) (no sample method).")
 
     def get_config(self):
         config = super().get_config()
