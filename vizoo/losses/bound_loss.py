@@ -117,6 +117,13 @@ class BoundLoss(keras.losses.Loss):
         """The bound for each example, shape `[batch]`."""
         raise NotImplementedError
 
+    def posterior_support(self, posterior):
+        """None if this loss can train a model with `posterior`, else the reason it cannot (a sentence).
+
+        Read by the model's `compile` (beyond the declared capabilities it checks itself); None here.
+        """
+        return None
+
     def objectives(self, terms):
         """Per-group surrogate objectives `{group: [batch]}` to maximize, or None for the bound alone."""
         return None
