@@ -79,7 +79,11 @@ def assert_smaller(lower, upper, z_score=5):
 
 def test_hierarchical_bounds_are_ordered_below_the_exact_log_likelihood(reference):
     weights, bias, x, log_px = reference
-    posterior = HierarchicalPosterior(3, aux_dim=2, hidden_units=[8], reverse_hidden_units=[8], name="posterior")
+    # An untrained tau unrelated to q(psi|x) (the direct parameterization; the residual one starts at SIVI's
+    # proposal, whose gaps are smaller): the orderings hold for any tau.
+    posterior = HierarchicalPosterior(
+        3, aux_dim=2, hidden_units=[8], reverse_hidden_units=[8], reverse_residual=False, name="posterior"
+    )
     model = ppca.ppca_decoder_vae(weights, bias, posterior, seed=0)
     bounds, _ = per_example_bounds(model, x, k=5, reverse_samples=(0, 5, 50))
     hvm = bounds[0][0]
@@ -209,10 +213,15 @@ def test_training_on_ppca_brings_the_iwhvi_bound_close_to_the_exact_log_likeliho
     model.fit(tf.data.Dataset.from_tensors(x).repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
     bounds, _ = per_example_bounds(model, x, k=5, reverse_samples=(0, 50))
     assert_smaller(bounds[0][0], bounds[0][1])  # HVM < IWHVI_{5,0}
-    assert_smaller(bounds[0][1], bounds[50][1])  # IWHVI_{5,0} < IWHVI_{5,50}
+    # IWHVI_{5,0} <= IWHVI_{5,50}: with the defaults (residual tau, DReG) tau is close enough to q(psi|z, x)
+    # after training that K adds little (measured: 0.007 +- 0.006 nats), so only "not smaller beyond its
+    # Monte-Carlo error" is asserted (before #25, with tau unrelated to q(psi|x) at the start, it was > 5 s.e.).
+    gain = bounds[50][1] - bounds[0][1]
+    assert gain.mean() > -3 * gain.std(ddof=1) / np.sqrt(len(gain))
     gap = log_px - bounds[50][1]
     assert gap.mean() > -3 * gap.std(ddof=1) / np.sqrt(len(gap))  # a lower bound (within its Monte-Carlo error)
-    assert gap.mean() < 0.15  # measured: 0.03 (HVM: 0.67 below log p(x))
+    # Measured: 0.006, HVM 0.07 below log p(x) (before #25: 0.03, HVM 0.67 below).
+    assert gap.mean() < 0.15
 
 
 # ------------------------------------------------------------------ defaults (issue #25)
