@@ -327,3 +327,33 @@ def test_passes_the_shared_model_checks(loss, compiled_variants, binary_data, tm
 
     model = run_model_test(make, binary_data, loss, tmp_path, jit_compile=compiled_variants, mixed_precision=compiled_variants)
     assert model.sampler_options == loss.sampler_options
+
+
+def test_a_model_saved_before_the_residual_tau_loads_with_its_meaning(binary_data, tmp_path):
+    """A .keras file whose posterior config has no `reverse_residual` (saved before #25) keeps its direct tau."""
+    import json
+    import zipfile
+
+    model = small_model(reverse_residual=False)
+    model.compile(optimizer="adam", loss=IWHVILoss(k=2, num_reverse_samples=3, gradient_estimator=None))
+    model(binary_data[:2])
+    model.posterior.reverse.set_weights([w + 0.3 for w in model.posterior.reverse.get_weights()])
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as source, zipfile.ZipFile(tmp_path / "old.keras", "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                posterior = config["config"]["posterior"]["config"]
+                del posterior["reverse_residual"]
+                config["compile_config"]["loss"]["config"]["gradient_estimator"] = None  # as saved before "auto"
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert loaded.posterior.reverse_residual is False and loaded.loss.gradient_estimator == "plain"
+    eps = np.random.default_rng(0).normal(size=(4, 2, 3 + 4 + 3 * 3)).astype("float32")
+    np.testing.assert_allclose(
+        loaded.sample_terms(binary_data[:4], noise=eps, terms=("log_qz",))["log_qz"],
+        model.sample_terms(binary_data[:4], noise=eps, terms=("log_qz",))["log_qz"],
+        atol=1e-5,
+    )
