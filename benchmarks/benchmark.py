@@ -122,6 +122,8 @@ POSTERIOR_OPTIONS = {
 }
 ADVERSARY_LR_FACTOR, ADVERSARY_BETA_1 = 2.0, 0.5
 BATCH_SIZE, LEARNING_RATE = 100, 1e-3
+# An output's text from this line on is kept when the table above it is rewritten.
+KEPT_MARKER = "<!-- kept by benchmarks/benchmark.py: text below is not generated -->"
 # Training steps per compiled call: on 2 CPU cores, 10 gave 1.6x the examples/s
 # of 1 for IWAE k=5 (per-step dispatch costs ~10 ms); it changes no math.
 STEPS_PER_EXECUTION = 10
@@ -414,8 +416,14 @@ def write_table(results_dir, output, command):
     })
     lines += ["", "Measured on:"] + [f"- {m}" for m in machines] + [""]
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    kept = ""  # sections written by other scripts (e.g. benchmarks/active_units.py's), from KEPT_MARKER on
+    if os.path.exists(output):
+        with open(output) as f:
+            previous = f.read()
+        if KEPT_MARKER in previous:
+            kept = previous[previous.index(KEPT_MARKER):]
     with open(output, "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines) + ("\n" + kept if kept else ""))
     return results
 
 

@@ -234,3 +234,42 @@ def test_vs_pythae_quality_checks_its_flags_and_reads_pythae_weights_in_vizoo_la
                for s, v, p in ((0, 250.0, 249.0), (1, 251.0, 251.5))]
     rows = table_rows(quality.report(results))
     assert rows[-1][2] == "mean of 2" and rows[-1][5] == f"+0.25 (sd {np.std([1.0, -0.5], ddof=1):.2f})"
+
+
+def test_benchmark_table_keeps_the_text_below_its_marker(tmp_path):
+    benchmark = load_script("benchmark")
+    results = tmp_path / "results"
+    results.mkdir()
+    result = {
+        "model": "vae", "posterior": "diagonal", "loss": "ELBO k=1", "epochs": 1, "test_nll": 250.0, "test_elbo": -255.0,
+        "test_iwae_k": -255.0, "test_kl": 13.0, "active_units": 10, "latent_units": 50, "train_examples_per_second": 1.0,
+        "eval_examples_per_second": 1.0, "peak_memory_mib": 1.0, "train_gflops": 1.0, "matmul_gflops_train_shape": 1.0,
+        "train_matmul_rows": 100, "train_matmul_fraction": 1.0, "eval_gflops": 1.0, "matmul_gflops_eval_shape": 1.0,
+        "eval_matmul_rows": 100, "eval_matmul_fraction": 1.0, "machine": "m", "date": "d", "dataset": "s",
+        "num_test": 1, "eval_k": 1,
+    }
+    (results / "vae.json").write_text(json.dumps(result))
+    output = tmp_path / "out.md"
+    benchmark.write_table(str(results), str(output), "cmd")
+    assert benchmark.KEPT_MARKER not in output.read_text()
+    kept = f"{benchmark.KEPT_MARKER}\n\n## Written by hand\n\nkept\n"
+    output.write_text(output.read_text() + "\n" + kept)
+    benchmark.write_table(str(results), str(output), "cmd2")
+    text = output.read_text()
+    assert text.endswith(kept) and text.count(benchmark.KEPT_MARKER) == 1 and "    cmd2" in text and "| vae |" in text
+
+
+def test_active_units_table_reads_the_per_epoch_csvs(tmp_path):
+    active_units = load_script("active_units")
+    fields = ["epoch", "elbo", "kl", "active_units", "slack"] + [f"kl_u{u:02d}" for u in range(active_units.LATENT_DIM)]
+    lines = [",".join(fields)]
+    for epoch in range(1, 7):  # unit u has KL 0.02 * (u < 12 - epoch): 11, 10, ... units above 0.01
+        kl_units = [0.02 if u < 12 - epoch else 0.001 for u in range(active_units.LATENT_DIM)]
+        lines.append(",".join(map(str, [epoch, -250.0 + epoch, 13.0, 50 - epoch, "nan" if epoch < 3 else 0.5, *kl_units])))
+    (tmp_path / "hvm.csv").write_text("\n".join(lines) + "\n")
+    rows = table_rows(active_units.table(["hvm", "diagonal"], str(tmp_path)))  # diagonal.csv absent: left out
+    assert rows == [
+        ["hvm", "1", "-249.00", "13.00", "49/50", "11", "-"],
+        ["hvm", "5", "-245.00", "13.00", "45/50", "7", "0.500"],
+        ["hvm", "6", "-244.00", "13.00", "44/50", "6", "0.500"],
+    ]

@@ -28,6 +28,15 @@ def test_hierarchical_flags_build_the_posterior_and_loss(flags, loss_name, sampl
     assert model.sampler_options == sampler_options
 
 
+def test_reverse_model_flag_builds_sivi():
+    model, loss = build_from_flags(HIERARCHICAL + ["--reverse-model", "sivi", "--loss", "iwhvi", "--k", "2"])
+    assert model.posterior.reverse_model == "sivi" and model.posterior.reverse is None
+    assert loss.gradient_estimator == "auto"
+    model.compile(optimizer="adam", loss=loss)
+    _, loss = build_from_flags(HIERARCHICAL + ["--loss", "iwhvi", "--gradient-estimator", "plain"])
+    assert loss.gradient_estimator == "plain"
+
+
 @pytest.mark.slow  # full runs; the flags alone are test_hierarchical_flags_build_the_posterior_and_loss
 @pytest.mark.parametrize(
     "flags, loss_name, loss_k",
@@ -45,7 +54,7 @@ def test_hierarchical_posterior_trains_evaluates_and_exports(flags, loss_name, l
     with open(out / "metrics.json") as f:
         metrics = json.load(f)
     assert metrics["log_likelihood_is_lower_bound"] is True
-    assert metrics["sampler_options"] == {"num_reverse_samples": 6}
+    assert metrics["sampler_options"] == {"num_reverse_samples": 6, "reverse_model": "learned"}
     assert "an upper bound" in capsys.readouterr().out
 
 
@@ -56,6 +65,9 @@ def test_hierarchical_posterior_trains_evaluates_and_exports(flags, loss_name, l
         (["--aux-dim", "3"], "aux_dim applies to the posteriors \\['hierarchical'\\]. Received: posterior='diagonal'"),
         (["--reverse-samples", "3"], "reverse_samples applies to the posteriors \\['hierarchical'\\]"),
         (HIERARCHICAL + ["--reverse-samples", "-1"], "Received: reverse_samples=-1"),
+        (HIERARCHICAL + ["--reverse-model", "exact"], "Received: reverse_model='exact'"),
+        (HIERARCHICAL + ["--reverse-model", "sivi", "--loss", "iwhvi", "--gradient-estimator", "dreg"],
+         "SIVI has none"),
     ],
 )
 def test_bad_hierarchical_arguments_exit_with_a_named_error(argv, message, tmp_path, capsys):

@@ -37,8 +37,9 @@ def test_train_k_defaults_to_the_compiled_k_at_most_k(x):
 
 def test_every_sampler_option_used_is_recorded(x):
     model = hierarchical_model(num_reverse_samples=7)
-    assert evaluate.log_likelihood(model, x, k=20)["sampler_options"] == {"num_reverse_samples": 7}  # the default
-    assert evaluate.log_likelihood(model, x, k=20, num_reverse_samples=3)["sampler_options"] == {"num_reverse_samples": 3}
+    default = {"num_reverse_samples": 7, "reverse_model": "learned"}  # the posterior's
+    assert evaluate.log_likelihood(model, x, k=20)["sampler_options"] == default
+    assert evaluate.log_likelihood(model, x, k=20, num_reverse_samples=3)["sampler_options"] == {**default, "num_reverse_samples": 3}
     assert evaluate.log_likelihood(VAE(16, 2, hidden_units=[4]), x, k=5)["sampler_options"] == {}
 
 

@@ -26,11 +26,11 @@ def test_result_says_the_estimate_is_a_lower_bound_and_tightens_with_k(reference
     results = {K: evaluate.log_likelihood(model, x, k=200, seed=0, num_reverse_samples=K) for K in (0, 50)}
     for K, result in results.items():
         assert result["log_likelihood_is_lower_bound"] is True
-        assert result["sampler_options"] == {"num_reverse_samples": K}
+        assert result["sampler_options"] == {"num_reverse_samples": K, "reverse_model": "learned"}
         assert result["elbo"] <= result["log_likelihood"] < log_px.mean()
     assert results[0]["log_likelihood"] < results[50]["log_likelihood"] - 0.05
     default = evaluate.log_likelihood(model, x, k=20, seed=0)  # the posterior's own K
-    assert default["sampler_options"] == {"num_reverse_samples": 1} and default["log_likelihood_is_lower_bound"]
+    assert default["sampler_options"] == {"num_reverse_samples": 1, "reverse_model": "learned"} and default["log_likelihood_is_lower_bound"]
     assert "log_likelihood_is_lower_bound" not in evaluate.log_likelihood(ppca.ppca_vae(weights, bias), x, k=5)
 
 
@@ -56,3 +56,25 @@ def test_unknown_sampler_options_are_named(reference):
         evaluate.log_likelihood(hierarchical_ppca(weights, bias), x, k=5, num_reverse_sample=3)
     with pytest.raises(ValueError, match="Received: num_reverse_samples=-1"):
         evaluate.log_likelihood(hierarchical_ppca(weights, bias), x, k=5, num_reverse_samples=-1)
+
+
+def test_a_learned_tau_models_sivi_estimate_is_its_sivi_twins(reference):
+    """log_likelihood(..., reverse_model="sivi") of a learned-tau model is a twin built with SIVI's (same weights)."""
+    weights, bias, x, _ = reference
+    model = hierarchical_ppca(weights, bias)
+    twin = hierarchical_ppca(weights, bias, reverse_model="sivi")
+    for name in ("auxiliary", "conditional"):
+        getattr(twin.posterior, name).set_weights(getattr(model.posterior, name).get_weights())
+    rng = np.random.default_rng(0)
+    model.posterior.reverse.set_weights([rng.normal(size=w.shape) * 0.5 for w in model.posterior.reverse.get_weights()])
+    x = x[:50]
+    options = dict(k=20, seed=3, num_reverse_samples=5, return_per_example=True)
+    sivi = evaluate.log_likelihood(model, x, reverse_model="sivi", **options)
+    assert sivi["sampler_options"] == {"num_reverse_samples": 5, "reverse_model": "sivi"}
+    np.testing.assert_allclose(
+        sivi["per_example_log_likelihood"], evaluate.log_likelihood(twin, x, **options)["per_example_log_likelihood"], atol=1e-4
+    )
+    learned = evaluate.log_likelihood(model, x, **options)["per_example_log_likelihood"]
+    assert np.max(np.abs(learned - sivi["per_example_log_likelihood"])) > 0.01  # its own tau gives another estimate
+    with pytest.raises(ValueError, match="Received: reverse_model='learned'"):
+        evaluate.log_likelihood(twin, x, k=5, reverse_model="learned")

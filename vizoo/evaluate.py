@@ -271,7 +271,9 @@ def log_likelihood(
             pass of 100 samples per example).
         **sampler_options: passed to `model.sample_terms`, e.g.
             `num_reverse_samples=1000` for a `HierarchicalPosterior` (the
-            evaluation-time K; default the posterior's own). Not the compiled
+            evaluation-time K; default the posterior's own), and its
+            `reverse_model="sivi"` (a learned-tau model's SIVI estimate,
+            tau = q(psi|x), for comparison). Not the compiled
             loss's: evaluation states its own, and records every option it
             used in `sampler_options` (defaults included).
 

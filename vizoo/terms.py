@@ -136,7 +136,7 @@ TERMS = {
             "float32",
             DETACHED,
             "log v_ij of the IWHVI estimate of log q, tau's density parameters stopped for j >= 1",
-            "a loss asks (`IWHVILoss(gradient_estimator=\"dreg\")`); `HierarchicalPosterior`",
+            "a loss asks (`IWHVILoss`, whose tau gradient is DReG unless `gradient_estimator=\"plain\"`); `HierarchicalPosterior`",
         ),
         TermSpec(
             "adversary_q",

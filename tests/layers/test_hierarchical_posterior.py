@@ -93,6 +93,51 @@ def test_sivi_is_iwhvi_with_tau_equal_to_q_psi(a_matrix):
     assert sivi.reverse is None and sivi.gradient_groups()["control"] == []
 
 
+def test_residual_tau_starts_as_q_psi_so_the_estimate_starts_as_sivis():
+    """At initialisation the residual tau is q(psi|x): every log-weight equals SIVI's, for a twin built with SIVI too."""
+    keras.utils.set_random_seed(0)
+    learned = HierarchicalPosterior(3, aux_dim=2, hidden_units=[8], reverse_hidden_units=[8])
+    sivi = HierarchicalPosterior(3, aux_dim=2, hidden_units=[8], reverse_model="sivi")
+    h = np.random.default_rng(0).normal(size=(5, NUM_FEATURES)).astype("float32")
+    params = learned(h)
+    sivi(h)
+    for name in ("auxiliary", "conditional"):
+        getattr(sivi, name).set_weights(getattr(learned, name).get_weights())
+    eps = nested_noise(5, 4, 3)(3)
+    z, log_v = learned.reverse_log_weights(params, eps)
+    assert np.std(np.asarray(log_v)) > 0.1  # log-weights that differ: the comparison below means something
+    tau = learned.reverse_params(params, z)
+    np.testing.assert_allclose(tau["loc"], np.broadcast_to(params["psi_loc"][:, None], tau["loc"].shape), atol=1e-6)
+    np.testing.assert_allclose(tau["log_scale"], np.broadcast_to(params["psi_log_scale"][:, None], (5, 4, 2)), atol=1e-6)
+    for other in (learned.reverse_log_weights(params, eps, reverse_model="sivi")[1], sivi.reverse_log_weights(params, eps)[1]):
+        np.testing.assert_allclose(other, log_v, atol=1e-5)
+    # The direct parameterization (before #25): tau is the network's output itself, unrelated to q(psi|x).
+    direct = HierarchicalPosterior(3, aux_dim=2, hidden_units=[8], reverse_hidden_units=[8], reverse_residual=False)
+    direct(h)
+    direct.reverse.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in direct.reverse.get_weights()])
+    learned.reverse.set_weights(direct.reverse.get_weights())
+    # Residual: tau's parameters are q(psi|x)'s plus the network's output, which is the direct tau's.
+    residual_tau, direct_tau = learned.reverse_params(params, z), direct.reverse_params(params, z)
+    np.testing.assert_allclose(residual_tau["loc"], direct_tau["loc"] + np.asarray(params["psi_loc"])[:, None], atol=1e-5)
+    np.testing.assert_allclose(
+        residual_tau["log_scale"], direct_tau["log_scale"] + np.asarray(params["psi_log_scale"])[:, None], atol=1e-5
+    )
+    with pytest.raises(ValueError, match="built with reverse_model='sivi', does not have. Received: reverse_model='learned'"):
+        sivi.transform(params, eps, reverse_model="learned")
+    with pytest.raises(ValueError, match="Received: reverse_model='exact'"):
+        learned.transform(params, eps, reverse_model="exact")
+
+
+def test_configs_saved_before_the_residual_tau_load_with_the_direct_one():
+    config = HierarchicalPosterior(4, aux_dim=3).get_config()
+    assert config["reverse_residual"] is True
+    assert HierarchicalPosterior.from_config(config).reverse_residual is True
+    old = {key: value for key, value in config.items() if key != "reverse_residual"}
+    assert HierarchicalPosterior.from_config(old).reverse_residual is False  # its tau's weights keep their meaning
+    restored = run_serialization_test(HierarchicalPosterior(4, aux_dim=3, reverse_residual=False))
+    assert restored.reverse_residual is False
+
+
 def test_noise_layout_and_k_read_from_the_noise(a_matrix):
     posterior = ref.tractable_posterior(a_matrix, NUM_FEATURES, num_reverse_samples=4)
     assert posterior.noise_shape == (ref.AUX_DIM + ref.LATENT_DIM + 4 * ref.AUX_DIM,)
@@ -129,6 +174,7 @@ def test_detached_log_weights_have_the_same_values(a_matrix):
         ({"aux_dim": 0}, "Received: aux_dim=0"),
         ({"reverse_model": "exact"}, "Received: reverse_model='exact'"),
         ({"reverse_hidden_units": [0]}, "Received: reverse_hidden_units=\\[0\\]"),
+        ({"reverse_residual": "yes"}, "Received: reverse_residual='yes'"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
@@ -250,13 +296,17 @@ def test_mixed_precision_keeps_the_heads_and_log_densities_in_float32(binary_dat
     assert np.all(np.isfinite(terms["log_qz"]))
 
 
+# The residual tau (the default) starts with a zero head, so at initialisation no gradient reaches its hidden
+# layers, which the shared checks require: they run on the direct tau, whose computation the residual one
+# shares (test_residual_tau_starts_as_q_psi_so_the_estimate_starts_as_sivis checks the difference exactly).
 @pytest.mark.parametrize("reverse_model", ["learned", "sivi"])
 def test_passes_the_shared_posterior_checks(reverse_model):
     from tests.helpers import run_posterior_test
 
     def make(**kwargs):
         return HierarchicalPosterior(
-            3, aux_dim=2, hidden_units=[4], reverse_hidden_units=[4], reverse_model=reverse_model, num_reverse_samples=3, **kwargs
+            3, aux_dim=2, hidden_units=[4], reverse_hidden_units=[4], reverse_model=reverse_model, num_reverse_samples=3,
+            reverse_residual=False, **kwargs
         )
 
     run_posterior_test(make)
@@ -277,3 +327,33 @@ def test_passes_the_shared_model_checks(loss, compiled_variants, binary_data, tm
 
     model = run_model_test(make, binary_data, loss, tmp_path, jit_compile=compiled_variants, mixed_precision=compiled_variants)
     assert model.sampler_options == loss.sampler_options
+
+
+def test_a_model_saved_before_the_residual_tau_loads_with_its_meaning(binary_data, tmp_path):
+    """A .keras file whose posterior config has no `reverse_residual` (saved before #25) keeps its direct tau."""
+    import json
+    import zipfile
+
+    model = small_model(reverse_residual=False)
+    model.compile(optimizer="adam", loss=IWHVILoss(k=2, num_reverse_samples=3, gradient_estimator=None))
+    model(binary_data[:2])
+    model.posterior.reverse.set_weights([w + 0.3 for w in model.posterior.reverse.get_weights()])
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as source, zipfile.ZipFile(tmp_path / "old.keras", "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                posterior = config["config"]["posterior"]["config"]
+                del posterior["reverse_residual"]
+                config["compile_config"]["loss"]["config"]["gradient_estimator"] = None  # as saved before "auto"
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert loaded.posterior.reverse_residual is False and loaded.loss.gradient_estimator == "plain"
+    eps = np.random.default_rng(0).normal(size=(4, 2, 3 + 4 + 3 * 3)).astype("float32")
+    np.testing.assert_allclose(
+        loaded.sample_terms(binary_data[:4], noise=eps, terms=("log_qz",))["log_qz"],
+        model.sample_terms(binary_data[:4], noise=eps, terms=("log_qz",))["log_qz"],
+        atol=1e-5,
+    )

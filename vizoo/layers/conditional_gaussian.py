@@ -32,6 +32,11 @@ class ConditionalGaussian(keras.layers.Layer):
         units: int, dimension of the Gaussian variable.
         hidden_units: list of ints, hidden layer sizes (`[]`: affine).
         activation: activation of the hidden layers.
+        head_initializer: initializer of the weights that produce
+            `[mu, log sigma]` (the head's kernel, and c's projection when
+            there is no hidden layer). `"zeros"` makes the output 0 at
+            initialisation whatever h and c: a residual correction that
+            starts at nothing (`HierarchicalPosterior`'s reverse model).
 
     Call arguments:
         features: `[batch, features]`, one vector per example.
@@ -51,20 +56,28 @@ class ConditionalGaussian(keras.layers.Layer):
         Inference", NeurIPS 2019.
     """
 
-    def __init__(self, units, hidden_units=(), activation="tanh", **kwargs):
+    def __init__(self, units, hidden_units=(), activation="tanh", head_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.units = check_positive_int(units, "units")
         self.hidden_units = check_hidden_units(hidden_units)
         self.activation = activation
         self._activation = keras.activations.get(activation)
+        # Kept serialized: each head weight gets an initializer instance of its own.
+        self.head_initializer = keras.initializers.serialize(keras.initializers.get(head_initializer))
         policy = self.dtype_policy
         sizes = self.hidden_units + [2 * self.units]  # the last layer is the [loc, log_scale] head
+        head = len(sizes) - 1
+
+        def kernel(i):
+            return keras.initializers.get(self.head_initializer) if i == head else "glorot_uniform"
+
         self.feature_layers = [
-            keras.layers.Dense(size, name=f"features_{i}", dtype=policy) for i, size in enumerate(sizes)
+            keras.layers.Dense(size, kernel_initializer=kernel(i), name=f"features_{i}", dtype=policy)
+            for i, size in enumerate(sizes)
         ]
         # c enters every hidden layer (or the head alone when there is none).
         self.condition_layers = [
-            keras.layers.Dense(size, use_bias=False, name=f"condition_{i}", dtype=policy)
+            keras.layers.Dense(size, use_bias=False, kernel_initializer=kernel(i), name=f"condition_{i}", dtype=policy)
             for i, size in enumerate(sizes[: max(1, len(self.hidden_units))])
         ]
 
@@ -97,5 +110,10 @@ class ConditionalGaussian(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, hidden_units=list(self.hidden_units), activation=self.activation)
+        config.update(
+            units=self.units,
+            hidden_units=list(self.hidden_units),
+            activation=self.activation,
+            head_initializer=self.head_initializer,
+        )
         return config

@@ -33,6 +33,8 @@ class BoundLoss(keras.losses.Loss):
       `-(bound + sum_g (s_g - stop_gradient(s_g)))`, whose gradient on
       group g's variables is the surrogate's. Estimators such as DReG or
       VIMCO live here, never in the reported number.
+    - `posterior_support(posterior)`: None, or the reason (a sentence) this
+      loss cannot train with `posterior`; `compile` raises it as a named error.
     - `requires_reparameterization`: the gradient flows through the samples
       z, so the model's posterior must be reparameterized (compiling with a
       score-function posterior is refused with a named error).
@@ -143,6 +145,13 @@ class BoundLoss(keras.losses.Loss):
     def bound(self, terms):
         """The bound for each example, shape `[batch]`."""
         raise NotImplementedError
+
+    def posterior_support(self, posterior):
+        """None if this loss can train a model with `posterior`, else the reason it cannot (a sentence).
+
+        Read by the model's `compile` (beyond the declared capabilities it checks itself); None here.
+        """
+        return None
 
     def objectives(self, terms):
         """Per-group surrogate objectives `{group: [batch]}` to maximize, or None for the bound alone."""

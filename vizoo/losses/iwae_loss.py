@@ -68,8 +68,9 @@ class IWAELoss(BoundLoss):
         "gradient_estimator": Option(
             "--gradient-estimator",
             str,
-            "encoder gradient: dreg (Tucker et al. 2019) or stl (Roeder et al. 2017); default the plain "
-            "reparameterized gradient",
+            "iwae: the encoder's gradient, dreg (Tucker et al. 2019) or stl (Roeder et al. 2017), default the plain "
+            "reparameterized gradient; iwhvi: the reverse model's, auto (the default: dreg for a learned tau), dreg "
+            "or plain",
         ),
         "kl_warmup_epochs": ELBOLoss.cli_options["kl_warmup_epochs"],
     }

@@ -510,6 +510,9 @@ class LatentVariableModel(keras.Model):
                 "take: use a posterior that does (for num_reverse_samples, a hierarchical posterior, "
                 f"posterior='hierarchical'). Received: posterior={type(posterior).__name__}"
             )
+        reason = loss.posterior_support(posterior)
+        if reason is not None:
+            raise ValueError(f"{_describe(loss)} cannot train {type(posterior).__name__}: {reason}")
         for name in loss.required_terms:
             reason = self.term_support(name)
             if reason is not None:
