@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import assert_cli_error, build_from_flags as built, run_in_fresh_process
+from tests.helpers import assert_cli_error, build_from_flags as built
 from vizoo import cli
 
 TINY = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "2", "--eval-k", "20", "--verbose", "0"]
@@ -226,18 +226,6 @@ def test_posterior_and_prior_flags(flags, posterior, prior, tmp_path, capsys):
 )
 def test_bad_arguments_exit_with_a_named_error(argv, message, tmp_path, capsys):
     assert_cli_error(argv, message, tmp_path, capsys)
-
-
-@pytest.mark.slow  # a fresh interpreter
-def test_train_py_script_runs(tmp_path):
-    output = run_in_fresh_process(
-        f"""
-        import runpy, sys
-        sys.argv = ["train.py", {", ".join(repr(a) for a in TINY)}, "--epochs", "1", "--out-dir", {str(tmp_path)!r}]
-        runpy.run_path("train.py", run_name="__main__")
-        """
-    )
-    assert "test NLL" in output
 
 
 @pytest.mark.slow  # a full run; the SBN's flags are test_model_flags_build_the_model_they_name's

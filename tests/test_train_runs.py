@@ -254,6 +254,7 @@ def test_bad_warmup_and_free_bits_flags(argv, message, tmp_path, capsys):
 
 @pytest.mark.slow  # a train.py process
 def test_train_py_start_up_is_quiet(tmp_path):
+    # (also the test that `python train.py` runs as a script, start to end)
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
         [sys.executable, "train.py", "--epochs", "1", "--hidden-units", "8", "--latent-dim", "2", "--eval-k", "10",
