@@ -87,6 +87,41 @@ def _best_so_far(rows, monitor="val_loss"):
     return min(values) if values else None
 
 
+def _output_callbacks(history_path, best_path, tensorboard_dir, resumed_epoch, validation_data, stop_on_non_finite,
+                      callbacks, writer=True):
+    """The callbacks that write a run's outputs (fit_run's and train_run's), then the caller's.
+
+    A fresh run (`resumed_epoch` None) first removes `history.csv` and `best.keras` left by an earlier,
+    finished run in the same directory; a resumed one continues the history, and `best.keras` keeps
+    its threshold. `writer` False (a worker other than the chief) writes temporary copies and reads
+    no history.
+    """
+    if resumed_epoch is None:
+        rows = []
+        for stale in (history_path, best_path):
+            if writer and os.path.exists(stale):
+                os.remove(stale)
+    else:
+        rows = _continue_history(history_path, resumed_epoch) if writer else []
+    run_callbacks = [StopOnNonFinite()] if stop_on_non_finite else []  # first: nothing of a diverged epoch is written
+    run_callbacks.append(keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None))
+    if validation_data is not None:
+        run_callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                best_path, monitor="val_loss", mode="min", save_best_only=True, initial_value_threshold=_best_so_far(rows)
+            )
+        )
+    if tensorboard_dir:
+        run_callbacks.append(keras.callbacks.TensorBoard(log_dir=tensorboard_dir))
+    return run_callbacks + list(callbacks or [])
+
+
+def _close_history(run_callbacks):
+    for callback in run_callbacks:
+        if isinstance(callback, keras.callbacks.CSVLogger) and getattr(callback, "csv_file", None):
+            callback.csv_file.close()
+
+
 def checkpoint_epoch(out_dir):
     """Finished epochs in the run directory's checkpoint, or None (ValueError if it is unreadable)."""
     return TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).saved_epoch()
@@ -144,26 +179,12 @@ def fit_run(
     resumed_epoch = checkpoint.saved_epoch()  # a corrupt checkpoint fails here, before any training
     history_path = os.path.join(out_dir, "history.csv")
     best_path = os.path.join(out_dir, "best.keras")
-    if resumed_epoch is None:
-        rows = []
-        for stale in (history_path, best_path):  # from an earlier, finished run in the same directory
-            if os.path.exists(stale):
-                os.remove(stale)
-    else:
-        rows = _continue_history(history_path, resumed_epoch)
     # Order: the epoch's row and best model are written before its checkpoint commits, so a kill in between
     # redoes that epoch (its row is dropped on resume) rather than losing it.
-    run_callbacks = [StopOnNonFinite()] if stop_on_non_finite else []  # first: nothing of a diverged epoch is written
-    run_callbacks += [keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None)]
-    if validation_data is not None:
-        run_callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                best_path, monitor="val_loss", mode="min", save_best_only=True, initial_value_threshold=_best_so_far(rows)
-            )
-        )
-    if tensorboard:
-        run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(out_dir, "tensorboard")))
-    run_callbacks += list(callbacks or [])
+    run_callbacks = _output_callbacks(
+        history_path, best_path, os.path.join(out_dir, "tensorboard") if tensorboard else None, resumed_epoch,
+        validation_data, stop_on_non_finite, callbacks,
+    )
     run_callbacks.append(checkpoint)
 
     loss = getattr(model, "loss", None)
@@ -185,9 +206,7 @@ def fit_run(
             callbacks=run_callbacks,
         )
     except TrainingDiverged as error:
-        for callback in run_callbacks:  # the history file stays as it was after the last finished epoch
-            if isinstance(callback, keras.callbacks.CSVLogger) and getattr(callback, "csv_file", None):
-                callback.csv_file.close()
+        _close_history(run_callbacks)  # the history file stays as it was after the last finished epoch
         saved = checkpoint.saved_epoch()
         model._initial_epoch = None
         kept = f"the checkpoint after epoch {saved} is kept in {checkpoint.directory}" if saved else "no epoch finished"
@@ -256,26 +275,11 @@ def train_run(
     best_path = distribute.worker_path(os.path.join(out_dir, "best.keras"), strategy)
     model_path = distribute.worker_path(os.path.join(out_dir, "model.keras"), strategy)
     resumed_epoch = backup_epoch(out_dir)
-    if resumed_epoch is None:
-        rows = []
-        for stale in (history_path, best_path):  # from an earlier, finished run in the same directory
-            if chief and os.path.exists(stale):
-                os.remove(stale)
-    else:
-        rows = _continue_history(history_path, resumed_epoch) if chief else []
-    run_callbacks = [StopOnNonFinite()] if stop_on_non_finite else []
-    run_callbacks += [keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None)]
-    if validation_data is not None:
-        run_callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                best_path, monitor="val_loss", mode="min", save_best_only=True, initial_value_threshold=_best_so_far(rows)
-            )
-        )
-    if tensorboard:
-        run_callbacks.append(
-            keras.callbacks.TensorBoard(log_dir=distribute.worker_path(os.path.join(out_dir, "tensorboard"), strategy))
-        )
-    run_callbacks += list(callbacks or [])
+    run_callbacks = _output_callbacks(
+        history_path, best_path,
+        distribute.worker_path(os.path.join(out_dir, "tensorboard"), strategy) if tensorboard else None,
+        resumed_epoch, validation_data, stop_on_non_finite, callbacks, writer=chief,
+    )
     if resumed_epoch is not None and verbose and chief:
         print(f"Resuming from the backup in {backup_dir}: {resumed_epoch} of {epochs} epochs done.")
     start = time.perf_counter()
@@ -295,9 +299,7 @@ def train_run(
         train_seconds = time.perf_counter() - start
         model.save(model_path)
     finally:
-        for callback in run_callbacks:  # a run stopped by an error leaves history.csv as it was
-            if isinstance(callback, keras.callbacks.CSVLogger) and getattr(callback, "csv_file", None):
-                callback.csv_file.close()
+        _close_history(run_callbacks)  # a run stopped by an error leaves history.csv as it was
         distribute.remove_worker_paths()
     return {"resumed_epoch": resumed_epoch, "train_seconds": train_seconds, "history": history}
 
