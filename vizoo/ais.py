@@ -331,6 +331,9 @@ def _check_common(num_steps, num_chains, leapfrog_steps, schedule, initial, step
 
 def _chunk_examples(model, num_chains, batch_size, chunk_elements):
     """Examples per compiled call: at most `batch_size`, and [examples, chains, max(D, d)] within the budget."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if chunk_elements is not None:
+        check_positive_int(chunk_elements, "chunk_elements")
     budget = (chunk_elements or _ELEMENTS_PER_CHUNK) // (num_chains * max(model.input_dim, model.latent_dim))
     return max(1, min(batch_size, budget))
 
@@ -462,14 +465,11 @@ def ais_log_likelihood(
     num_steps, num_chains, leapfrog_steps = _check_common(
         num_steps, num_chains, leapfrog_steps, schedule, initial, step_size, adaptation_rate
     )
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if chunk_elements is not None:
-        check_positive_int(chunk_elements, "chunk_elements")
+    chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
     x_all = _as_array(model, data)
     start_time = time.perf_counter()
     runner = _Runner(model, initial, leapfrog_steps, adapt_step_size, step_size, adaptation_rate, seed, jit_compile)
     betas = annealing_schedule(num_steps, schedule)
-    chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
     starts = range(0, len(x_all), chunk)
     progress = _Progress(len(starts) * num_steps, verbose, "nll")
     outputs = {key: [] for key in ("log_px", "se", "ess", "acceptance", "log_step")}
@@ -590,11 +590,10 @@ def bdmc(
     num_steps, num_chains, leapfrog_steps = _check_common(
         num_steps, num_chains, leapfrog_steps, schedule, initial, step_size, adaptation_rate
     )
-    batch_size = check_positive_int(batch_size, "batch_size")
+    chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
     x_all, z_all = _simulated(model, num_examples, data, latents, seed)
     runner = _Runner(model, initial, leapfrog_steps, adapt_step_size, step_size, adaptation_rate, seed, jit_compile)
     betas = annealing_schedule(num_steps, schedule)
-    chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
     starts = range(0, len(x_all), chunk)
     progress = _Progress(2 * len(starts) * num_steps, verbose, "gap")
     lower, upper, accept_forward, accept_reverse, errors = [], [], [], [], []
@@ -871,23 +870,15 @@ def summary(result):
 
 
 def run_test_split(args_namespace):
-    """The test split of a run directory's config: (x `[n, D]` numpy, the config dict)."""
+    """The test split of a run directory's config: (the test `tf.data.Dataset`, the config dict)."""
     import json
     import os
 
-    from vizoo import data as data_module
+    from vizoo.data import load_from_config
 
     with open(os.path.join(args_namespace.run_dir, "config.json")) as f:
         config = json.load(f)
-    splits = data_module.load(
-        config.get("dataset", "digits"),
-        batch_size=config.get("batch_size", 100),
-        binarization=config.get("binarization", "dynamic"),
-        seed=config.get("seed", 0),
-        data_dir=config.get("data_dir"),
-        validation_size=config.get("validation_size"),
-    )
-    return splits.test, config
+    return load_from_config(config).test, config
 
 
 def build_parser():

@@ -265,7 +265,7 @@ def plot_posteriors(models, x, path, grid_size=80, extent=3.5):
 def _load_run(run_dir):
     """`(model, test data)` of a saved run: its model.keras and config.json."""
     import vizoo
-    from vizoo.data import load
+    from vizoo.data import load_from_config
 
     model_path = os.path.join(run_dir, "model.keras")
     config_path = os.path.join(run_dir, "config.json")
@@ -277,15 +277,7 @@ def _load_run(run_dir):
     with open(config_path) as f:
         config = json.load(f)
     model = vizoo.load_model(model_path)  # a corrupt or truncated file is named
-    splits = load(
-        config.get("dataset", "digits"),
-        batch_size=config.get("batch_size", 100),
-        binarization=config.get("binarization", "dynamic"),
-        seed=config.get("seed", 0),
-        data_dir=config.get("data_dir"),
-        validation_size=config.get("validation_size"),
-    )
-    return model, splits.test
+    return model, load_from_config(config).test
 
 
 def plot_run(run_dir, model=None, data=None, history=None, num_posteriors=4):

@@ -188,3 +188,16 @@ def load(
         binarization=binarization,
         source=source,
     )
+
+
+def load_from_config(config):
+    """The splits of a run's `config.json` (train.py's data options: dataset, batch size, binarization,
+    seed, data_dir, validation_size), each defaulting as `train.py` does."""
+    return load(
+        config.get("dataset", "digits"),
+        batch_size=config.get("batch_size", 100),
+        binarization=config.get("binarization", "dynamic"),
+        seed=config.get("seed", 0),
+        data_dir=config.get("data_dir"),
+        validation_size=config.get("validation_size"),
+    )
