@@ -220,6 +220,13 @@ def build_model(name, splits, seed):
     return model
 
 
+def evaluation_options(model, reverse_samples):
+    """Sampler options of a row's evaluation: hierarchical posteriors' K reverse samples."""
+    if "num_reverse_samples" in getattr(model.posterior, "sampler_options", {}):
+        return {"num_reverse_samples": reverse_samples}
+    return {}
+
+
 def run_one(name, args):
     """Train and evaluate one model; return its result dict."""
     import keras
@@ -272,9 +279,7 @@ def run_one(name, args):
     if args.num_test:
         num_test = min(args.num_test, splits.num_test)
         test = test.unbatch().take(num_test).batch(BATCH_SIZE)
-    sampler_options = {}
-    if "num_reverse_samples" in model.posterior.sampler_options:
-        sampler_options["num_reverse_samples"] = args.eval_reverse_samples
+    sampler_options = evaluation_options(model, args.eval_reverse_samples)
     start = time.perf_counter()
     metrics = evaluate.log_likelihood(model, test, k=args.eval_k, seed=args.seed, **sampler_options)
     eval_seconds = time.perf_counter() - start

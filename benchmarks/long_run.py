@@ -141,13 +141,6 @@ def _write_csv(path, rows, fields):
     os.replace(tmp, path)
 
 
-def _evaluation_options(model, reverse_samples):
-    options = {}
-    if "num_reverse_samples" in getattr(model.posterior, "sampler_options", {}):
-        options["num_reverse_samples"] = reverse_samples
-    return options
-
-
 def train_one(name, seed, epochs, args):
     """Train (or resume) one row and seed; evaluate it once it has all its epochs."""
     import keras
@@ -177,9 +170,8 @@ def train_one(name, seed, epochs, args):
             row = {"epoch": epoch + 1, "epoch_seconds": round(time.perf_counter() - self.start, 3)}
             if (epoch + 1) % args.curve_every == 0 or epoch + 1 == epochs:
                 start = time.perf_counter()
-                metrics = evaluate.log_likelihood(
-                    self.model, curve_data, k=args.curve_k, seed=seed, **_evaluation_options(self.model, args.eval_reverse_samples)
-                )
+                options = benchmark.evaluation_options(self.model, args.eval_reverse_samples)
+                metrics = evaluate.log_likelihood(self.model, curve_data, k=args.curve_k, seed=seed, **options)
                 row.update(test_nll=metrics["nll"], test_elbo=metrics["elbo"], test_kl=metrics["kl"],
                            active_units=metrics["active_units"], eval_seconds=round(time.perf_counter() - start, 3))
             rows.append(row)
@@ -198,7 +190,7 @@ def train_one(name, seed, epochs, args):
         num_test = min(args.num_test, splits.num_test)
         test = test.unbatch().take(num_test).batch(benchmark.BATCH_SIZE)
     start = time.perf_counter()
-    options = _evaluation_options(model, args.eval_reverse_samples)
+    options = benchmark.evaluation_options(model, args.eval_reverse_samples)
     metrics = evaluate.log_likelihood(model, test, k=args.eval_k, seed=seed, verbose=2, **options)
     family, loss_name, k, posterior_name, loss_options = benchmark.MODELS[name]
     result = {
