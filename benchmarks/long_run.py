@@ -115,7 +115,8 @@ def resolve(args):
     except ValueError:
         raise SystemExit(f"--seeds must be comma-separated integers. Received: {args.seeds!r}") from None
     for flag, value in (("epochs", epochs), ("curve-every", args.curve_every), ("curve-k", args.curve_k),
-                        ("curve-examples", args.curve_examples), ("eval-k", args.eval_k)):
+                        ("curve-examples", args.curve_examples), ("eval-k", args.eval_k),
+                        ("num-test", 1 if args.num_test is None else args.num_test)):
         if value < 1:
             raise SystemExit(f"--{flag} must be a positive integer. Received: {value}")
     return models, epochs, seeds

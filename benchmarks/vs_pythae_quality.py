@@ -180,8 +180,9 @@ def main(argv=None):
     if not args.pythae_python:
         raise SystemExit("--pythae-python must name a Python with torch and pythae (see the docstring). Received: none")
     seeds, budgets = _integers(args.seeds, "seeds"), sorted(set(_integers(args.epochs, "epochs")))
-    if args.eval_k < 1:
-        raise SystemExit(f"--eval-k must be a positive integer. Received: {args.eval_k}")
+    for flag, value in (("eval-k", args.eval_k), ("k", args.k), ("num-test", 1 if args.num_test is None else args.num_test)):
+        if value < 1:
+            raise SystemExit(f"--{flag} must be a positive integer. Received: {value}")
     os.makedirs(args.results_dir, exist_ok=True)
 
     def path(seed, epochs):
