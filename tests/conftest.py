@@ -30,6 +30,9 @@ def _resident_mib():
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
+_COLLECT_ABOVE_MIB = 1800
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_models_after_each_module(request):
     """Free the models a module built: Keras's global graph state and the garbage they hold.
@@ -39,7 +42,8 @@ def _release_models_after_each_module(request):
     """
     yield
     _forget_custom_gradients()
-    keras.backend.clear_session(free_memory=True)  # also collects garbage
+    # The garbage collection (about 0.3 s a module, more as the process grows) only when memory has grown.
+    keras.backend.clear_session(free_memory=_resident_mib() > _COLLECT_ABOVE_MIB)
     _return_freed_memory_to_the_system()
     if os.environ.get("VIZOO_TEST_MEMORY"):  # VIZOO_TEST_MEMORY=1 pytest -s: resident size after each module
         print(f"\n{request.module.__name__}: {_resident_mib():.0f} MiB resident after clean-up")

@@ -442,31 +442,32 @@ def standard_normal_noise(model, batch, k, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
-def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mixed_precision=False, jit_compile=False):
+def _checked_term_names(loss):
+    # Terms at the model's own contrast draws (AVB's adversary at z' ~ p(z)) are not fixed by the noise given.
+    from vizoo import terms as term_specs
+
+    return tuple(name for name in loss.required_terms if not term_specs.spec(name).contrast)
+
+
+def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise):
     """The checks every model passes; `make(**kwargs)` builds one (kwargs: dtype).
 
     - `model(x)` returns the loss's terms, each shaped and typed as `vizoo.terms` declares it, finite;
       with given noise `sample_terms` is deterministic and each sample uses
       its own noise only (terms at the model's own contrast draws, `contrast`
       in the spec, aside); the reported loss is the loss of the terms;
-    - it trains (`fit(x)` with no targets, finite and decreasing) with Keras's
-      default step and, with `jit_compile`, under XLA;
+    - it trains (`fit(x)` with no targets, finite and decreasing) with Keras's default step;
     - serialization round trip (same terms with the same weights and noise) and a
       `.keras` round trip (same terms, the loss and k compiled again, training
       continues);
-    - `evaluate.log_likelihood` is finite with log p(x) >= ELBO on the same samples;
-    - with `jit_compile`, it trains under XLA (`compile(jit_compile=True)`) and its
-      XLA-compiled terms equal the eager ones for the same weights and noise;
-    - with `mixed_precision`, it trains under mixed_float16 with float32 terms (with both,
-      the mixed model is the one that trains under XLA: one XLA training compile, not two).
+    - `evaluate.log_likelihood` is finite with log p(x) >= ELBO on the same samples.
 
-    XLA and mixed precision each cost a compilation, so a family's test turns them on
-    for one configuration (marked slow) rather than for every one.
+    XLA and mixed precision are `run_compiled_model_test`'s: each costs compilations, so a family
+    runs them for one configuration (marked slow) instead of this battery.
 
     Returns the trained model.
     """
     import keras
-    import tensorflow as tf
 
     import vizoo
 
@@ -482,8 +483,7 @@ def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mi
         term_specs.check_term(name, value, **sizes)  # shape rule and dtype from the spec
         assert np.all(np.isfinite(value)), name
 
-    # Terms at the model's own contrast draws (AVB's adversary at z' ~ p(z)) are not fixed by the noise given.
-    names = tuple(name for name in loss.required_terms if not term_specs.spec(name).contrast)
+    names = _checked_term_names(loss)
     noise = make_noise(model, batch, k)
     first = model.sample_terms(x[:batch], noise=noise, terms=names)
     assert_terms_close(first, model.sample_terms(x[:batch], noise=noise, terms=names), atol=0)
@@ -516,15 +516,40 @@ def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mi
     result = vizoo.evaluate.log_likelihood(model, x[:8], k=2 * k, batch_size=4, seed=0, **(
         {} if model.posterior.has_density else {"proposal_samples": 50}))
     assert np.isfinite(result["nll"]) and result["log_likelihood"] >= result["elbo"] - 1e-4
+    return model
 
+
+def run_compiled_model_test(make, x, loss, make_noise=standard_normal_noise, jit_compile=True, mixed_precision=True):
+    """A model under XLA and under mixed precision; `make(**kwargs)` builds one (kwargs: dtype).
+
+    - with `jit_compile`, its XLA-compiled terms equal the eager ones for the same weights and noise,
+      and it trains under XLA (`compile(jit_compile=True)`);
+    - with `mixed_precision`, the same weights computed under mixed_float16 give float32 terms close to
+      float32's, and the mixed model trains (under XLA too when `jit_compile`: the combination GPUs run,
+      and one XLA training compilation instead of two).
+
+    The rest of a model's checks are `run_model_test`'s, for another configuration of the family.
+    """
+    import tensorflow as tf
+
+    batch, k = 4, loss.k
+    model = make()
+    model.compile(optimizer="adam", loss=loss)  # (the loss sets k and the sampler's options)
+    if not model.built:
+        model.build((None, model.input_dim))
+    rng = np.random.default_rng(0)
+    for variable in model.trainable_variables:  # away from the initialisation (zero last layers make flows identities)
+        variable.assign(variable + 0.1 * rng.standard_normal(variable.shape).astype(variable.dtype))
+    names = _checked_term_names(loss)
+    noise = make_noise(model, batch, k)
+    eager = model.sample_terms(x[:batch], noise=noise, terms=names)
     if jit_compile:
-        if not mixed_precision:  # (with mixed_precision, the mixed model below trains under XLA instead)
-            xla = make()
-            xla.compile(optimizer="adam", loss=loss, jit_compile=True)
-            assert np.all(np.isfinite(xla.fit(x, batch_size=32, epochs=1, verbose=0).history["loss"]))
         compiled = tf.function(lambda x_, noise_: model.sample_terms(x_, noise=noise_, terms=names), jit_compile=True)
-        assert_terms_close(compiled(x[:batch], noise), model.sample_terms(x[:batch], noise=noise, terms=names), atol=1e-3)
-    if mixed_precision:  # (under XLA too when jit_compile: the combination GPUs run)
+        assert_terms_close(compiled(x[:batch], noise), eager, atol=1e-3)
+        if not mixed_precision:  # (with mixed_precision, the mixed model below trains under XLA instead)
+            model.compile(optimizer="adam", loss=loss, jit_compile=True)
+            assert np.all(np.isfinite(model.fit(x, batch_size=32, epochs=1, verbose=0).history["loss"]))
+    if mixed_precision:
         mixed = make(dtype="mixed_float16")
         if not mixed.built:
             mixed.build((None, model.input_dim))
@@ -532,11 +557,9 @@ def run_model_test(make, x, loss, tmp_path, make_noise=standard_normal_noise, mi
         rounded = mixed.sample_terms(x[:batch], noise=noise, terms=names)
         assert {value.dtype.name for value in rounded.values()} == {"float32"}
         for name in names:
-            np.testing.assert_allclose(rounded[name], model.sample_terms(x[:batch], noise=noise, terms=names)[name],
-                                       rtol=0.02, atol=0.3, err_msg=f"mixed_float16 {name}")
+            np.testing.assert_allclose(rounded[name], eager[name], rtol=0.02, atol=0.3, err_msg=f"mixed_float16 {name}")
         mixed.compile(optimizer="adam", loss=loss, jit_compile=jit_compile)
         assert np.all(np.isfinite(mixed.fit(x, batch_size=32, epochs=1, verbose=0).history["loss"]))
-    return model
 
 
 def assert_reloaded_model_continues_bit_for_bit(model, loaded, x, group, iterations):

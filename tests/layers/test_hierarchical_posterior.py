@@ -254,7 +254,7 @@ def test_reverse_model_is_the_control_group(binary_data):
     "loss", [pytest.param(HVMLoss(), marks=pytest.mark.slow), IWHVILoss(k=3, num_reverse_samples=4, gradient_estimator="dreg")]
 )
 def test_every_group_moves_in_training(binary_data, loss):
-    # (Training under XLA is run_model_test(jit_compile=True) below.)
+    # (Training under XLA is run_compiled_model_test, in test_passes_the_shared_model_checks below.)
     model = small_model()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
     model(binary_data[:2])
@@ -319,14 +319,17 @@ def test_passes_the_shared_posterior_checks(reverse_model):
     ids=["hvm", "iwhvi_dreg_xla_mixed"],
 )
 def test_passes_the_shared_model_checks(loss, compiled_variants, binary_data, tmp_path):
-    from tests.helpers import run_model_test
+    from tests.helpers import run_compiled_model_test, run_model_test
 
     def make(**kwargs):
         posterior = HierarchicalPosterior(4, aux_dim=3, hidden_units=[8], reverse_hidden_units=[8], name="posterior", **kwargs)
         return VAE(input_dim=64, latent_dim=4, hidden_units=[16], posterior=posterior, seed=0, **kwargs)
 
-    model = run_model_test(make, binary_data, loss, tmp_path, jit_compile=compiled_variants, mixed_precision=compiled_variants)
-    assert model.sampler_options == loss.sampler_options
+    if compiled_variants:
+        run_compiled_model_test(make, binary_data, loss)
+    else:
+        model = run_model_test(make, binary_data, loss, tmp_path)
+        assert model.sampler_options == loss.sampler_options
 
 
 def test_a_model_saved_before_the_residual_tau_loads_with_its_meaning(binary_data, tmp_path):

@@ -248,15 +248,17 @@ def uniform_noise(model, batch, k, seed=0):
     ids=["nvil", "vimco_xla_mixed"],
 )
 def test_passes_the_shared_model_checks(loss, compiled_variants, binary_data, tmp_path):
-    from tests.helpers import run_model_test
+    from tests.helpers import run_compiled_model_test, run_model_test
 
     def make(**kwargs):
         model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[4, 3], hidden_units=[5], seed=0, **kwargs)
         model.initialize_output_bias(binary_data.mean(axis=0))
         return model
 
-    run_model_test(make, binary_data, loss, tmp_path, make_noise=uniform_noise,
-                   jit_compile=compiled_variants, mixed_precision=compiled_variants)
+    if compiled_variants:
+        run_compiled_model_test(make, binary_data, loss, make_noise=uniform_noise)
+    else:
+        run_model_test(make, binary_data, loss, tmp_path, make_noise=uniform_noise)
 
 
 def test_bernoulli_posterior_passes_the_shared_posterior_checks():

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import assert_terms_close, run_in_fresh_process, run_model_test, run_serialization_test
+from tests.helpers import (
+    assert_terms_close, run_compiled_model_test, run_in_fresh_process, run_model_test, run_serialization_test,
+)
 from vizoo.layers import GaussianLikelihood
 from vizoo.losses import ELBOLoss, IWAELoss
 from vizoo import evaluate
@@ -30,7 +32,10 @@ def test_vae_passes_the_shared_model_checks(posterior, prior, loss, compiled_var
     # Terms, given noise, training, serialization, .keras and evaluation (tests/helpers.py); the
     # compiled variants also train under XLA and under mixed_float16 (one plain, one flow model).
     make = lambda **kwargs: small_vae(posterior=posterior, prior=prior, **kwargs)  # noqa: E731
-    run_model_test(make, binary_data, loss, tmp_path, jit_compile=compiled_variants, mixed_precision=compiled_variants)
+    if compiled_variants:
+        run_compiled_model_test(make, binary_data, loss)
+    else:
+        run_model_test(make, binary_data, loss, tmp_path)
 
 
 def test_terms_have_batch_first_shapes_and_k_from_the_loss(binary_data):
@@ -89,7 +94,7 @@ def test_sample_weight_is_honoured(binary_data):
 
 
 def test_mixed_precision_computes_in_float16_and_keeps_densities_in_float32(binary_data):
-    # Training under mixed_float16 is run_model_test(mixed_precision=True) above; here, where each part computes.
+    # Training under mixed_float16 is run_compiled_model_test above; here, where each part computes.
     model = small_vae(dtype="mixed_float16")
     assert model.encoder_layers[0].compute_dtype == "float16"
     assert model.likelihood.logits_layer.compute_dtype == "float16"
