@@ -141,7 +141,7 @@ _LONGEST_FILES_FIRST = [
     "tests/test_multi_worker.py",  # 40
     "tests/test_reliability.py",  # 38
     "tests/layers/test_hierarchical_posterior.py",  # 38
-    "tests/export/test_encoder_export.py",  # 36
+    "tests/export/test_serving.py",  # 30
     "tests/models/test_sigmoid_belief_network.py",  # 35
     "tests/test_cli.py",  # 31
     "tests/models/test_avb.py",  # 29
