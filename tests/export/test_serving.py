@@ -15,7 +15,6 @@ import pytest
 from tests.helpers import run_in_fresh_process
 from vizoo.export import export_encoder, export_prior
 from vizoo.layers import HierarchicalPosterior
-from vizoo.losses import IWAELoss, IWHVILoss
 from vizoo.models import VAE
 
 pytestmark = pytest.mark.slow  # a fresh interpreter
@@ -52,6 +51,16 @@ def _x(rows):
     return (np.random.default_rng(0).random((rows, 64)) < 0.3).astype("float32")
 
 
+def _away_from_initialisation(model):
+    # Exported weights must be the model's current ones, not its initial ones (zero last layers make flows
+    # identities): every trainable weight moved by noise, as training would (and without its cost).
+    model.build((None, 64))
+    rng = np.random.default_rng(2)
+    for variable in model.trainable_variables:
+        variable.assign(variable + 0.1 * rng.standard_normal(variable.shape).astype(variable.dtype))
+    return model
+
+
 def _encoder_entry(model, directory, name, eps):
     """Export `model`'s encoder; save its inputs and what vizoo computes on them."""
     x = _x(eps.shape[0])
@@ -68,24 +77,19 @@ def _encoder_entry(model, directory, name, eps):
 def served(tmp_path_factory):
     """`(report, {name: (expected, served)})`: every kind exported, served in one fresh interpreter."""
     directory = tmp_path_factory.mktemp("serving")
-    x = _x(96)
     entries, expected = {}, {}
 
-    diagonal = VAE(input_dim=64, latent_dim=4, hidden_units=[16, 16], seed=0)
-    diagonal.compile(optimizer="adam", loss=IWAELoss(k=3))
-    diagonal.fit(x, epochs=1, verbose=0)  # exported weights are the trained ones
+    diagonal = _away_from_initialisation(VAE(input_dim=64, latent_dim=4, hidden_units=[16, 16], seed=0))
     eps = np.random.default_rng(1).normal(size=(5, 7, 4)).astype("float32")
     entries["diagonal"], expected["diagonal"] = _encoder_entry(diagonal, directory, "diagonal", eps)
 
     eps = np.random.default_rng(1).normal(size=(4, 3, 4)).astype("float32")
     for name in FLOWS:
-        model = VAE(input_dim=64, latent_dim=4, hidden_units=[8], posterior=name, seed=0)
+        model = _away_from_initialisation(VAE(input_dim=64, latent_dim=4, hidden_units=[8], posterior=name, seed=0))
         entries[name], expected[name] = _encoder_entry(model, directory, name, eps)
 
     posterior = HierarchicalPosterior(4, aux_dim=3, hidden_units=[8], reverse_hidden_units=[8], num_reverse_samples=5)
-    hierarchical = VAE(input_dim=64, latent_dim=4, hidden_units=[16], posterior=posterior, seed=0)
-    hierarchical.compile(optimizer="adam", loss=IWHVILoss(k=2, num_reverse_samples=5))
-    hierarchical.fit(x, batch_size=32, epochs=1, verbose=0)
+    hierarchical = _away_from_initialisation(VAE(input_dim=64, latent_dim=4, hidden_units=[16], posterior=posterior, seed=0))
     assert posterior.noise_shape == (3 + 4 + 5 * 3,)  # psi_0, z and the 5 reverse samples of psi
     eps = np.random.default_rng(1).normal(size=(4, 6, 22)).astype("float32")
     entries["hierarchical"], expected["hierarchical"] = _encoder_entry(hierarchical, directory, "hierarchical", eps)
@@ -93,9 +97,7 @@ def served(tmp_path_factory):
     z = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
     np.savez(directory / "z.npz", z=z)
     for name in PRIORS:
-        model = VAE(input_dim=64, latent_dim=3, hidden_units=[8], prior=name, seed=0)
-        model.compile(optimizer="adam", loss=IWAELoss(k=2))
-        model.fit(x, epochs=1, verbose=0)  # exported weights are the trained ones
+        model = _away_from_initialisation(VAE(input_dim=64, latent_dim=3, hidden_units=[8], prior=name, seed=0))
         path = export_prior(model, directory / f"prior-{name}")
         entries[f"prior-{name}"] = {"kind": "prior", "path": str(path), "inputs": str(directory / "z.npz")}
         expected[f"prior-{name}"] = {"log_pz": np.asarray(model.prior.log_prob(z))}
