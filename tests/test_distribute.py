@@ -56,8 +56,30 @@ def adam_step():
 for _ in range(3):
     adam_step()
 replica_values = [v.numpy().tolist() for v in variable.value.values]
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "exact": exact, "single": single_loss,
-                  "distributed": loss, "history": history, "adam": replica_values}))
+result = {"replicas": strategy.num_replicas_in_sync, "exact": exact, "single": single_loss,
+          "distributed": loss, "history": history, "adam": replica_values}
+
+# Group optimizers: each optimizer all-reduces its own group's gradients; the frozen group stays put.
+from vizoo.losses import NVILLoss
+from vizoo.models import SigmoidBeliefNetwork
+
+x = (np.random.default_rng(0).random((64, 16)) < 0.5).astype("float32")
+result["groups"] = {}
+for name, groups_strategy in (("one", tf.distribute.get_strategy()), ("two", strategy)):
+    with groups_strategy.scope():
+        sbn = SigmoidBeliefNetwork(input_dim=16, latent_dims=[3], baseline_hidden_units=[3], seed=0)
+        sbn.build((None, 16))
+        sbn.compile(optimizer=keras.optimizers.SGD(0.0), loss=NVILLoss(k=2),
+                    group_optimizers={"control": keras.optimizers.Adam(0.01)})
+    before = [v.numpy().copy() for v in sbn.trainable_variables]
+    sbn_loss = sbn.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+    control = {id(v) for v in sbn.gradient_groups()["control"]}
+    moved = {"control": [], "others": []}
+    for b, v in zip(before, sbn.trainable_variables):
+        moved["control" if id(v) in control else "others"].append(bool(not np.array_equal(b, v.numpy())))
+    result["groups"][name] = {"loss": sbn_loss, "moved": moved, "replicas": groups_strategy.num_replicas_in_sync,
+                              "iterations": int(keras.ops.convert_to_numpy(sbn.group_optimizers["control"].iterations))}
+print(json.dumps(result))
 """
 
 def check(result, replicas):
@@ -73,10 +95,25 @@ def check(result, replicas):
         np.testing.assert_allclose(np.array(replica), expected, rtol=0, atol=1e-12)
 
 
+@pytest.fixture(scope="module")
+def two_replicas():
+    """What SETUP measures in a fresh interpreter with two logical CPUs (one for the tests below)."""
+    return json.loads(run_in_fresh_process(SETUP).strip().splitlines()[-1])
+
+
 @pytest.mark.slow  # a fresh interpreter with two logical CPUs
-def test_mirrored_on_two_logical_cpus_reports_the_single_device_loss():
-    output = run_in_fresh_process(SETUP)
-    check(json.loads(output.strip().splitlines()[-1]), replicas=2)
+def test_mirrored_on_two_logical_cpus_reports_the_single_device_loss(two_replicas):
+    check(two_replicas, replicas=2)
+
+
+@pytest.mark.slow  # the same interpreter
+def test_group_optimizers_under_mirrored_strategy(two_replicas):
+    """Two replicas: each optimizer all-reduces its own group's gradients; the frozen group stays put."""
+    results = two_replicas["groups"]
+    assert results["two"]["replicas"] == 2
+    for result in results.values():
+        assert np.isfinite(result["loss"]) and result["iterations"] == 2
+        assert all(result["moved"]["control"]) and not any(result["moved"]["others"])
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), True, "60"])

@@ -9,7 +9,7 @@ import pytest
 
 import vizoo
 from tests.helpers import (
-    assert_cli_error, assert_reloaded_model_continues_bit_for_bit, digits_vae, fit_straight_and_resumed, run_in_fresh_process,
+    assert_cli_error, assert_reloaded_model_continues_bit_for_bit, digits_vae, fit_straight_and_resumed,
 )
 from vizoo import cli
 from vizoo.losses import IWAELoss, NVILLoss
@@ -156,45 +156,7 @@ def test_resumed_run_with_a_group_optimizer_equals_uninterrupted_run(tmp_path):
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{optimizer}: {a.path}")
 
 
-@pytest.mark.slow  # two replicas
-def test_under_mirrored_strategy():
-    """Two replicas: each optimizer all-reduces its own group's gradients; the frozen group stays put."""
-    output = run_in_fresh_process(
-        """
-        import json
-        import numpy as np
-        import tensorflow as tf
-
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import keras
-        from vizoo.losses import NVILLoss
-        from vizoo.models import SigmoidBeliefNetwork
-
-        x = (np.random.default_rng(0).random((64, 16)) < 0.5).astype("float32")
-        results = {}
-        for name, strategy in (("one", tf.distribute.get_strategy()), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
-            with strategy.scope():
-                model = SigmoidBeliefNetwork(input_dim=16, latent_dims=[3], baseline_hidden_units=[3], seed=0)
-                model.build((None, 16))
-                model.compile(optimizer=keras.optimizers.SGD(0.0), loss=NVILLoss(k=2),
-                              group_optimizers={"control": keras.optimizers.Adam(0.01)})
-            before = [v.numpy().copy() for v in model.trainable_variables]
-            loss = model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0).history["loss"][0]
-            control = {id(v) for v in model.gradient_groups()["control"]}
-            moved = {"control": [], "others": []}
-            for b, v in zip(before, model.trainable_variables):
-                moved["control" if id(v) in control else "others"].append(bool(not np.array_equal(b, v.numpy())))
-            results[name] = {"loss": loss, "moved": moved, "replicas": strategy.num_replicas_in_sync,
-                             "iterations": int(keras.ops.convert_to_numpy(model.group_optimizers["control"].iterations))}
-        print(json.dumps(results))
-        """
-    )
-    results = json.loads(output.strip().splitlines()[-1])
-    assert results["two"]["replicas"] == 2
-    for result in results.values():
-        assert np.isfinite(result["loss"]) and result["iterations"] == 2
-        assert all(result["moved"]["control"]) and not any(result["moved"]["others"])
+# Under MirroredStrategy: tests/test_distribute.py (its interpreter with two logical CPUs).
 
 
 SBN_TINY = [
