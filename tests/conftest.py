@@ -7,8 +7,10 @@ steps, or draws thousands of samples for a statistical (z-score) check.
 """
 
 import ctypes
+import gc
 import os
 import resource
+import time
 
 import vizoo  # noqa: E402,F401  (first: it imports TensorFlow with its start-up notices filtered, in every worker)
 
@@ -30,7 +32,16 @@ def _resident_mib():
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
-_COLLECT_ABOVE_MIB = 1800
+def _freeze_what_imports_made():
+    # Every module's clean-up runs a full garbage collection, which traverses every tracked object: the
+    # million that importing TensorFlow, Keras and vizoo made (0.23 s a module) as well as the module's
+    # garbage. Frozen, they are skipped (0.05 s). Collections must come each module: garbage left for
+    # several modules took 40 s to collect at once (a worker of the full suite, TensorFlow's graphs).
+    gc.collect()
+    gc.freeze()
+
+
+_freeze_what_imports_made()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,10 +54,12 @@ def _release_models_after_each_module(request):
     yield
     _forget_custom_gradients()
     # The garbage collection (about 0.3 s a module, more as the process grows) only when memory has grown.
-    keras.backend.clear_session(free_memory=_resident_mib() > _COLLECT_ABOVE_MIB)
+    before, start = _resident_mib(), time.perf_counter()
+    keras.backend.clear_session(free_memory=True)  # also collects garbage (see _freeze_what_imports_made)
     _return_freed_memory_to_the_system()
     if os.environ.get("VIZOO_TEST_MEMORY"):  # VIZOO_TEST_MEMORY=1 pytest -s: resident size after each module
-        print(f"\n{request.module.__name__}: {_resident_mib():.0f} MiB resident after clean-up")
+        print(f"\n{request.module.__name__}: {before:.0f} MiB resident, {_resident_mib():.0f} MiB after clean-up "
+              f"({time.perf_counter() - start:.1f} s)")
 
 
 def _forget_custom_gradients():
