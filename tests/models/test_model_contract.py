@@ -160,3 +160,19 @@ def test_a_fresh_model_traces_each_step_once(family, binary_data, monkeypatch):
     for method in ("evaluate", "predict"):  # a fresh model's first call of each
         getattr(make(), method)(binary_data, batch_size=32, verbose=0)
     assert traces == {"train_step": 1, "test_step": 2, "predict_step": 1}
+
+
+@pytest.mark.parametrize("group_optimizers", [None, {"inference": "adam"}])
+def test_a_compiled_untrained_model_saves_and_loads_without_warnings(group_optimizers, tmp_path):
+    import warnings
+
+    model = small_vae()
+    model.compile(optimizer="adam", loss=IWAELoss(k=2), group_optimizers=group_optimizers)
+    model.build((None, 64))
+    model.save(tmp_path / "untrained.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (Keras warned that the saved optimizer's variables were skipped)
+        loaded = keras.models.load_model(tmp_path / "untrained.keras")
+    assert int(loaded.optimizer.iterations) == 0
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)

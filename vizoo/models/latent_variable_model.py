@@ -930,6 +930,17 @@ class LatentVariableModel(keras.Model):
         """Check data for this model (see `vizoo.data.checks.check_data`); return it."""
         return check_data(data, name, self.input_dim, self._needs_unit_interval)
 
+    def save(self, filepath, *args, **kwargs):
+        """Keras `save`; a built, compiled model saves its optimizers' state even before any training step.
+
+        (Otherwise the untrained optimizer is saved unbuilt, and loading the file, which builds the
+        optimizers so that their saved state can load, warns that the saved optimizer's variables were
+        skipped.)
+        """
+        if self.built and getattr(self, "optimizer", None) is not None:
+            self.build_optimizers()
+        return super().save(filepath, *args, **kwargs)
+
     def fit(self, x=None, y=None, *args, **kwargs):
         """Keras `fit`, with vizoo's data checks: named errors for data of the wrong shape, non-finite values,
         empty data (no examples, or a dataset that yields no batch), batches of changing width, and
