@@ -458,20 +458,22 @@ class LatentVariableModel(keras.Model):
         # is traced twice: building first makes a fresh model's first `fit` about 3x as fast to start (one
         # trace instead of two). Group optimizers need it in any case: under a strategy they cannot create
         # variables in a replica context.
-        if not self.built:
-            self.build((None, self.input_dim))
+        self._build_before_tracing()
         self.build_optimizers()
         return super().make_train_function(force=force)
 
     def make_test_function(self, force=False):
-        if not self.built:  # (as for training: one trace, not two)
-            self.build((None, self.input_dim))
+        self._build_before_tracing()  # (as for training: one trace, not two)
         return super().make_test_function(force=force)
 
     def make_predict_function(self, force=False):
-        if not self.built:
-            self.build((None, self.input_dim))
+        self._build_before_tracing()
         return super().make_predict_function(force=force)
+
+    def _build_before_tracing(self):
+        if not self.built:
+            with self.distribute_strategy.scope():  # (under a strategy, Keras has built the model in it already)
+                self.build((None, self.input_dim))
 
     def check_loss(self, loss):
         """Raise a ValueError unless this model can be trained with `loss` (terms, reparameterization)."""
