@@ -467,3 +467,60 @@ def test_train_py_on_a_real_full_tmpfs_exits_1_without_crashing(tmp_path):
         assert not [name for name in leftovers if name.startswith("tmp-")]
     finally:
         subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_non_finite_weights_stop_train_run_and_keep_the_last_backup(tmp_path):
+    """vizoo's own loop (train.py --training-loop vizoo) stops and says what it kept as fit_run does."""
+    import os
+
+    from vizoo import runs
+    from vizoo.callbacks import TrainingDiverged
+
+    import keras
+
+    class PoisonAfter(keras.callbacks.Callback):  # (the loop calls on_train_batch_end only, after each call)
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() == 15:  # epoch 2, batch 2 (13 batches an epoch)
+                w = self.model.trainable_weights[0]
+                w.assign(np.full(w.shape, np.nan, dtype="float32"))
+
+    out = str(tmp_path / "run")
+    model, splits = _tiny(steps_per_execution=1)
+    with pytest.raises(TrainingDiverged) as info:
+        runs.train_run(model, splits.train, out, 3, validation_data=splits.validation, verbose=0,
+                       callbacks=[PoisonAfter()])
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and "training diverged at epoch 2, batch 3: the " in message
+    assert f"the backup after epoch 1 is kept in {os.path.join(out, runs.BACKUP_DIR)}" in message
+    assert info.value.diverged["checkpoint_epoch"] == 1 and runs.backup_epoch(out) == 1
+    assert not os.path.exists(os.path.join(out, "model.keras"))  # no model of NaN weights
+    with open(os.path.join(out, "history.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0"]
+
+
+def test_ctrl_c_in_train_run_saves_the_weights_and_says_how_to_resume(tmp_path):
+    import os
+
+    import keras
+
+    from vizoo import runs
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() == 16:  # in epoch 2 (13 batches an epoch)
+                raise KeyboardInterrupt
+
+    out = str(tmp_path / "run")
+    model, splits = _tiny(steps_per_execution=1)
+    with pytest.raises(runs.RunInterrupted) as info:
+        runs.train_run(model, splits.train, out, 3, validation_data=splits.validation, verbose=0, callbacks=[CtrlC()])
+    assert str(info.value) == (
+        f"interrupted during training; the backup after epoch 1 is in {os.path.join(out, runs.BACKUP_DIR)}; the current "
+        f"weights are in {os.path.join(out, 'model.keras')}. Run the same command again to resume."
+    )
+    assert os.path.exists(os.path.join(out, "model.keras"))
+    resumed, splits = _tiny(steps_per_execution=1)
+    result = runs.train_run(resumed, splits.train, out, 3, validation_data=splits.validation, verbose=0)
+    assert result["resumed_epoch"] == 1
+    with open(os.path.join(out, "history.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0", "1", "2"]

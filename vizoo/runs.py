@@ -21,6 +21,7 @@ naming the epoch and batch: nothing of the diverged epoch is written (no
 finished epoch stays, so the run can resume from it.
 """
 
+import contextlib
 import csv
 import math
 import os
@@ -122,6 +123,49 @@ def _close_history(run_callbacks):
             callback.csv_file.close()
 
 
+def _announce(model, verbose, resumed_epoch, epochs, kind, directory):
+    """The lines a run prints before training: a loss whose value is an estimate, and where it resumes."""
+    loss = getattr(model, "loss", None)
+    if verbose and getattr(loss, "is_bound", True) is False:  # a vizoo loss whose value is an estimate
+        print(
+            f"note: the reported loss of {type(loss).__name__} is the negated {loss.value_name}, not a bound on "
+            "log p(x): it may lie below -log p(x)."
+        )
+    if resumed_epoch is not None and verbose:
+        print(f"Resuming from the {kind} in {directory}: {resumed_epoch} of {epochs} epochs done.")
+
+
+@contextlib.contextmanager
+def _run_stops(model, run_callbacks, saved_epoch, kind, directory, model_path):
+    """What a stopped run says (fit_run's and train_run's): a divergence or Ctrl-C, with what is kept.
+
+    `saved_epoch()` reads the finished epochs that the `kind` ("checkpoint", "backup") in `directory` holds. A
+    divergence re-raises `TrainingDiverged` naming the kept epoch (the history file stays as it was
+    after it; no model.keras of non-finite weights); Ctrl-C saves the current weights to
+    `model_path` and raises `RunInterrupted`.
+    """
+    try:
+        yield
+    except TrainingDiverged as error:
+        _close_history(run_callbacks)
+        saved = saved_epoch()
+        model._initial_epoch = None
+        kept = f"the {kind} after epoch {saved} is kept in {directory}" if saved else "no epoch finished"
+        detail, _, received = str(error).partition(". Received: ")
+        raise TrainingDiverged(
+            f"{detail}; {kept}. Received: {received}", {**error.diverged, "checkpoint_epoch": saved}
+        ) from None
+    except KeyboardInterrupt:
+        _close_history(run_callbacks)
+        saved = saved_epoch()
+        model.save(model_path)
+        done = f"the {kind} after epoch {saved} is in {directory}" if saved else "no epoch finished"
+        raise RunInterrupted(
+            f"interrupted during training; {done}; the current weights are in {model_path}. "
+            "Run the same command again to resume."
+        ) from None
+
+
 def checkpoint_epoch(out_dir):
     """Finished epochs in the run directory's checkpoint, or None (ValueError if it is unreadable)."""
     return TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).saved_epoch()
@@ -187,16 +231,10 @@ def fit_run(
     )
     run_callbacks.append(checkpoint)
 
-    loss = getattr(model, "loss", None)
-    if verbose and getattr(loss, "is_bound", True) is False:  # a vizoo loss whose value is an estimate
-        print(
-            f"note: the reported loss of {type(loss).__name__} is the negated {loss.value_name}, not a bound on "
-            "log p(x): it may lie below -log p(x)."
-        )
-    if resumed_epoch is not None and verbose:
-        print(f"Resuming from the checkpoint in {checkpoint.directory}: {resumed_epoch} of {epochs} epochs done.")
+    _announce(model, verbose, resumed_epoch, epochs, "checkpoint", checkpoint.directory)
     start = time.perf_counter()
-    try:
+    model_path = os.path.join(out_dir, "model.keras")
+    with _run_stops(model, run_callbacks, checkpoint.saved_epoch, "checkpoint", checkpoint.directory, model_path):
         history = model.fit(
             train_data,
             validation_data=validation_data,
@@ -205,26 +243,8 @@ def fit_run(
             verbose=verbose,
             callbacks=run_callbacks,
         )
-    except TrainingDiverged as error:
-        _close_history(run_callbacks)  # the history file stays as it was after the last finished epoch
-        saved = checkpoint.saved_epoch()
-        model._initial_epoch = None
-        kept = f"the checkpoint after epoch {saved} is kept in {checkpoint.directory}" if saved else "no epoch finished"
-        detail, _, received = str(error).partition(". Received: ")
-        raise TrainingDiverged(
-            f"{detail}; {kept}. Received: {received}", {**error.diverged, "checkpoint_epoch": saved}
-        ) from None
-    except KeyboardInterrupt:
-        saved = checkpoint.saved_epoch()
-        model_path = os.path.join(out_dir, "model.keras")
-        model.save(model_path)
-        done = f"the checkpoint after epoch {saved} is in {checkpoint.directory}" if saved else "no epoch finished"
-        raise RunInterrupted(
-            f"interrupted during training; {done}; the current weights are in {model_path}. "
-            "Run the same command again to resume."
-        ) from None
     train_seconds = time.perf_counter() - start
-    model.save(os.path.join(out_dir, "model.keras"))
+    model.save(model_path)
     return {"resumed_epoch": resumed_epoch, "train_seconds": train_seconds, "history": history}
 
 
@@ -260,8 +280,9 @@ def train_run(
     training state after the last finished epoch (`tf.train.CheckpointManager`, read by every worker
     when it starts: on a shared filesystem when the workers are separate machines). A job whose
     workers were killed and restarted with the same command continues after the last finished
-    epoch, `history.csv` continued. Arguments and result as `fit_run`'s, plus `strategy` (default
-    the current one), `steps_per_execution` and `jit_compile` (see `vizoo.distribute.train`).
+    epoch, `history.csv` continued. Arguments, result and stops (`TrainingDiverged` naming the backup
+    kept, `RunInterrupted` on Ctrl-C after saving `model.keras`) as `fit_run`'s, plus `strategy`
+    (default the current one), `steps_per_execution` and `jit_compile` (see `vizoo.distribute.train`).
     """
     from vizoo import distribute
 
@@ -280,22 +301,22 @@ def train_run(
         distribute.worker_path(os.path.join(out_dir, "tensorboard"), strategy) if tensorboard else None,
         resumed_epoch, validation_data, stop_on_non_finite, callbacks, writer=chief,
     )
-    if resumed_epoch is not None and verbose and chief:
-        print(f"Resuming from the backup in {backup_dir}: {resumed_epoch} of {epochs} epochs done.")
+    _announce(model, verbose and chief, resumed_epoch, epochs, "backup", backup_dir)
     start = time.perf_counter()
     try:
-        history = distribute.train(
-            model,
-            train_data,
-            epochs,
-            strategy=strategy,
-            validation_data=validation_data,
-            steps_per_execution=steps_per_execution,
-            jit_compile=jit_compile,
-            callbacks=run_callbacks,
-            backup_dir=backup_dir,
-            verbose=1 if verbose else 0,
-        )
+        with _run_stops(model, run_callbacks, lambda: backup_epoch(out_dir), "backup", backup_dir, model_path):
+            history = distribute.train(
+                model,
+                train_data,
+                epochs,
+                strategy=strategy,
+                validation_data=validation_data,
+                steps_per_execution=steps_per_execution,
+                jit_compile=jit_compile,
+                callbacks=run_callbacks,
+                backup_dir=backup_dir,
+                verbose=1 if verbose else 0,
+            )
         train_seconds = time.perf_counter() - start
         model.save(model_path)
     finally:
