@@ -524,3 +524,31 @@ def test_ctrl_c_in_train_run_saves_the_weights_and_says_how_to_resume(tmp_path):
     assert result["resumed_epoch"] == 1
     with open(os.path.join(out, "history.csv")) as f:
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0", "1", "2"]
+
+
+def test_too_little_free_space_for_train_runs_backup_stops_and_keeps_the_last_backup(tmp_path, monkeypatch):
+    import collections
+    import os
+    import shutil
+
+    from vizoo import runs
+    from vizoo.callbacks import CheckpointWriteError
+
+    out = str(tmp_path / "run")
+    model, splits = _tiny()
+    runs.train_run(model, splits.train, out, 1, verbose=0)
+    backup = os.path.join(out, runs.BACKUP_DIR)
+    before = sorted(os.listdir(backup))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2048, 2048))
+    model, splits = _tiny()
+    with pytest.raises(CheckpointWriteError) as info:
+        runs.train_run(model, splits.train, out, 2, verbose=0)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and isinstance(info.value, OSError)
+    assert f"cannot write the backup of epoch 2 in {backup} (about " in message and "0.0 MiB free" in message
+    assert "the backup after epoch 1 is kept" in message and "Received: backup_dir=" in message
+    assert sorted(os.listdir(backup)) == before and runs.backup_epoch(out) == 1
+    monkeypatch.undo()  # room again: the run resumes from epoch 1
+    model, splits = _tiny()
+    assert runs.train_run(model, splits.train, out, 2, verbose=0)["resumed_epoch"] == 1

@@ -44,6 +44,7 @@ Each replica draws the same base noise for its rows as the others do for theirs 
 `SeedGenerator` state is one mirrored variable), as under `fit` with `"mirrored"`.
 """
 
+import glob
 import json
 import math
 import os
@@ -418,6 +419,7 @@ class _Backup:
         import tensorflow as tf
 
         self.directory = str(directory)
+        self.model = model
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="finished_epochs")
         optimizers = [model.optimizer] + list(model.group_optimizers.values())
         # By position: the same model and optimizers built the same way list their variables in one order.
@@ -448,10 +450,43 @@ class _Backup:
         return int(self.epoch.numpy())
 
     def save(self, epochs_done):
+        """Write the backup after `epochs_done` epochs; too little free space or a write error is a
+        `vizoo.callbacks.CheckpointWriteError` naming the directory, and the last backup stays."""
+        import tensorflow as tf
+
+        from vizoo.callbacks import _free_bytes, _variables_bytes
+
+        try:
+            os.makedirs(self.write_dir, exist_ok=True)
+        except OSError as error:
+            raise self._write_error(epochs_done, error.strerror or str(error)) from None
+        latest = self.write_manager.latest_checkpoint
+        sizes = [os.path.getsize(path) for path in glob.glob(f"{latest}.*")] if latest else []
+        needed = int((sum(sizes) if sizes else _variables_bytes(self.model)) * 1.1) + 1024 * 1024
+        free = _free_bytes(self.write_dir)
+        if free is not None and free < needed:
+            raise self._write_error(epochs_done, f"about {needed / 2**20:.1f} MiB needed")
         self.epoch.assign(epochs_done)
-        self.write_manager.save(checkpoint_number=epochs_done)
+        try:
+            self.write_manager.save(checkpoint_number=epochs_done)
+        except (OSError, tf.errors.OpError) as error:  # (the manager's state file still names the last backup)
+            reason = os.strerror(error.errno) if getattr(error, "errno", None) else str(error).strip().splitlines()[0]
+            raise self._write_error(epochs_done, reason) from None
         if not self.chief:
             shutil.rmtree(self.write_dir, ignore_errors=True)
+
+    def _write_error(self, epochs_done, reason):
+        from vizoo.callbacks import CheckpointWriteError, _free_bytes
+
+        free = _free_bytes(self.write_dir)
+        free_text = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
+        latest = self.read_manager.latest_checkpoint
+        saved = int(latest.rsplit("-", 1)[-1]) if latest else None
+        kept = f"the backup after epoch {saved} is kept" if saved else "no backup was written before"
+        return CheckpointWriteError(
+            f"cannot write the backup of epoch {epochs_done} in {self.directory} ({reason}; {free_text} free); "
+            f"{kept}: free some space and run again to resume. Received: backup_dir={self.directory!r}"
+        )
 
     def delete(self):
         if self.chief:
