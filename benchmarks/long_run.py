@@ -89,6 +89,8 @@ def build_parser():
     parser.add_argument("--curve-examples", type=int, default=1000)
     parser.add_argument("--results-dir", default=os.path.join(benchmark.REPO, "benchmarks", "results", "long"))
     parser.add_argument("--output", default=os.path.join(benchmark.REPO, "docs", "benchmarks_long.md"))
+    parser.add_argument("--pythae-results", default=os.path.join(benchmark.REPO, "benchmarks", "results", "vs_pythae_quality"),
+                        help="benchmarks/vs_pythae_quality.py's results, reported beside the long runs")
     parser.add_argument("--report", action="store_true", help="only write the report from the runs that exist")
     parser.add_argument("--in-process", action="store_true", help="train in this process (tests)")
     parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
@@ -343,6 +345,7 @@ def write_report(args, command):
                   f"Validation bound per epoch (left) and test NLL every {args.curve_every} epochs (k={args.curve_k} on "
                   f"{args.curve_examples} test examples; right). Data: `{os.path.relpath(os.path.join(args.results_dir, 'curves.csv'), benchmark.REPO)}`.", ""]
         lines += [f"![{group}]({os.path.basename(path)})" for group, path in curves] + [""]
+    lines += pythae_section(args.pythae_results)
     machines = sorted({f"{r['machine']} ({r['date']}, {r['dataset']}, {r['num_test']} test examples, k={r['eval_k']}"
                        + (f", eval K={r['eval_reverse_samples']}" if "eval_reverse_samples" in r else "") + ")"
                        for run in runs.values() for r in [run["result"]] if r})
@@ -351,6 +354,31 @@ def write_report(args, command):
     with open(args.output, "w") as f:
         f.write("\n".join(lines))
     return runs
+
+
+def pythae_section(results_dir):
+    """The lines of "Against pythae at equal budget" from benchmarks/vs_pythae_quality.py's results ([] without any)."""
+    import vs_pythae_quality
+
+    results = []
+    for name in sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []:
+        if name.endswith(".json"):
+            with open(os.path.join(results_dir, name)) as f:
+                results.append(json.load(f))
+    if not results:
+        return []
+    return [
+        "## Against pythae at equal budget",
+        "",
+        "The same 784-200-200-50 IWAE-5 trained by vizoo and by pythae, each from its own defaults, and both",
+        "evaluated by one evaluator (k=5000, the same test draws); per seed, and the mean difference with its",
+        "standard deviation over seeds. Written from the results of:",
+        "",
+        "    python benchmarks/vs_pythae_quality.py --pythae-python PY --seeds 0,1,2 --epochs 10,100",
+        "",
+        vs_pythae_quality.report(results),
+        "",
+    ]
 
 
 def write_curves(args, runs):

@@ -236,6 +236,16 @@ def test_vs_pythae_quality_checks_its_flags_and_reads_pythae_weights_in_vizoo_la
     rows = table_rows(quality.report(results))
     assert rows[-1][2] == "mean of 2" and rows[-1][5] == f"+0.25 (sd {np.std([1.0, -0.5], ddof=1):.2f})"
 
+    # The long-run page reports them beside the long runs (and says nothing without results).
+    long_run = load_script("long_run")
+    assert long_run.pythae_section(str(tmp_path / "none")) == []
+    (tmp_path / "pythae").mkdir()
+    for result in results:
+        (tmp_path / "pythae" / f"defaults_seed{result['seed']}_e10.json").write_text(json.dumps(result))
+    section = "\n".join(long_run.pythae_section(str(tmp_path / "pythae")))
+    assert section.startswith("## Against pythae at equal budget") and "python benchmarks/vs_pythae_quality.py" in section
+    assert table_rows(section) == rows
+
 
 def test_benchmark_table_keeps_the_text_below_its_marker(tmp_path):
     benchmark = load_script("benchmark")
