@@ -19,7 +19,7 @@ the runs can be stopped at any time (Ctrl-C, kill, reboot) and continued. In eac
 
 `--report` reads every run under `--results-dir` and writes `--output` (the long table, the seed
 spread, the orderings of the papers checked against that spread, the budget each unfinished row
-has reached) and the learning curves: `curves.csv` in the results directory and one PNG per family
+has reached) and the learning curves: a CSV and one PNG per family
 group beside `--output`. Speed is not reported here (the runs share the machine with other work);
 docs/benchmarks.md and docs/speed.md have speeds from quiet runs.
 """
@@ -343,7 +343,8 @@ def write_report(args, command):
     if curves:
         lines += ["## Learning curves", "",
                   f"Validation bound per epoch (left) and test NLL every {args.curve_every} epochs (k={args.curve_k} on "
-                  f"{args.curve_examples} test examples; right). Data: `{os.path.relpath(os.path.join(args.results_dir, 'curves.csv'), benchmark.REPO)}`.", ""]
+                  f"{args.curve_examples} test examples; right). Data: [{os.path.basename(curves_csv(args))}]"
+                  f"({os.path.basename(curves_csv(args))}).", ""]
         lines += [f"![{group}]({os.path.basename(path)})" for group, path in curves] + [""]
     lines += pythae_section(args.pythae_results)
     machines = sorted({f"{r['machine']} ({r['date']}, {r['dataset']}, {r['num_test']} test examples, k={r['eval_k']}"
@@ -381,8 +382,13 @@ def pythae_section(results_dir):
     ]
 
 
+def curves_csv(args):
+    """The learning curves' CSV, beside the report (docs/benchmarks_long_curves.csv by default)."""
+    return os.path.splitext(os.path.abspath(args.output))[0] + "_curves.csv"
+
+
 def write_curves(args, runs):
-    """curves.csv (every run's epochs) and one PNG per family group beside the report; returns [(group, png)]."""
+    """The curves' CSV (every run's epochs) and one PNG per family group beside the report; returns [(group, png)]."""
     table = []
     for (epochs, name, seed), run in sorted(runs.items()):
         tests = {int(p["epoch"]): p.get("test_nll") for p in run["progress"]}
@@ -391,7 +397,7 @@ def write_curves(args, runs):
                           "val_loss": row.get("val_loss"), "test_nll": tests.get(i) or ""})
     if not table:
         return []
-    _write_csv(os.path.join(args.results_dir, "curves.csv"), table, list(table[0]))
+    _write_csv(curves_csv(args), table, list(table[0]))
 
     import matplotlib
 

@@ -196,7 +196,7 @@ def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderi
     ordering = [row for row in table_rows(report) if row[0].startswith("IWAE k=5 over the VAE")]
     assert len(ordering) == 1 and float(ordering[0][4]) == pytest.approx(nll["vae"][0] - nll["iwae5"][0], abs=0.011)
     assert (output.parent / "long_e2_bounds.png").stat().st_size > 1000
-    curves = long_run._read_csv(str(results / "curves.csv"))
+    curves = long_run._read_csv(str(output.parent / "long_curves.csv"))  # beside the page
     assert len(curves) == 3 * 2 and {row["model"] for row in curves} == {"vae", "iwae5"}
     # Everything finished: a third run trains nothing.
     assert long_run.main(argv) == 0
