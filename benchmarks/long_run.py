@@ -313,7 +313,8 @@ def write_report(args, command):
                 curve = [p for p in run["progress"] if p.get("test_nll")]
                 last = f"test NLL {float(curve[-1]['test_nll']):.2f} (k={args.curve_k}, {args.curve_examples} examples) at epoch {curve[-1]['epoch']}" if curve else "no test point yet"
                 hours = sum(float(p["epoch_seconds"]) for p in run["progress"]) / 3600
-                lines.append(f"| {name} | {seed} | | | | {done} of {epochs}: not finished | {last} | | | | {hours:.2f} | |")
+                state = "trained, not yet evaluated" if done == epochs else "not finished"
+                lines.append(f"| {name} | {seed} | | | | {done} of {epochs}: {state} | {last} | | | | {hours:.2f} | |")
         lines.append("")
     if spread:
         lines += ["## Seed spread", "", "| model | epochs | seeds | mean test NLL | standard deviation |", "|---|---|---|---|---|"]
@@ -406,10 +407,12 @@ def write_curves(args, runs):
 
     written = []
     for epochs in sorted({e for e, _, _ in runs}):
+        drawn = set()
         for group, names in CURVE_GROUPS.items():
             present = [n for n in names if (epochs, n, 0) in runs and runs[(epochs, n, 0)]["history"]]
-            if not present:
+            if not set(present) - drawn:  # nothing of the group's own yet (the VAE is every group's reference)
                 continue
+            drawn.update(present)
             fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
             for name in present:
                 run = runs[(epochs, name, 0)]
