@@ -420,16 +420,24 @@ def write_table(results_dir, output, command):
         for r in results
     })
     lines += ["", "Measured on:"] + [f"- {m}" for m in machines] + [""]
+    write_keeping_marked_text(output, "\n".join(lines))
+    return results
+
+
+def write_keeping_marked_text(output, text):
+    """Write a generated page, keeping what stands from KEPT_MARKER on in the page it replaces.
+
+    (Sections written by other scripts, e.g. benchmarks/active_units.py's, or by hand.)
+    """
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    kept = ""  # sections written by other scripts (e.g. benchmarks/active_units.py's), from KEPT_MARKER on
+    kept = ""
     if os.path.exists(output):
         with open(output) as f:
             previous = f.read()
         if KEPT_MARKER in previous:
             kept = previous[previous.index(KEPT_MARKER):]
     with open(output, "w") as f:
-        f.write("\n".join(lines) + ("\n" + kept if kept else ""))
-    return results
+        f.write(text + ("\n" + kept if kept else ""))
 
 
 def main(argv=None):

@@ -353,14 +353,7 @@ def write_report(args, command):
                        for run in runs.values() for r in [run["result"]] if r})
     if machines:
         lines += ["Measured on:"] + [f"- {m}" for m in machines] + [""]
-    kept = ""  # what was written by hand below benchmark.py's marker (findings, investigations) stays
-    if os.path.exists(args.output):
-        with open(args.output) as f:
-            previous = f.read()
-        if benchmark.KEPT_MARKER in previous:
-            kept = previous[previous.index(benchmark.KEPT_MARKER):]
-    with open(args.output, "w") as f:
-        f.write("\n".join(lines) + ("\n" + kept if kept else ""))
+    benchmark.write_keeping_marked_text(args.output, "\n".join(lines))  # findings written by hand stay
     return runs
 
 

@@ -53,7 +53,6 @@ def _release_models_after_each_module(request):
     """
     yield
     _forget_custom_gradients()
-    # The garbage collection (about 0.3 s a module, more as the process grows) only when memory has grown.
     before, start = _resident_mib(), time.perf_counter()
     keras.backend.clear_session(free_memory=True)  # also collects garbage (see _freeze_what_imports_made)
     _return_freed_memory_to_the_system()

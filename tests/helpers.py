@@ -442,6 +442,18 @@ def standard_normal_noise(model, batch, k, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
+def move_from_initialisation(model, seed, scale=0.1):
+    """Add `scale` times standard normal noise to every trainable weight of the built `model`; return it.
+
+    A check on initial weights can pass vacuously (zero last layers make flows identities); moved by
+    noise, as training would move them, the weights are generic, without training's cost.
+    """
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_variables:
+        variable.assign(variable + scale * rng.standard_normal(variable.shape).astype(variable.dtype))
+    return model
+
+
 def _checked_term_names(loss):
     # Terms at the model's own contrast draws (AVB's adversary at z' ~ p(z)) are not fixed by the noise given.
     from vizoo import terms as term_specs
@@ -537,9 +549,7 @@ def run_compiled_model_test(make, x, loss, make_noise=standard_normal_noise, jit
     model.compile(optimizer="adam", loss=loss)  # (the loss sets k and the sampler's options)
     if not model.built:
         model.build((None, model.input_dim))
-    rng = np.random.default_rng(0)
-    for variable in model.trainable_variables:  # away from the initialisation (zero last layers make flows identities)
-        variable.assign(variable + 0.1 * rng.standard_normal(variable.shape).astype(variable.dtype))
+    move_from_initialisation(model, seed=0)
     names = _checked_term_names(loss)
     noise = make_noise(model, batch, k)
     eager = model.sample_terms(x[:batch], noise=noise, terms=names)

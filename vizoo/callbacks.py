@@ -89,6 +89,28 @@ def _variables_bytes(model):
     return total
 
 
+def _bytes_needed(previous_bytes, model):
+    """Bytes a new checkpoint needs: the previous one's size (for the first, None: an estimate from the
+    model's and optimizers' variables), with a margin for metadata and state files."""
+    return int((previous_bytes if previous_bytes is not None else _variables_bytes(model)) * 1.1) + 1024 * 1024
+
+
+def _write_reason(error):
+    """What went wrong when writing a checkpoint, in one line (ENOSPC, an I/O error, h5py's RuntimeError)."""
+    return os.strerror(error.errno) if getattr(error, "errno", None) else _one_line(error)
+
+
+def _checkpoint_write_error(what, directory, reason, kept, argument, free_in=None):
+    """The `CheckpointWriteError` of a checkpoint that could not be written: `what` ("the checkpoint of
+    epoch 3") in `directory`, why, the free space (of `free_in`, default `directory`) and what is `kept`."""
+    free = _free_bytes(free_in or directory)
+    free_text = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
+    return CheckpointWriteError(
+        f"cannot write {what} in {directory} ({reason}; {free_text} free); {kept}: free some space and run "
+        f"again to resume. Received: {argument}={directory!r}"
+    )
+
+
 def _one_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -215,18 +237,12 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def _needed_bytes(self):
         """Bytes a new checkpoint needs: the last weights file's size (or an estimate), with a margin."""
         sizes = [os.path.getsize(p) for p in glob.glob(os.path.join(self.directory, "*.weights.h5"))]
-        size = max(sizes) if sizes else _variables_bytes(self.model)
-        return int(size * 1.1) + 1024 * 1024  # HDF5 metadata, state.json
+        return _bytes_needed(max(sizes) if sizes else None, self.model)
 
     def _write_error(self, epoch, reason):
-        free = _free_bytes(self.directory)
-        free_text = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
         saved = self.saved_epoch_or_none()
         kept = f"the checkpoint after epoch {saved} is kept" if saved else "no checkpoint was written before"
-        return CheckpointWriteError(
-            f"cannot write the checkpoint of epoch {epoch + 1} in {self.directory} ({reason}; {free_text} free); "
-            f"{kept}: free some space and run again to resume. Received: directory={self.directory!r}"
-        )
+        return _checkpoint_write_error(f"the checkpoint of epoch {epoch + 1}", self.directory, reason, kept, "directory")
 
     def saved_epoch_or_none(self):
         """`saved_epoch()`, or None when the checkpoint cannot be read."""
@@ -250,8 +266,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             for leftover in glob.glob(os.path.join(self.directory, "tmp-*")) + [uncommitted]:
                 if os.path.exists(leftover) and self.saved_epoch_or_none() != epoch + 1:
                     os.remove(leftover)
-            reason = os.strerror(error.errno) if getattr(error, "errno", None) else _one_line(error)
-            raise self._write_error(epoch, reason) from None
+            raise self._write_error(epoch, _write_reason(error)) from None
 
     def _write(self, epoch):
         weights = f"epoch-{epoch + 1}.weights.h5"

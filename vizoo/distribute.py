@@ -454,15 +454,14 @@ class _Backup:
         `vizoo.callbacks.CheckpointWriteError` naming the directory, and the last backup stays."""
         import tensorflow as tf
 
-        from vizoo.callbacks import _free_bytes, _variables_bytes
+        from vizoo.callbacks import _bytes_needed, _free_bytes, _write_reason
 
         try:
             os.makedirs(self.write_dir, exist_ok=True)
         except OSError as error:
             raise self._write_error(epochs_done, error.strerror or str(error)) from None
         latest = self.write_manager.latest_checkpoint
-        sizes = [os.path.getsize(path) for path in glob.glob(f"{latest}.*")] if latest else []
-        needed = int((sum(sizes) if sizes else _variables_bytes(self.model)) * 1.1) + 1024 * 1024
+        needed = _bytes_needed(sum(os.path.getsize(path) for path in glob.glob(f"{latest}.*")) if latest else None, self.model)
         free = _free_bytes(self.write_dir)
         if free is not None and free < needed:
             raise self._write_error(epochs_done, f"about {needed / 2**20:.1f} MiB needed")
@@ -470,23 +469,25 @@ class _Backup:
         try:
             self.write_manager.save(checkpoint_number=epochs_done)
         except (OSError, tf.errors.OpError) as error:  # (the manager's state file still names the last backup)
-            reason = os.strerror(error.errno) if getattr(error, "errno", None) else str(error).strip().splitlines()[0]
-            raise self._write_error(epochs_done, reason) from None
+            raise self._write_error(epochs_done, _write_reason(error)) from None
         if not self.chief:
             shutil.rmtree(self.write_dir, ignore_errors=True)
 
     def _write_error(self, epochs_done, reason):
-        from vizoo.callbacks import CheckpointWriteError, _free_bytes
+        from vizoo.callbacks import _checkpoint_write_error
 
-        free = _free_bytes(self.write_dir)
-        free_text = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
-        latest = self.read_manager.latest_checkpoint
-        saved = int(latest.rsplit("-", 1)[-1]) if latest else None
+        saved = backup_epoch_in(self.directory)
         kept = f"the backup after epoch {saved} is kept" if saved else "no backup was written before"
-        return CheckpointWriteError(
-            f"cannot write the backup of epoch {epochs_done} in {self.directory} ({reason}; {free_text} free); "
-            f"{kept}: free some space and run again to resume. Received: backup_dir={self.directory!r}"
-        )
+        return _checkpoint_write_error(f"the backup of epoch {epochs_done}", self.directory, reason, kept, "backup_dir",
+                                      free_in=self.write_dir)
+
+
+def backup_epoch_in(directory):
+    """Finished epochs of the latest backup in `directory` (a `tf.train.CheckpointManager`'s), or None."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(directory)
+    return None if latest is None else int(latest.rsplit("-", 1)[-1])
 
     def delete(self):
         if self.chief:

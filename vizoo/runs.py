@@ -327,9 +327,6 @@ def train_run(
 
 def backup_epoch(out_dir):
     """Finished epochs in the run directory's `backup/` (written by `train_run`), or None."""
-    import tensorflow as tf
+    from vizoo.distribute import backup_epoch_in
 
-    latest = tf.train.latest_checkpoint(os.path.join(out_dir, BACKUP_DIR))
-    if latest is None:
-        return None
-    return int(latest.rsplit("-", 1)[-1])
+    return backup_epoch_in(os.path.join(out_dir, BACKUP_DIR))

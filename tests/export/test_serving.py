@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import run_in_fresh_process
+from tests.helpers import move_from_initialisation, run_in_fresh_process
 from vizoo.export import export_encoder, export_prior
 from vizoo.layers import HierarchicalPosterior
 from vizoo.models import VAE
@@ -52,13 +52,9 @@ def _x(rows):
 
 
 def _away_from_initialisation(model):
-    # Exported weights must be the model's current ones, not its initial ones (zero last layers make flows
-    # identities): every trainable weight moved by noise, as training would (and without its cost).
+    # Exported weights must be the model's current ones, not its initial ones.
     model.build((None, 64))
-    rng = np.random.default_rng(2)
-    for variable in model.trainable_variables:
-        variable.assign(variable + 0.1 * rng.standard_normal(variable.shape).astype(variable.dtype))
-    return model
+    return move_from_initialisation(model, seed=2)
 
 
 def _encoder_entry(model, directory, name, eps):
