@@ -967,8 +967,21 @@ class LatentVariableModel(keras.Model):
                 kwargs["callbacks"] = [KLWarmup(warmup_epochs)] + callbacks
         if len(args) < 4:  # first: an epoch without batches is refused before any callback saves it
             kwargs["callbacks"] = [NoBatchesCheck("x")] + list(kwargs.get("callbacks") or [])
+        self._build_for_training()
         with input_errors():
             return super().fit(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        self._build_for_training()
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def _build_for_training(self):
+        # Under a tf.distribute strategy Keras builds the model and the main optimizer before it makes the
+        # step, the optimizer on every trainable variable, so that it would hold state (Adam's moments) for the
+        # variables a group optimizer owns. Built here first, each optimizer gets its own variables only.
+        if getattr(self, "optimizer", None) is not None:
+            self._build_before_tracing()
+            self.build_optimizers()
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         x = self.check_data(x, "x")
