@@ -28,6 +28,7 @@ import argparse
 import csv
 import datetime
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -262,6 +263,38 @@ def seed_spread(runs):
     return {key: (statistics.mean(v), statistics.stdev(v), len(v)) for key, v in by_row.items() if len(v) >= 2}
 
 
+def orderings(runs, noise):
+    """Each published ordering at each budget where both rows have finished seeds:
+    (source, epochs, better, worse, difference of mean NLLs, its standard error or None, verdict)."""
+    finished = {}
+    for (epochs, name, _), run in runs.items():
+        if run["result"]:
+            finished.setdefault((epochs, name), []).append(run["result"]["test_nll"])
+    out = []
+    for better, worse, source in ORDERINGS:
+        for epochs in sorted({e for e, _ in finished}):
+            a, b = finished.get((epochs, better)), finished.get((epochs, worse))
+            if not (a and b):
+                continue
+            gain = statistics.mean(b) - statistics.mean(a)
+            variances = [(statistics.stdev(v) if len(v) >= 2 else noise) for v in (a, b)]
+            error = None if None in variances else math.sqrt(variances[0] ** 2 / len(a) + variances[1] ** 2 / len(b))
+            if error is None:
+                verdict = "holds (seed spread not measured)" if gain > 0 else "does not hold (seed spread not measured)"
+            elif gain >= 2 * error:
+                verdict = "holds"
+            elif gain > -2 * error:
+                verdict = "within seed noise"
+            else:
+                verdict = "reversed"
+
+            def side(name, values):
+                return f"{name} {statistics.mean(values):.2f} ({len(values)} seed{'s' if len(values) > 1 else ''})"
+
+            out.append((source, epochs, side(better, a), side(worse, b), gain, error, verdict))
+    return out
+
+
 def _order(name):
     names = list(benchmark.MODELS)
     return names.index(name) if name in names else len(names)
@@ -323,22 +356,15 @@ def write_report(args, command):
         lines.append("")
     lines += ["## The published orderings", ""]
     if noise is not None:
-        lines += [f"Differences are read against the largest seed standard deviation measured above, {noise:.2f} nats "
-                  "(a difference under twice it is within seed noise).", ""]
-    lines += ["| ordering | budget | better | worse | difference (nats) | verdict |", "|---|---|---|---|---|---|"]
-    for better, worse, source in ORDERINGS:
-        for epochs in budgets:
-            a, b = runs.get((epochs, better, 0), {}).get("result"), runs.get((epochs, worse, 0), {}).get("result")
-            if not (a and b):
-                continue
-            gain = b["test_nll"] - a["test_nll"]
-            if gain <= 0:
-                verdict = "does not hold"
-            elif noise is not None and gain < 2 * noise:
-                verdict = "holds, within seed noise"
-            else:
-                verdict = "holds" if noise is not None else "holds (seed spread not measured)"
-            lines.append(f"| {source} | {epochs} | {better} {a['test_nll']:.2f} | {worse} {b['test_nll']:.2f} | {gain:+.2f} | {verdict} |")
+        lines += ["Each side is the mean over its finished seeds. The standard error of a difference combines the two "
+                  "sides' seed standard deviations (a row with one seed is given the largest seed standard deviation "
+                  f"measured above, {noise:.2f} nats, although that was measured at another budget and on other "
+                  "families); a difference within two standard errors is within seed noise.", ""]
+    lines += ["| ordering | budget | better | worse | difference (nats) | standard error | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    for source, epochs, better, worse, gain, error, verdict in orderings(runs, noise):
+        lines.append(f"| {source} | {epochs} | {better} | {worse} | {gain:+.2f} | "
+                     f"{'-' if error is None else f'{error:.2f}'} | {verdict} |")
     lines.append("")
     curves = write_curves(args, runs)
     if curves:

@@ -194,7 +194,8 @@ def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderi
     assert float(spread["vae"][3]) == pytest.approx(np.mean(nll["vae"]), abs=0.01)
     assert float(spread["vae"][4]) == pytest.approx(np.std(nll["vae"], ddof=1), abs=0.01)
     ordering = [row for row in table_rows(report) if row[0].startswith("IWAE k=5 over the VAE")]
-    assert len(ordering) == 1 and float(ordering[0][4]) == pytest.approx(nll["vae"][0] - nll["iwae5"][0], abs=0.011)
+    assert len(ordering) == 1 and float(ordering[0][4]) == pytest.approx(np.mean(nll["vae"]) - nll["iwae5"][0], abs=0.011)
+    assert ordering[0][2].endswith("(1 seed)") and ordering[0][3].endswith("(2 seeds)")
     assert (output.parent / "long_e2_bounds.png").stat().st_size > 1000
     curves = long_run._read_csv(str(output.parent / "long_curves.csv"))  # beside the page
     assert len(curves) == 3 * 2 and {row["model"] for row in curves} == {"vae", "iwae5"}
@@ -202,6 +203,29 @@ def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderi
     output.write_text(report + "\n" + long_run.benchmark.KEPT_MARKER + "\n## Findings\n\nwritten by hand\n")
     assert long_run.main(argv) == 0
     assert output.read_text().endswith(long_run.benchmark.KEPT_MARKER + "\n## Findings\n\nwritten by hand\n")
+
+
+def test_orderings_compare_seed_means_against_the_standard_error_of_their_difference():
+    long_run = load_script("long_run")
+
+    def runs(**nlls):  # {(epochs, row, seed): run} with finished results
+        return {(100, name, seed): {"result": {"test_nll": value}} for name, values in nlls.items()
+                for seed, value in enumerate(values)}
+
+    # IWAE-5 (3 seeds) against the VAE (3 seeds): both sides' own spreads.
+    vae, iwae5 = [240.0, 240.2, 240.4], [239.0, 239.1, 239.2]
+    [row] = long_run.orderings(runs(vae=vae, iwae5=iwae5), noise=0.5)
+    error = np.sqrt(np.var(vae, ddof=1) / 3 + np.var(iwae5, ddof=1) / 3)
+    assert row[:4] == ("IWAE k=5 over the VAE (Burda et al. 2016, table 1)", 100, "iwae5 239.10 (3 seeds)", "vae 240.20 (3 seeds)")
+    assert row[4] == pytest.approx(1.1) and row[5] == pytest.approx(error) and row[6] == "holds"
+    # One seed each: the measured noise stands in for both spreads.
+    by_gain = {gain: long_run.orderings(runs(sbn_nvil=[250.0], sbn_vimco5=[250.0 - gain]), noise=0.3)[0]
+               for gain in (1.0, 0.5, -0.5, -1.0)}
+    assert all(row[5] == pytest.approx(0.3 * np.sqrt(2)) for row in by_gain.values())
+    assert [by_gain[g][6] for g in (1.0, 0.5, -0.5, -1.0)] == ["holds", "within seed noise", "within seed noise", "reversed"]
+    [row] = long_run.orderings(runs(sbn_nvil=[250.0], sbn_vimco5=[251.0]), noise=None)
+    assert row[5] is None and row[6] == "does not hold (seed spread not measured)"
+    assert long_run.orderings(runs(vae=vae), noise=0.5) == []  # a row without its partner is not compared
 
 
 def test_vs_pythae_quality_checks_its_flags_and_reads_pythae_weights_in_vizoo_layout(tmp_path):
