@@ -31,7 +31,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -107,6 +106,7 @@ def build_parser():
 
 def unit_statistics(model, x, psi_samples, eval_reverse_samples, seed):
     """Per-epoch statistics of `model` on x `[n, input_dim]` (see the module docstring)."""
+    import vizoo  # noqa: F401  (first: it filters TensorFlow's start-up notices)
     import keras
     import numpy as np
     from keras import ops

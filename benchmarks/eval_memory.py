@@ -16,7 +16,6 @@ import platform
 import resource
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmark import layer_flops  # noqa: E402  (this script's folder)
 

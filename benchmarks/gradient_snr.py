@@ -25,7 +25,6 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TERMS = ("log_px_z", "log_pz", "log_qz", "log_qz_detached")
@@ -47,6 +46,7 @@ def build_parser():
 
 def gradient_draws(model, x, k, draws, seed):
     """[draws, P] arrays of (plain IWAE encoder, DReG encoder, decoder) gradients of the batch-mean objective."""
+    import vizoo  # noqa: F401  (first: it filters TensorFlow's start-up notices)
     import keras
     import numpy as np
     import tensorflow as tf

@@ -24,7 +24,6 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -59,6 +58,7 @@ def build_parser():
 
 def trained_model(residual, estimator, seed, steps, learning_rate, train_reverse_samples, control_learning_rate=None):
     """(model, x): the pPCA-decoder VAE with a hierarchical q, trained jointly with IWHVI for `steps` steps."""
+    import vizoo  # noqa: F401  (first: it filters TensorFlow's start-up notices)
     import keras
     import tensorflow as tf
 

@@ -18,11 +18,11 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.ppca
 
 
 def gaps(zero_init, decay, steps, seed):
+    import vizoo  # noqa: F401  (first: it filters TensorFlow's start-up notices)
     import keras
     import numpy as np
     import tensorflow as tf

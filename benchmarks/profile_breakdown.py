@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmark import layer_flops, median_seconds  # noqa: E402  (this script's folder)
 
