@@ -67,6 +67,39 @@ def test_one_step_is_importance_sampling_from_r(ppca_problem):
     np.testing.assert_allclose(result["per_example_ess"], 4.0, rtol=1e-3)
 
 
+def test_fixed_step_size_ais_is_within_0_03_nats_on_ppca(ppca_problem):
+    """adapt_step_size=False: exact HMC kernels at one step size, E[w] = p(x) exactly (the module docstring)."""
+    weights, bias, x, exact = ppca_problem
+    model = ppca.ppca_vae(weights, bias, loc_offset=0.3, log_scale_offset=0.3)
+    result = ais.ais_log_likelihood(model, x, num_steps=50, num_chains=16, adapt_step_size=False, seed=0)
+    # Seeds 0-2: errors -0.006, -0.012, -0.001, standard errors 0.008-0.009.
+    assert abs(result["log_likelihood"] - exact.mean()) < 0.03
+    assert result["step_size_mean"] == pytest.approx(ais.INITIAL_STEP_SIZE)  # never adapted
+
+
+def test_simulation_and_estimator_draw_from_independent_streams(ppca_problem):
+    """bdmc and simulated_sandwich simulate x and z* themselves: the chains' and proposals' noise must not be
+    the simulation's (keras.random draws one stream from one int seed)."""
+    import keras
+
+    weights, bias, _, _ = ppca_problem
+    model = ppca.ppca_vae(weights, bias, loc_offset=0.3)
+    simulation_seed, run_seed = ais._independent_seeds(5)
+    same = [keras.ops.convert_to_numpy(keras.random.normal((4000,), seed=s)) for s in (5, 5)]
+    apart = [keras.ops.convert_to_numpy(keras.random.normal((4000,), seed=s)) for s in (simulation_seed, run_seed)]
+    np.testing.assert_array_equal(*same)
+    assert abs(np.corrcoef(*apart)[0, 1]) < 0.1
+    x, z = ais.simulate(model, 4, seed=simulation_seed)
+    sandwich = ais.simulated_sandwich(model, num_examples=4, k=3, seed=5)
+    np.testing.assert_array_equal(sandwich["data"], x)
+    np.testing.assert_array_equal(sandwich["latents"], z)
+    given = ais.simulated_sandwich(model, data=x, latents=z, k=3, seed=run_seed)
+    np.testing.assert_allclose(sandwich["per_example_upper"], given["per_example_upper"], rtol=1e-6)
+    result = ais.bdmc(model, num_examples=4, num_steps=3, num_chains=2, seed=5)
+    assert result["seed"] == 5
+    np.testing.assert_array_equal(result["latents"], z)
+
+
 @pytest.mark.slow
 def test_fitted_gaussian_proposal_for_a_posterior_without_log_prob(nonlinear_problem):
     """IAF has no log q at arbitrary z: r is a Gaussian fitted to its samples."""
@@ -186,9 +219,25 @@ def test_errors_name_the_argument():
         (dict(initial="q"), "initial='q'"),
         (dict(step_size=0.0), "step_size=0.0"),
         (dict(verbose=3), "verbose=3"),
+        (dict(seed="a"), "seed='a'"),
+        (dict(seed=-1), "seed=-1"),
+        (dict(seed=1.5), "seed=1.5"),
+        (dict(adapt_step_size="yes"), "adapt_step_size='yes'"),
+        (dict(jit_compile=1), "jit_compile=1"),
     ]:
         with pytest.raises(ValueError, match=message):
             ais.ais_log_likelihood(model, x, **kwargs)
+    with pytest.raises(ValueError, match="seed='a'"):
+        ais.bdmc(model, seed="a")
+    with pytest.raises(ValueError, match="num_samples=1"):
+        ais.harmonic_mean_log_likelihood(model, x, num_samples=1)
+    hierarchical = ppca.ppca_decoder_vae(
+        weights, bias, hierarchical_reference.tractable_posterior(hierarchical_reference.mixing_matrix(), ppca.DATA_DIM)
+    )
+    with pytest.raises(ValueError, match="num_samples=0"):
+        ais.log_q_bounds(hierarchical, x, 0, 5)
+    with pytest.raises(ValueError, match=r"log_px.shape=\(2,\)"):
+        ais.posterior_kl_interval(hierarchical, x, np.zeros(2))
     with pytest.raises(ValueError, match="data and latents go together"):
         ais.bdmc(model, data=x)
     with pytest.raises(ValueError, match="latents.shape"):

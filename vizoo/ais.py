@@ -42,8 +42,8 @@ The step size itself is set from the acceptance of the previous transitions of t
 chains, so it depends (weakly, pooled over `num_chains` chains) on each chain's past: strictly this
 makes the scheme an adaptive one whose weights are unbiased only up to that dependence, which
 shrinks as the number of chains grows and vanishes when the step size has settled. With
-`adapt_step_size=False` the step size is fixed and E[w] = p(x) exactly. The pPCA and quadrature tests
-(tests/test_ais.py) check both against exact values.
+`adapt_step_size=False` the step size is fixed and E[w] = p(x) exactly. tests/test_ais.py checks
+both against pPCA's exact log p(x), and the adaptive one against quadrature on a nonlinear model.
 
 References:
     Neal, R. M. (2001). Annealed importance sampling. Statistics and Computing 11, 125-139.
@@ -57,6 +57,7 @@ References:
 """
 
 import math
+import numbers
 import time
 import weakref
 
@@ -324,9 +325,34 @@ def _check_common(num_steps, num_chains, leapfrog_steps, schedule, initial, step
     check_choice(schedule, "schedule", SCHEDULES)
     check_choice(initial, "initial", INITIALS)
     for name, value in (("step_size", step_size), ("adaptation_rate", adaptation_rate)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
     return num_steps, num_chains, leapfrog_steps
+
+
+def _check_flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def _check_seed(seed):
+    """None, a non-negative int, or (inside this module) a keras SeedGenerator; else a ValueError naming `seed`."""
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    return check_non_negative_int(seed, "seed")
+
+
+def _fresh_seed():
+    return int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+
+
+def _independent_seeds(seed):
+    """Two seeds whose random streams are independent, from one (None: a fresh one): the simulation's and the
+    estimator's. (keras.random's draws from one int seed are the same stream: the estimator seeded with the
+    simulation's seed would draw its chains' noise equal to the simulation's.)"""
+    children = np.random.SeedSequence(_fresh_seed() if seed is None else seed).spawn(2)
+    return tuple(int(child.generate_state(1)[0] >> 1) for child in children)
 
 
 def _chunk_examples(model, num_chains, batch_size, chunk_elements):
@@ -360,7 +386,7 @@ class _Runner:
             model, self.kind, leapfrog_steps, adapt_step_size, float(adaptation_rate), jit_compile
         )
         self.step_size = float(step_size)
-        seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1) if seed is None else int(seed)
+        seed = _fresh_seed() if seed is None else int(seed)
         self.seed = seed
         self.seed_generator = as_seed_generator(seed)
         self.calls = 0
@@ -425,7 +451,8 @@ def ais_log_likelihood(
     Args:
         model: a trained vizoo model with one continuous latent vector (VAE and its posteriors).
         data: `[num_examples, input_dim]` array or a `tf.data.Dataset` of x (or of (x, ...) tuples).
-        num_steps: int T, the number of intermediate distributions (T - 1 HMC transitions). With
+        num_steps: int T, the annealing steps: T + 1 distributions from r to p(z|x), T - 1 HMC transitions
+            between them. With
             T = 1 this is importance sampling from r with `num_chains` samples.
         num_chains: int, independent chains per example.
         leapfrog_steps: int, leapfrog steps per HMC transition (10 as in Wu et al.).
@@ -447,9 +474,11 @@ def ais_log_likelihood(
 
     Returns:
         dict: `log_likelihood` (mean over examples of the per-example estimates), `nll`,
-        `standard_error` (of that mean, from the per-example standard errors), `ess_mean` and
+        `standard_error` (of that mean, from the per-example standard errors; NaN with one chain, which
+        has no spread to estimate it from), `ess_mean` and
         `ess_min` (effective sample size (sum w)^2 / sum w^2 of the chain weights, out of
-        `num_chains`), `acceptance` (mean HMC acceptance probability), `step_size_mean` (the final
+        `num_chains`), `acceptance` (mean HMC acceptance probability; 0 with `num_steps=1`, which makes
+        no transition), `step_size_mean` (the final
         step sizes' mean, relative to r's scales), `num_steps`, `num_chains`, `leapfrog_steps`,
         `schedule`, `initial`, `proposal` (`"posterior"`, `"fitted_gaussian"` or `"prior"`: r),
         `num_examples`, `seconds`, and per example (numpy arrays, in the order of `data`):
@@ -465,6 +494,9 @@ def ais_log_likelihood(
     num_steps, num_chains, leapfrog_steps = _check_common(
         num_steps, num_chains, leapfrog_steps, schedule, initial, step_size, adaptation_rate
     )
+    seed = _check_seed(seed)
+    adapt_step_size = _check_flag(adapt_step_size, "adapt_step_size")
+    jit_compile = _check_flag(jit_compile, "jit_compile")
     chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
     x_all = _as_array(model, data)
     start_time = time.perf_counter()
@@ -516,7 +548,7 @@ def simulate(model, num_examples, seed=None):
     """(x `[n, input_dim]`, z `[n, latent]`) drawn from the model: z ~ p(z), x ~ p(x|z) (numpy float32)."""
     _check_continuous(model, "simulate")
     num_examples = check_positive_int(num_examples, "num_examples")
-    seed_generator = as_seed_generator(seed)
+    seed_generator = as_seed_generator(_check_seed(seed))
     z = tf.cast(model.sample_prior(num_examples, seed_generator), tf.float32)
     params = model.decode(model.decoder_input(z))
     x = model.likelihood.sample(params, seed=seed_generator)
@@ -576,13 +608,14 @@ def bdmc(
         num_examples: int, examples to simulate.
         data, latents: optionally, simulated x `[n, D]` and the z* `[n, d]` that generated it (from
             `simulate`), instead of drawing `num_examples` here.
-        seed: optional int (the simulation and both runs).
+        seed: optional int (the simulation and both runs, from independent streams).
         verbose: 0, 1 (a progress bar over both runs' steps, with the running gap) or 2.
 
     Returns:
         dict: `lower` and `upper` (means over examples), `gap` (their difference, >= 0 up to Monte
         Carlo error), `gap_standard_error` (of the mean gap, from both runs' per-example standard
-        errors), `forward_seconds`, `reverse_seconds`, `forward_acceptance`,
+        errors; the reverse chains of an example all start at its z*, so they are not independent and
+        this understates the reverse run's part), `forward_seconds`, `reverse_seconds`, `forward_acceptance`,
         `reverse_acceptance`, the settings, and per example `per_example_lower`, `per_example_upper`,
         `per_example_gap`, and `data` and `latents` (the simulated x and z*).
     """
@@ -590,9 +623,17 @@ def bdmc(
     num_steps, num_chains, leapfrog_steps = _check_common(
         num_steps, num_chains, leapfrog_steps, schedule, initial, step_size, adaptation_rate
     )
+    seed = _check_seed(seed)
+    adapt_step_size = _check_flag(adapt_step_size, "adapt_step_size")
+    jit_compile = _check_flag(jit_compile, "jit_compile")
     chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
-    x_all, z_all = _simulated(model, num_examples, data, latents, seed)
-    runner = _Runner(model, initial, leapfrog_steps, adapt_step_size, step_size, adaptation_rate, seed, jit_compile)
+    if data is None and latents is None:  # the simulation and the chains draw from independent streams
+        seed = _fresh_seed() if seed is None else seed
+        simulation_seed, run_seed = _independent_seeds(seed)
+    else:
+        simulation_seed = run_seed = seed
+    x_all, z_all = _simulated(model, num_examples, data, latents, simulation_seed)
+    runner = _Runner(model, initial, leapfrog_steps, adapt_step_size, step_size, adaptation_rate, run_seed, jit_compile)
     betas = annealing_schedule(num_steps, schedule)
     starts = range(0, len(x_all), chunk)
     progress = _Progress(2 * len(starts) * num_steps, verbose, "gap")
@@ -637,7 +678,7 @@ def bdmc(
         "initial": initial,
         "proposal": runner.kind,
         "num_examples": len(lower),
-        "seed": runner.seed,
+        "seed": seed if seed is not None else runner.seed,
         "per_example_lower": lower,
         "per_example_upper": upper,
         "per_example_gap": upper - lower,
@@ -673,7 +714,12 @@ def simulated_sandwich(model, num_examples=100, k=100, data=None, latents=None, 
     _check_continuous(model, "simulated_sandwich")
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
-    x_all, z_all = _simulated(model, num_examples, data, latents, seed)
+    seed = _check_seed(seed)
+    if data is None and latents is None:  # z_1..k must be independent of z* = z_0: independent streams
+        simulation_seed, seed = _independent_seeds(seed)
+    else:
+        simulation_seed = seed
+    x_all, z_all = _simulated(model, num_examples, data, latents, simulation_seed)
     seed_generator = as_seed_generator(seed)
     reference = _Reference(model, _reference_kind(model, "posterior"))
     lower, upper = [], []
@@ -721,7 +767,9 @@ def log_q_bounds(model, x, num_samples, num_reverse_samples, seed=None):
             "log_q_bounds needs a hierarchical posterior (one with reverse_log_weights). "
             f"Received: {type(posterior).__name__}"
         )
+    num_samples = check_positive_int(num_samples, "num_samples")
     num_reverse_samples = check_positive_int(num_reverse_samples, "num_reverse_samples")
+    seed = _check_seed(seed)
     params = model.encode(x)
     eps = posterior.sample_noise(params, num_samples, seed=seed, num_reverse_samples=num_reverse_samples)
     z, log_v = posterior.reverse_log_weights(params, eps, num_reverse_samples)
@@ -763,11 +811,17 @@ def posterior_kl_interval(model, data, log_px, num_samples=100, num_reverse_samp
     x_all = _as_array(model, data)
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
-    log_px = np.broadcast_to(np.asarray(log_px, np.float64), (len(x_all),))
+    log_px = np.asarray(log_px, np.float64)
+    if log_px.shape not in ((), (len(x_all),)):
+        raise ValueError(
+            f"log_px must be a scalar or hold one value per example, shape ({len(x_all)},). "
+            f"Received: log_px.shape={log_px.shape}"
+        )
+    log_px = np.broadcast_to(log_px, (len(x_all),))
     if not np.all(np.isfinite(log_px)):
         bad = int(np.sum(~np.isfinite(log_px)))
         raise ValueError(f"log_px must be finite. Received: log_px with {bad} non-finite values")
-    seed_generator = as_seed_generator(seed)
+    seed_generator = as_seed_generator(_check_seed(seed))
     elbo_lower, elbo_upper = [], []
     for begin in range(0, len(x_all), batch_size):
         x = tf.constant(x_all[begin : begin + batch_size])
@@ -809,8 +863,8 @@ def harmonic_mean_log_likelihood(
         log p^(x) = -log mean_l r(z_l) / p(x, z_l).
 
     Here z_1..2L come from 2L HMC chains per example (L = `num_samples`), run for `burn_in` annealing
-    steps from r0 (q or the prior, as in `ais_log_likelihood`) to p(z|x) and then `mixing_steps`
-    transitions at p(z|x); r is a full-covariance Gaussian fitted to the first L samples and the
+    steps from r0 (q or the prior, as in `ais_log_likelihood`) to p(z|x) and then `mixing_steps` + 1
+    transitions at p(z|x) (the last annealing step's target is p(z|x) already); r is a full-covariance Gaussian fitted to the first L samples and the
     estimate uses the other L (so r does not depend on the samples it is evaluated at).
 
     Why it is a diagnostic and not an estimator: the variance of r/p(x, z) under p(z|x) is finite
@@ -826,10 +880,13 @@ def harmonic_mean_log_likelihood(
     """
     _check_continuous(model, "harmonic_mean_log_likelihood")
     num_samples = check_positive_int(num_samples, "num_samples")
+    if num_samples < 2:  # the fitted Gaussian's covariance needs two samples at least
+        raise ValueError(f"num_samples must be at least 2. Received: num_samples={num_samples}")
     burn_in = check_positive_int(burn_in, "burn_in")
     mixing_steps = check_non_negative_int(mixing_steps, "mixing_steps")
     leapfrog_steps = check_positive_int(leapfrog_steps, "leapfrog_steps")
     check_choice(initial, "initial", INITIALS)
+    seed = _check_seed(seed)
     x_all = _as_array(model, data)
     runner = _Runner(model, initial, leapfrog_steps, True, INITIAL_STEP_SIZE, ADAPTATION_RATE, seed, False)
     # Annealing to beta = 1, then mixing_steps + 1 more targets at beta = 1 (transitions at the posterior).
@@ -891,7 +948,7 @@ def build_parser():
     )
     parser.add_argument("run_dir", help="a run directory written by train.py (model.keras and config.json)")
     parser.add_argument("--ais", action="store_true", help="annealed importance sampling (else importance sampling)")
-    parser.add_argument("--ais-steps", type=int, default=1000, help="AIS intermediate distributions T")
+    parser.add_argument("--ais-steps", type=int, default=1000, help="AIS annealing steps T (T - 1 HMC transitions)")
     parser.add_argument("--ais-chains", type=int, default=16, help="AIS chains per example")
     parser.add_argument("--ais-leapfrog-steps", type=int, default=10, help="leapfrog steps per HMC transition")
     parser.add_argument("--ais-schedule", default="sigmoid", help=f"one of {list(SCHEDULES)}")

@@ -134,7 +134,7 @@ def build_parser():
         help="test log p(x) by importance sampling (is), or also by annealed importance sampling with HMC (ais; "
         "continuous latents; see vizoo.ais)",
     )
-    parser.add_argument("--ais-steps", type=int, default=1000, help="AIS intermediate distributions (with --eval ais)")
+    parser.add_argument("--ais-steps", type=int, default=1000, help="AIS annealing steps T, T - 1 HMC transitions (with --eval ais)")
     parser.add_argument("--ais-chains", type=int, default=16, help="AIS chains per test example (with --eval ais)")
     parser.add_argument(
         "--ais-examples", type=int, default=None, help="AIS on the first N test examples (with --eval ais; default all)"
