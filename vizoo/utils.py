@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -13,6 +14,19 @@ def as_seed_generator(seed):
     import keras
 
     return seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(seed)
+
+
+def draw_seed(seed, index):
+    """The seed of draw `index` (1, 2, ...) of a computation given one `seed`, independent of its other draws.
+
+    A `keras.random.SeedGenerator` (or None: Keras's global one) moves on by itself from draw to draw and is
+    returned as is. An int seed does not: every draw made with it reads the same stream (the same shape
+    gives the same values), so each draw gets its own int, derived from (seed, index). Plain Python: works
+    where the computation is traced too.
+    """
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return int(np.random.SeedSequence([int(seed) % 2**63, index]).generate_state(1)[0] >> 1)
+    return seed
 
 
 def _check_int(value, name, minimum, kind):
@@ -33,11 +47,23 @@ def check_non_negative_int(value, name):
 
 def check_hidden_units(value, name="hidden_units"):
     """Return `value` as a list of ints if it is a sequence of positive integers, else raise."""
-    if isinstance(value, (int, str)) or not all(
+    if isinstance(value, (int, str)) or not isinstance(value, Iterable) or not all(
         isinstance(u, numbers.Integral) and not isinstance(u, bool) and u > 0 for u in value
     ):
         raise ValueError(f"{name} must be a list of positive integers. Received: {name}={value!r}")
     return [int(u) for u in value]
+
+
+def check_activation(value, name="activation"):
+    """Return Keras's activation function for `value` (a name or a callable), else raise a ValueError naming it."""
+    import keras
+
+    try:
+        return keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"{name} must be a Keras activation: a name such as 'tanh' or 'relu', or a callable. Received: {name}={value!r}"
+        ) from None
 
 
 def check_choice(value, name, choices):

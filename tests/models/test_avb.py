@@ -60,6 +60,24 @@ def test_terms_follow_the_definitions(binary_data):
     np.testing.assert_allclose(terms["log_rz"], expected_log_r, atol=1e-4)
 
 
+@pytest.mark.parametrize("structure", ["concat", "adaptive_contrast"])
+def test_contrast_draws_under_an_int_seed_are_not_the_samplers_noise(binary_data, structure):
+    """sample_terms(seed=int): the contrast z' ~ p(z) (and e ~ N(0, I) with adaptive contrast) come from streams of
+    their own. One int seed for every draw made z' = eps (concat, noise of z's size): T saw q's noise as p's draws."""
+    posterior = ImplicitPosterior(3, hidden_units=[8], structure=structure, num_bases=2, name="posterior")
+    model = VAE(64, 3, hidden_units=[16], posterior=posterior, adversary=Adversary(hidden_units=[8], feature_dim=4), seed=0)
+    model.build((None, 64))
+    x = binary_data[:4]
+    names = ("adversary_p", "adversary_p_normalized") if structure == "adaptive_contrast" else ("adversary_p",)
+    terms = model.sample_terms(x, 5, seed=3, terms=names)
+    again = model.sample_terms(x, 5, seed=3, terms=names)
+    eps = model.posterior.sample_noise(model.encode(x), 5, seed=3)
+    first = keras.ops.convert_to_numpy(eps).ravel()[: 4 * 5 * 3].reshape(4, 5, 3)  # the stream's start: q's noise
+    for name in names:
+        np.testing.assert_array_equal(terms[name], again[name])  # reproducible from the seed
+        assert not np.allclose(terms[name], model.adversary(x, first), atol=1e-3), name
+
+
 def test_compile_refuses_what_cannot_work():
     with pytest.raises(ValueError, match="AVBLoss trains the model's adversary T\\(x, z\\), but this VAE has none"):
         VAE(64, 3, posterior="implicit").compile(optimizer="adam", loss=AVBLoss())
@@ -69,6 +87,10 @@ def test_compile_refuses_what_cannot_work():
         avb_vae(structure="concat").compile(optimizer="adam", loss=AVBLoss(adaptive_contrast=True))
     with pytest.raises(ValueError, match="adversary must be None or a vizoo.layers.Adversary"):
         VAE(64, 3, adversary="yes")
+    # Extra adversary updates on the main optimizer would advance its step count for every other variable.
+    with pytest.raises(ValueError, match=r"needs an optimizer of its own.*Received: loss.group_steps=\{'adversary': 3\}"):
+        avb_vae().compile(optimizer="adam", loss=AVBLoss(adversary_steps=3))
+    avb_vae().compile(optimizer="adam", loss=AVBLoss(adversary_steps=3), group_optimizers={"adversary": "adam"})
 
 
 def test_command_line_builds_avb(tmp_path, capsys):

@@ -61,6 +61,20 @@ def test_samples_follow_q():
     assert np.max(np.abs(frequencies - probabilities) / (standard_error + 1e-4)) < 5
 
 
+@pytest.mark.parametrize("seed", [0, None])  # an int seed, and the model's generator
+def test_prior_samples_follow_p(seed):
+    """Ancestral draws h ~ p(h) have p's configuration frequencies. With an int seed, each layer's uniforms come
+    from their own stream (one stream for all layers made the layers' draws alike: wrong frequencies)."""
+    model = ref.tiny_sbn(latent_dims=(2, 2))
+    h = keras.ops.convert_to_numpy(model.sample_prior(20000, seed))
+    index = (h @ (2 ** np.arange(3, -1, -1))).astype(int)
+    frequencies = np.bincount(index, minlength=16) / len(index)
+    probabilities = np.exp(keras.ops.convert_to_numpy(model.log_prior(ref.configurations(4))))
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    standard_error = np.sqrt(probabilities * (1 - probabilities) / len(index))
+    assert np.max(np.abs(frequencies - probabilities) / (standard_error + 1e-4)) < 5
+
+
 def test_evaluate_log_likelihood_matches_the_exact_value_within_its_monte_carlo_error():
     model = ref.tiny_sbn()
     k = 5000

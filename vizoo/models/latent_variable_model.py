@@ -17,7 +17,7 @@ from vizoo.data.checks import (
 )
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, replicas_in_sync
 from vizoo.terms import SAMPLE, STATE, TERMS
-from vizoo.utils import HALF_LOG_2PI, check_array, check_hidden_units, check_positive_int
+from vizoo.utils import HALF_LOG_2PI, check_activation, check_array, check_hidden_units, check_positive_int, draw_seed
 
 # Terms of AVB's adversary, computed where the model has one (`adversary`); the normalized ones and log r also
 # need a posterior with `has_moments` (adaptive contrast).
@@ -155,7 +155,7 @@ class LatentVariableModel(keras.Model):
         self.input_dim = check_positive_int(input_dim, "input_dim")
         self.hidden_units = check_hidden_units(hidden_units)
         self.activation = activation
-        keras.activations.get(activation)  # fails early on an unknown name
+        check_activation(activation)  # fails early on an unknown name
         self.seed = seed
 
     def _init_seed_generator(self):
@@ -254,7 +254,8 @@ class LatentVariableModel(keras.Model):
     def _adversary_terms(self, x, z, encoding, eps, seed):
         """`{name: thunk}` of the adversary's terms for samples z `[batch, k, latent]` drawn with noise eps.
 
-        The contrast draws (z' ~ p(z); e ~ N(0, I) with adaptive contrast) are the model's own, from `seed`.
+        The contrast draws (z' ~ p(z); e ~ N(0, I) with adaptive contrast) are the model's own, from `seed`,
+        independent of eps (an int seed gives each draw its own stream: `utils.draw_seed`).
         """
         batch, k, latent_dim = ops.shape(z)[0], ops.shape(z)[1], z.shape[-1]
 
@@ -267,7 +268,7 @@ class LatentVariableModel(keras.Model):
             return logits + ops.cast(normal - self.log_prior(z_), logits.dtype)
 
         def contrast():
-            z_prior = ops.reshape(self.sample_prior(batch * k, seed), (batch, k, latent_dim))  # z' ~ p(z)
+            z_prior = ops.reshape(self.sample_prior(batch * k, draw_seed(seed, 1)), (batch, k, latent_dim))  # z' ~ p(z)
             return adversary(ops.stop_gradient(ops.cast(z_prior, z.dtype)))
 
         cache = {}
@@ -291,7 +292,7 @@ class LatentVariableModel(keras.Model):
             "adversary_p": contrast,
             "adversary_q_normalized": lambda: self.adversary(x, normalized()["z"]),
             "adversary_p_normalized": lambda: self.adversary(
-                x, keras.random.normal((batch, k, latent_dim), dtype=z.dtype, seed=seed)
+                x, keras.random.normal((batch, k, latent_dim), dtype=z.dtype, seed=draw_seed(seed, 2))
             ),
             "log_rz": log_rz,
         }
@@ -371,6 +372,16 @@ class LatentVariableModel(keras.Model):
             raise ValueError(
                 "group_optimizers must hold optimizers of their own, not the main optimizer (a group without "
                 f"an entry already uses it). Received: group_optimizers={group_optimizers!r}"
+            )
+        steps = loss.group_steps if isinstance(loss, BoundLoss) else {}
+        alone = {group: n for group, n in steps.items() if n > 1 and group not in given}
+        if alone:
+            raise ValueError(
+                f"{type(loss).__name__} updates the {', '.join(map(repr, alone))} group {max(alone.values())} times per "
+                "step, the extra updates alone: such a group needs an optimizer of its own in group_optimizers "
+                "(on the main optimizer they would advance the step count, the learning-rate schedule and Adam's "
+                f"bias correction of every other variable), e.g. group_optimizers={{{next(iter(alone))!r}: 'adam'}}. "
+                f"Received: loss.group_steps={steps}, group_optimizers={group_optimizers!r}"
             )
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
         meanings = loss.diagnostic_meanings if isinstance(loss, BoundLoss) else {}
@@ -614,7 +625,7 @@ class LatentVariableModel(keras.Model):
                 if not members:
                     continue
                 optimizer = self._optimizer_of(group)
-                if not optimizer.built:  # (the main optimizer: built on all it updates, not this group alone)
+                if not optimizer.built:
                     self.build_optimizers()
                 with tf.GradientTape() as tape:
                     terms = self(x, training=True)

@@ -6,7 +6,7 @@ from vizoo.layers.bernoulli_posterior import BernoulliPosterior, bernoulli_log_p
 from vizoo.models.latent_variable_model import LatentVariableModel
 from vizoo.models.vae import VAE
 from vizoo.registry import Option, register_model
-from vizoo.utils import check_hidden_units
+from vizoo.utils import check_hidden_units, draw_seed
 
 @register_model("sbn")
 @keras.saving.register_keras_serializable(package="vizoo")
@@ -242,10 +242,10 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         """Ancestral draws h ~ p(h), `[num_examples, sum(latent_dims)]` (h_1 first)."""
         logits = ops.broadcast_to(ops.cast(self.prior_logits, "float32"), (num_examples, self.latent_dims[-1]))
         layers = []
-        for network in [None] + self.prior_networks[::-1]:
+        for index, network in enumerate([None] + self.prior_networks[::-1]):
             if network is not None:
                 logits = ops.cast(network(h), "float32")
-            u = keras.random.uniform(ops.shape(logits), seed=seed)
+            u = keras.random.uniform(ops.shape(logits), seed=draw_seed(seed, index + 1))  # one stream a layer
             h = ops.cast(u < ops.sigmoid(logits), "float32")
             layers.insert(0, h)
         return ops.concatenate(layers, axis=-1)
