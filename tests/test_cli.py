@@ -39,6 +39,7 @@ def test_train_writes_model_history_metrics_and_encoder(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"AIS test NLL {metrics['ais']['nll']:.3f}" in printed
     assert f"test NLL {metrics['nll']:.3f} nats (k=20)" in printed
+    assert "fitted Gaussian proposal" not in printed  # q's own ELBO and KL (an implicit q's are the proposal's)
 
 
 @pytest.mark.slow  # a full run; the IDX loader itself is tests/data's

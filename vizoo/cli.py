@@ -532,7 +532,8 @@ def run(args):
         f"test NLL {metrics['nll']:.3f} nats (k={args.eval_k}"
         f"{'; an upper bound: log q is estimated' if metrics.get('log_likelihood_is_lower_bound') else ''}), "
         f"ELBO {metrics['elbo']:.3f}, "
-        f"IWAE-{metrics['train_k']} {metrics['iwae_k']:.3f}, KL {metrics['kl']:.3f}, "
+        f"IWAE-{metrics['train_k']} {metrics['iwae_k']:.3f}, KL {metrics['kl']:.3f}"
+        f"{' (of the fitted Gaussian proposal: q has no density)' if metrics.get('proposal') == 'fitted_gaussian' else ''}, "
         f"active units {metrics['active_units']}/{metrics['latent_units']}, {metrics['bits_per_dim']:.4f} bits/dim; "
         f"outputs in {args.out_dir}"
     )

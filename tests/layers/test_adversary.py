@@ -54,7 +54,8 @@ def test_adversary_serializes_and_computes_in_float32_under_mixed_precision():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"hidden_units": [0]}, "Received: hidden_units=[0]"), ({"feature_dim": 0}, "Received: feature_dim=0")],
+    [({"hidden_units": [0]}, "Received: hidden_units=[0]"), ({"feature_dim": 0}, "Received: feature_dim=0"),
+     ({"activation": "nope"}, "Received: activation='nope'")],
 )
 def test_bad_adversary_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", "\\[").replace("]", "\\]")):

@@ -89,6 +89,8 @@ def test_nonlinear_bases_estimate_their_moments_over_the_batch_noise():
         ({"structure": "stacked"}, "Unknown structure. Expected one of ['adaptive_contrast', 'concat', 'inject']"),
         ({"num_bases": 0}, "Received: num_bases=0"),
         ({"basis_hidden_units": [0]}, "Received: basis_hidden_units=[0]"),
+        ({"hidden_units": None}, "Received: hidden_units=None"),
+        ({"activation": "nope"}, "activation must be a Keras activation.*Received: activation='nope'"),
     ],
 )
 def test_bad_options_are_named(kwargs, message):

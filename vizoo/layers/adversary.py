@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from vizoo.utils import check_hidden_units, check_positive_int
+from vizoo.utils import check_activation, check_hidden_units, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
@@ -54,7 +54,7 @@ class Adversary(keras.layers.Layer):
         self.hidden_units = check_hidden_units(hidden_units)
         self.feature_dim = check_positive_int(feature_dim, "feature_dim")
         self.activation = activation
-        keras.activations.get(activation)  # fails early on an unknown name
+        check_activation(activation)  # fails early on an unknown name
         dtype = self.variable_dtype  # full precision: logits enter a logistic loss and the ELBO estimate
 
         def stack(prefix):

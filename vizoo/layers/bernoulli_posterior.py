@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from vizoo.layers.posterior import Posterior
-from vizoo.utils import check_hidden_units
+from vizoo.utils import check_activation, check_hidden_units
 
 
 def bernoulli_log_prob(value, logits):
@@ -118,7 +118,7 @@ class BernoulliPosterior(Posterior):
         self.latent_dims = latent_dims
         self.hidden_units = check_hidden_units(hidden_units)
         self.activation = activation
-        keras.activations.get(activation)  # fails early on an unknown name
+        check_activation(activation)  # fails early on an unknown name
         self.networks = [
             mlp(units, self.hidden_units, activation, f"q_h{i + 1}", self.dtype_policy)
             for i, units in enumerate(latent_dims)

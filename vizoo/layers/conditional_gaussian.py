@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from vizoo.utils import HALF_LOG_2PI, check_hidden_units, check_positive_int
+from vizoo.utils import HALF_LOG_2PI, check_activation, check_hidden_units, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="vizoo")
@@ -61,7 +61,7 @@ class ConditionalGaussian(keras.layers.Layer):
         self.units = check_positive_int(units, "units")
         self.hidden_units = check_hidden_units(hidden_units)
         self.activation = activation
-        self._activation = keras.activations.get(activation)
+        self._activation = check_activation(activation)
         # Kept serialized: each head weight gets an initializer instance of its own.
         self.head_initializer = keras.initializers.serialize(keras.initializers.get(head_initializer))
         policy = self.dtype_policy

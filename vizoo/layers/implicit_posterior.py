@@ -3,7 +3,7 @@ from keras import ops
 
 from vizoo.layers.posterior import Posterior
 from vizoo.registry import Option, register_posterior
-from vizoo.utils import check_choice, check_hidden_units, check_positive_int
+from vizoo.utils import check_activation, check_choice, check_hidden_units, check_positive_int
 
 # The sampler's structures (see the class docstring).
 STRUCTURES = ("concat", "inject", "adaptive_contrast")
@@ -116,7 +116,7 @@ class ImplicitPosterior(Posterior):
         self.noise_dim = self.latent_dim if noise_dim is None else check_positive_int(noise_dim, "noise_dim")
         self.hidden_units = check_hidden_units(hidden_units)
         self.activation = activation
-        keras.activations.get(activation)  # fails early on an unknown name
+        check_activation(activation)  # fails early on an unknown name
         self.structure = _check_structure(structure)
         self.num_bases = check_positive_int(num_bases, "num_bases")
         self.basis_hidden_units = check_hidden_units(basis_hidden_units, "basis_hidden_units")

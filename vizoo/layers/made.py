@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vizoo.utils import check_choice, check_hidden_units, check_positive_int
+from vizoo.utils import check_activation, check_choice, check_hidden_units, check_positive_int
 
 INPUT_ORDERS = ("natural", "reversed", "random")
 
@@ -103,7 +103,7 @@ class MADE(keras.layers.Layer):
         super().__init__(**kwargs)
         self.params = check_positive_int(params, "params")
         self.hidden_units = check_hidden_units(hidden_units)
-        self.activation = keras.activations.get(activation)
+        self.activation = check_activation(activation)
         self._activation_name = activation
         if isinstance(input_order, str):
             check_choice(input_order, "input_order", INPUT_ORDERS)
