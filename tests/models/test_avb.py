@@ -24,7 +24,7 @@ def avb_vae(structure="adaptive_contrast", prior="standard_normal", basis_hidden
 
 @pytest.mark.slow  # trains three times, saves, loads, evaluates (the fast tier has the terms and CLI checks)
 def test_avb_model_passes_the_shared_model_checks(binary_data, tmp_path):
-    """Adaptive contrast, two adversary updates per step: terms, training, serialization, .keras, evaluation.
+    """Adaptive contrast: terms, training, serialization, .keras, evaluation (extra adversary updates: the resume test).
 
     Linear bases: their moments are exact, so each sample's normalized terms use its own noise only (with nonlinear
     bases the moments are estimated over all of the batch's noise, as the paper does: test_terms_follow_the_definitions).
@@ -221,7 +221,11 @@ def test_evaluation_of_an_implicit_q_against_exact_ppca():
     exact_kl = np.mean(0.5 * np.sum(variance + mean**2 - 1 - np.log(variance), axis=1))
     assert result["posterior_kl_lower_bound"] < exact_kl + 0.05
     assert {"adversary_kl", "training_estimate", "training_estimate_gap", "training_estimate_gap_se"} <= set(result)
-    np.testing.assert_allclose(result["adversary_kl"], result["posterior_reconstruction"] - result["training_estimate"])
+    # The reported adversary KL is E_q[T(x, z~) + log r(z|x) - log p(z)] over the same x, computed here from the terms
+    # (200 other samples per x: 3.4463 against 3.4476 reported at seed 1).
+    terms = model.sample_terms(x, 200, seed=1, terms=("adversary_q_normalized", "log_rz", "log_pz"))
+    direct = np.mean(np.asarray(terms["adversary_q_normalized"]) + np.asarray(terms["log_rz"]) - np.asarray(terms["log_pz"]))
+    assert abs(result["adversary_kl"] - direct) < 0.05, (result["adversary_kl"], direct)
 
 
 @pytest.mark.slow
