@@ -65,7 +65,9 @@ class AVBLoss(BoundLoss):
     Args:
         k: int >= 1, samples of z (and of the contrast) per example.
         adaptive_contrast: bool, contrast against the moment-matched Gaussian (above).
-        adversary_steps: int >= 1, adversary updates per training step.
+        adversary_steps: int >= 1, adversary updates per training step (the n - 1 extra ones alone, each on a
+            fresh forward pass); above 1 the model must be compiled with the adversary's own optimizer,
+            `group_optimizers={"adversary": ...}`.
 
     Call arguments:
         y_true: ignored.
