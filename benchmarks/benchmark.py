@@ -363,7 +363,7 @@ def write_table(results_dir, output, command):
         f"says otherwise (IAF: {POSTERIOR_OPTIONS['iaf']['num_steps']} gated steps, MADE "
         f"{POSTERIOR_OPTIONS['iaf']['hidden_units']}, context = encoder features;",
         f"planar: {POSTERIOR_OPTIONS['planar']['num_steps']} steps; hierarchical: {POSTERIOR_OPTIONS['hierarchical']}, "
-        "test NLL with the rows' eval K reverse samples, an upper bound on the NLL, marked *; "
+        "test NLL with log q estimated from the rows' eval K reverse samples, marked * (unbiased weights, noisier: looser at a given k); "
         f"{', '.join(f'{n} grows K linearly from {K0}' for n, K0 in REVERSE_SAMPLE_RAMPS.items())}).",
         "GFLOP/s count the encoder and decoder dense layers only.",
         f"Rows sbn_*: sigmoid belief network {'-'.join(map(str, SBN_LAYERS))} (binary units, linear Bernoulli "

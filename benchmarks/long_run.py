@@ -317,8 +317,9 @@ def write_report(args, command):
         "",
         "Rows and models as in [benchmarks.md](benchmarks.md) (784-200-200-50 tanh MLPs, batch 100, Adam 1e-3,",
         "dynamically binarized training data); each row is one seed unless the seeds table says otherwise.",
-        "Test NLL by importance sampling with the row's k (hierarchical rows: an upper bound on the NLL with the",
-        "stated K reverse samples, marked *); nats per example. Wall time is the sum of the epochs' seconds on a",
+        "Test NLL by importance sampling with the row's k (hierarchical rows, marked *: log q estimated with the",
+        "stated K reverse samples; the weights stay unbiased, but noisier, so the NLL is looser at a given k); nats",
+        "per example. Wall time is the sum of the epochs' seconds on a",
         "machine shared with other work, so it says how long a row took, not how fast vizoo is.",
         "",
     ]

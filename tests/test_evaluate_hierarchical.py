@@ -34,6 +34,26 @@ def test_result_says_the_estimate_is_a_lower_bound_and_tightens_with_k(reference
     assert "log_likelihood_is_lower_bound" not in evaluate.log_likelihood(ppca.ppca_vae(weights, bias), x, k=5)
 
 
+@pytest.mark.parametrize("num_reverse_samples", [1, 3])
+def test_weights_stay_unbiased_when_log_q_is_estimated(reference, num_reverse_samples):
+    """q(z|x) / q^_K(z|x) has mean exactly 1 over z, psi_0 ~ q and psi_1..K ~ tau, for any tau (here one off the
+    exact q(psi|z)), though log q^_K is above log q on average: p(x, z) / q^_K is an unbiased weight, so the
+    importance-sampled log p(x) of a hierarchical q is consistent in k (what evaluate's docstring says)."""
+    from tests import hierarchical_reference
+    from vizoo import ais
+
+    weights, bias, x, _ = reference
+    a_matrix = hierarchical_reference.mixing_matrix()
+    posterior = hierarchical_reference.tractable_posterior(a_matrix, ppca.DATA_DIM, loc_offset=0.3, log_scale_offset=0.2)
+    model = ppca.ppca_decoder_vae(weights, bias, posterior)
+    z, _, upper = ais.log_q_bounds(model, x[:5], 100_000, num_reverse_samples, seed=0)
+    log_ratio = hierarchical_reference.exact_log_q(z.numpy(), a_matrix) - upper.numpy()
+    ratio = np.exp(log_ratio)
+    standard_error = ratio.std(axis=1, ddof=1) / np.sqrt(ratio.shape[1])  # 0.002-0.003
+    assert np.all(np.abs(ratio.mean(axis=1) - 1) < 4 * standard_error + 1e-3)
+    assert np.all(log_ratio.mean(axis=1) < -0.01)  # the log estimate itself is biased: an upper bound on log q
+
+
 def test_chunks_stay_within_the_memory_budget_and_agree(reference):
     weights, bias, x, _ = reference
     model = hierarchical_ppca(weights, bias)

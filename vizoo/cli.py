@@ -530,7 +530,7 @@ def run(args):
     plots.plot_run(args.out_dir, model=model, data=splits.test, history=os.path.join(args.out_dir, "history.csv"))
     print(
         f"test NLL {metrics['nll']:.3f} nats (k={args.eval_k}"
-        f"{'; an upper bound: log q is estimated' if metrics.get('log_likelihood_is_lower_bound') else ''}), "
+        f"{'; log q estimated: noisier weights, looser at this k' if metrics.get('log_likelihood_is_lower_bound') else ''}), "
         f"ELBO {metrics['elbo']:.3f}, "
         f"IWAE-{metrics['train_k']} {metrics['iwae_k']:.3f}, KL {metrics['kl']:.3f}"
         f"{' (of the fitted Gaussian proposal: q has no density)' if metrics.get('proposal') == 'fitted_gaussian' else ''}, "

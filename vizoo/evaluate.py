@@ -288,10 +288,16 @@ def log_likelihood(
         meaningful for discrete data), `k`, `train_k`, `num_examples`,
         and with `return_per_example`, `per_example_log_likelihood`.
         When the posterior's log q(z|x) is an estimate (`exact_density` False,
-        e.g. a hierarchical posterior's IWHVI upper bound on log q), the
-        number is a lower bound on log p(x) (in expectation), not a
-        consistent estimate: the result then has
-        `log_likelihood_is_lower_bound: True` (and `nll` is an upper bound),
+        e.g. a hierarchical posterior's IWHVI estimate log q^_K with K reverse
+        samples, an upper bound on log q in expectation), each weight
+        p(x, z) / q^_K(z|x) is still an unbiased estimate of p(x) (importance
+        sampling on the space of z and its K + 1 psi's: E over psi_0 ~ q(psi|z, x)
+        and psi_1..K ~ tau of 1 / q^_K(z|x) is exactly 1 / q(z|x)), so log p(x)
+        is still consistent in k and a stochastic lower bound, as with an exact
+        log q, but from noisier weights: further below log p(x) at a given k
+        (less so as K grows and tau approaches q(psi|z, x)). The result then has
+        `log_likelihood_is_lower_bound: True` (the name says that log q was
+        estimated; every importance-sampled `nll` is an upper bound in expectation),
         `sampler_options` records every sampler option used (the posterior's
         defaults included; `{}` for a posterior with none). `proposal` names
         the importance proposal: `"posterior"` (q itself), or for a posterior
@@ -471,8 +477,8 @@ def log_likelihood(
         "num_examples": int(log_px.shape[0]),
     }
     if not model.posterior.exact_density and not proposal_samples:
-        # log q is an estimate (an upper bound in expectation): log p(x) is then bounded below. (A fitted
-        # proposal's log r is exact: the estimate is consistent.)
+        # log q is an estimate: the weights are still unbiased (see the docstring), but noisier than with the
+        # exact log q. (A fitted proposal's log r is exact.)
         result["log_likelihood_is_lower_bound"] = True
     if proposal_samples:
         result["proposal_samples"] = proposal_samples
