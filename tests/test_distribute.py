@@ -131,6 +131,31 @@ def test_multi_worker_timeout_is_checked(timeout):
         get_strategy("multi_worker", timeout_seconds=timeout)
 
 
+def test_slurm_ranks_follow_the_node_list_in_block_order(monkeypatch):
+    """node[9-10] with 2 + 1 tasks: ranks 0-1 on node9 and 2 on node10, as srun's block distribution places them
+    (sorted by name, node10 came first and rank 0 was given node10's address)."""
+    import json
+    import os
+
+    from vizoo.distribute import slurm_cluster_resolver
+
+    for key, value in {"SLURM_STEP_NUM_TASKS": "3", "SLURM_STEP_NODELIST": "node[9-10]",
+                       "SLURM_STEP_TASKS_PER_NODE": "2,1", "TF_CONFIG": ""}.items():
+        monkeypatch.setenv(key, value)  # (TF_CONFIG: restored after the test)
+    for rank, node in [(0, "node9"), (1, "node9"), (2, "node10")]:
+        monkeypatch.setenv("SLURM_PROCID", str(rank))
+        monkeypatch.setenv("SLURMD_NODENAME", node)
+        slurm_cluster_resolver(20000)
+        config = json.loads(os.environ["TF_CONFIG"])
+        assert config == {"cluster": {"worker": ["node9:20000", "node9:20001", "node10:20000"]},
+                          "task": {"type": "worker", "index": rank}}
+    monkeypatch.setenv("SLURMD_NODENAME", "node9")  # rank 2 on node9: a cyclic distribution
+    with pytest.raises(ValueError, match="--distribution=block.*SLURM_PROCID=2"):
+        slurm_cluster_resolver(20000)
+    with pytest.raises(ValueError, match="beyond port 65535.*Received: port_base=65535"):
+        slurm_cluster_resolver(65535)
+
+
 def test_unknown_strategy_is_named():
     from vizoo.distribute import get_strategy
 
@@ -167,6 +192,63 @@ def test_the_loop_on_one_device_equals_fit():
     assert int(looped.optimizer.iterations) == int(fitted.optimizer.iterations) == 26
     for key in ("loss", "val_loss"):  # fit's float32 running mean against the loop's float64 sum
         np.testing.assert_allclose(logs[key], history[key], rtol=2e-6)
+
+
+def test_the_loops_backup_resumes_bit_for_bit_and_is_removed_when_training_ends(tmp_path):
+    """Stopped after epoch 1 with its backup kept, a new model resumes there and ends where an uninterrupted run
+    ends; then the backup is gone (Keras's BackupAndRestore), so the next call starts afresh."""
+    import vizoo
+    from tests.helpers import digits_vae
+
+    straight, splits = digits_vae()
+    vizoo.distribute.train(straight, splits.train, 2, verbose=0)
+    backup = tmp_path / "backup"
+    first, splits = digits_vae()
+    vizoo.distribute.train(first, splits.train, 1, backup_dir=str(backup), delete_backup=False, verbose=0)
+    assert vizoo.distribute.backup_epoch_in(str(backup)) == 1
+    resumed, splits = digits_vae()
+    history = vizoo.distribute.train(resumed, splits.train, 2, backup_dir=str(backup), verbose=0).history
+    assert len(history["loss"]) == 1  # epoch 2 only
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not backup.exists()
+
+
+def test_the_loops_compiled_functions_do_not_keep_a_model_alive():
+    import gc
+    import weakref
+
+    import vizoo
+    from tests.helpers import digits_vae
+
+    model, splits = digits_vae()
+    vizoo.distribute.train(model, splits.train, 1, verbose=0)
+    vizoo.distribute.evaluate(model, splits.validation)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_backup_beyond_the_epochs_asked_for_is_refused(tmp_path):
+    import vizoo
+    from tests.helpers import digits_vae
+
+    model, splits = digits_vae()
+    vizoo.distribute.train(model, splits.train, 2, backup_dir=str(tmp_path), delete_backup=False, verbose=0)
+    with pytest.raises(ValueError, match="after epoch 2, beyond this call's epochs=1.*Received: epochs=1"):
+        vizoo.distribute.train(model, splits.train, 1, backup_dir=str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match="Received: delete_backup='no'"):
+        vizoo.distribute.train(model, splits.train, 1, delete_backup="no", verbose=0)
+    # A damaged backup is a named error, never a silent fresh start (which would discard the run's files).
+    data = next(tmp_path.glob("*.data-*"))
+    content = data.read_bytes()
+    data.write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match="cannot be restored into this model.*Delete that directory"):
+        vizoo.distribute.train(model, splits.train, 3, backup_dir=str(tmp_path), verbose=0)
+    (tmp_path / "checkpoint").write_text("garbage")
+    with pytest.raises(ValueError, match="damaged: its state file 'checkpoint' names no backup"):
+        vizoo.distribute.train(model, splits.train, 3, backup_dir=str(tmp_path), verbose=0)
 
 
 def test_the_loop_refuses_data_it_cannot_split():

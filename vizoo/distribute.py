@@ -162,8 +162,12 @@ _SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST
 def slurm_cluster_resolver(port_base=12345):
     """A cluster resolver of this Slurm job step: one worker per Slurm task (`srun`), task 0 the chief.
 
-    Task i runs at its node's hostname and port `port_base` plus its index on the node, in the
-    order `tf.distribute.cluster_resolver.SlurmClusterResolver` gives them (nodes sorted by name).
+    Task i runs at its node's hostname and port `port_base` plus its index on the node, the nodes in
+    the job step's node-list order: Slurm's default (block) distribution, which gives ranks 0..n-1 to
+    the first node, the next ranks to the next. (TensorFlow's `SlurmClusterResolver` sorts the nodes
+    by name, so that node10 comes before node9 and rank 0 is given another node's address.) A
+    process whose rank lands on another node than its own (`SLURMD_NODENAME`), as under
+    `--distribution=cyclic`, is refused.
     The cluster is written to this process's `TF_CONFIG` and a `TFConfigClusterResolver` of it is
     returned: unlike TensorFlow's Slurm resolver (which counts GPUs with `nvidia-smi`, fails
     without them and sets `CUDA_VISIBLE_DEVICES` itself), it works on CPU-only nodes and leaves
@@ -185,12 +189,24 @@ def slurm_cluster_resolver(port_base=12345):
         )
     hosts = slurm.expand_hostlist(os.environ["SLURM_STEP_NODELIST"])
     tasks = slurm.expand_tasks_per_node(os.environ["SLURM_STEP_TASKS_PER_NODE"])
-    addresses = [f"{host}:{port_base + i}" for host, count in sorted(zip(hosts, tasks)) for i in range(count)]
+    if port_base + max(tasks) - 1 > 65535:
+        raise ValueError(
+            f"port_base plus the tasks on one node ({max(tasks)}) goes beyond port 65535. Received: port_base={port_base}"
+        )
+    addresses = [f"{host}:{port_base + i}" for host, count in zip(hosts, tasks) for i in range(count)]
     rank = int(os.environ["SLURM_PROCID"])
     if len(addresses) != int(os.environ["SLURM_STEP_NUM_TASKS"]) or not 0 <= rank < len(addresses):
         raise ValueError(
             f"the Slurm variables disagree: {len(addresses)} tasks on the nodes, SLURM_STEP_NUM_TASKS="
             f"{os.environ['SLURM_STEP_NUM_TASKS']}, SLURM_PROCID={rank}. Received: cluster='slurm'"
+        )
+    own = os.environ.get("SLURMD_NODENAME")
+    if own is not None and addresses[rank].rsplit(":", 1)[0] != own:
+        raise ValueError(
+            f"task {rank} runs on {own}, but the block distribution of the node list puts it on "
+            f"{addresses[rank].rsplit(':', 1)[0]}: run with srun's default --distribution=block. "
+            f"Received: SLURM_PROCID={rank}, SLURMD_NODENAME={own!r}, SLURM_STEP_NODELIST="
+            f"{os.environ['SLURM_STEP_NODELIST']!r}"
         )
     os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}})
     return tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -303,12 +319,17 @@ class _Steps:
     """The compiled training and evaluation calls of one model under one strategy."""
 
     def __init__(self, model, strategy, steps_per_execution, jit_compile):
-        self.model = model
+        # A weak reference: these functions live in _COMPILED under the model, and must not keep it alive.
+        self._model_ref = weakref.ref(model)
         self.strategy = strategy
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
         self._train = {}
         self._test = {}
+
+    @property
+    def model(self):
+        return self._model_ref()
 
     def _replica_train(self, batches):
         # In a replica: the model's own step on this replica's rows of each global batch.
@@ -345,10 +366,11 @@ class _Steps:
 
         spec = tf.TensorSpec([None] + spec.shape.as_list()[1:], spec.dtype)
         if self._test.get(spec) is None:
-            model, strategy = self.model, self.strategy
+            strategy = self.strategy
 
             def replica_test(x):
                 rows, weight = _replica_share(x)
+                model = self.model
                 terms = model(rows, training=False)
                 loss = model.compute_loss(x=rows, y_pred=terms, sample_weight=weight, training=False)
                 return tf.cast(loss, tf.float32) * _rows(x)
@@ -437,12 +459,15 @@ class _Backup:
 
     def restore(self):
         """Restore the latest backup, if any; return the finished epochs (0 without one)."""
+        import tensorflow as tf
+
         latest = self.read_manager.latest_checkpoint
         if latest is None:
+            backup_epoch_in(self.directory)  # a damaged state file is an error, not a fresh start
             return 0
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError) as error:
+        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:  # another model's, or damaged
             raise ValueError(
                 f"The backup in {self.directory} cannot be restored into this model ({str(error).splitlines()[0]}). "
                 f"Delete that directory to start the run over. Received: backup_dir={self.directory!r}"
@@ -473,6 +498,11 @@ class _Backup:
         if not self.chief:
             shutil.rmtree(self.write_dir, ignore_errors=True)
 
+    def delete(self):
+        """Remove the backup (the chief's; the other workers' copies are removed as they are written)."""
+        if self.chief:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
     def _write_error(self, epochs_done, reason):
         from vizoo.callbacks import _checkpoint_write_error
 
@@ -487,11 +517,13 @@ def backup_epoch_in(directory):
     import tensorflow as tf
 
     latest = tf.train.latest_checkpoint(directory)
+    if latest is None and os.path.exists(os.path.join(str(directory), "checkpoint")):
+        # A state file that names no backup: damaged. Starting over would discard the run's files.
+        raise ValueError(
+            f"The backup in {directory} is damaged: its state file 'checkpoint' names no backup. Delete that "
+            f"directory to start the run over. Received: backup_dir={str(directory)!r}"
+        )
     return None if latest is None else int(latest.rsplit("-", 1)[-1])
-
-    def delete(self):
-        if self.chief:
-            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def train(
@@ -504,6 +536,7 @@ def train(
     jit_compile=False,
     callbacks=None,
     backup_dir=None,
+    delete_backup=True,
     verbose=1,
 ):
     """Train `model` with vizoo's own loop under `strategy` (default: the current one); return the History.
@@ -523,6 +556,9 @@ def train(
         callbacks: optional Keras callbacks (given `on_epoch_*`, `on_train_batch_end` after each
             call, `on_train_*`); `vizoo.callbacks.KLWarmup` is added when the compiled loss warms up.
         backup_dir: optional directory of the fault-tolerance backup (see the module docstring).
+        delete_backup: bool, remove the backup when training ends without an error (as Keras's
+            `BackupAndRestore(delete_checkpoint=True)`), so that the next call starts afresh; False keeps it
+            (`vizoo.runs.train_run` removes it once the run's outputs are written).
         verbose: 0 (silent) or 1 (one line per epoch, from the chief).
 
     Returns:
@@ -576,8 +612,16 @@ def train(
     callback_list = keras.callbacks.CallbackList(callbacks + [history], model=model)
     callback_list.set_params({"epochs": epochs, "steps": batches, "verbose": 0})
 
+    if not isinstance(delete_backup, bool):
+        raise ValueError(f"delete_backup must be True or False. Received: delete_backup={delete_backup!r}")
     backup = _Backup(model, backup_dir, strategy) if backup_dir is not None else None
     initial_epoch = backup.restore() if backup is not None else 0
+    if initial_epoch > epochs:
+        raise ValueError(
+            f"The backup in {backup_dir} is of a run after epoch {initial_epoch}, beyond this call's epochs={epochs}: "
+            f"ask for at least {initial_epoch} epochs to continue it, or delete that directory to start over. "
+            f"Received: epochs={epochs}, backup_dir={backup_dir!r}"
+        )
     for _ in range(initial_epoch * _iterators_per_epoch(train_data)):
         iter(train_data)  # the data order of the finished epochs, as fit's iterators drew it
     steps = _compiled_steps(model, strategy, steps_per_execution, jit_compile)
@@ -615,6 +659,8 @@ def train(
             tf.errors.CancelledError, tf.errors.InternalError) as error:
         raise _lost_worker(error, strategy, backup) from None
     callback_list.on_train_end()
+    if backup is not None and delete_backup:
+        backup.delete()
     return history
 
 

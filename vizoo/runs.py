@@ -315,6 +315,7 @@ def train_run(
                 jit_compile=jit_compile,
                 callbacks=run_callbacks,
                 backup_dir=backup_dir,
+                delete_backup=False,  # kept until the outputs are written (finish_run)
                 verbose=1 if verbose else 0,
             )
         train_seconds = time.perf_counter() - start
