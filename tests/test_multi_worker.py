@@ -10,6 +10,12 @@ job's weights are compared with the reference: the same loop, uninterrupted, in 
 two logical CPUs (MirroredStrategy: two replicas that split every global batch as the two workers
 do and draw the same noise). Every process is started here and killed in a `finally`, with
 bounded waits, so no worker outlives the module, whatever fails.
+
+The workers run in a network namespace of their own whose one interface is the loopback:
+TensorFlow's gRPC server listens on every interface (0.0.0.0 is hard-coded in its
+grpc_server_lib.cc) whatever address TF_CONFIG gives it, so 127.0.0.1 in TF_CONFIG alone would
+not keep the job's ports off the network. Where a namespace cannot be made (it needs
+CAP_SYS_ADMIN), the module is skipped rather than open ports.
 """
 
 import contextlib
@@ -50,12 +56,68 @@ def _die_with_parent():
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
+CLONE_NEWNET = 0x40000000
+# The namespace's holder: a new network namespace, its loopback brought up (SIOCGIFFLAGS / SIOCSIFFLAGS,
+# IFF_UP), then it waits until the test closes its stdin.
+HOLDER = """
+import ctypes, fcntl, socket, struct, sys
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+if libc.unshare(0x40000000) != 0:
+    print("unshare failed: errno", ctypes.get_errno(), flush=True)
+    sys.exit(1)
+with socket.socket() as s:
+    flags = struct.unpack("16sh", fcntl.ioctl(s, 0x8913, struct.pack("16sh", b"lo", 0)))[1]
+    fcntl.ioctl(s, 0x8914, struct.pack("16sh", b"lo", flags | 1))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+class LoopbackNamespace:
+    """A network namespace whose only interface is lo, held by a process; children join it before exec."""
+
+    def __init__(self):
+        self.holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True, preexec_fn=_die_with_parent)
+        line = self.holder.stdout.readline().strip()
+        if line != "ready":
+            self.close()
+            pytest.skip(f"no network namespace for the workers ({line or 'no answer'}; it needs CAP_SYS_ADMIN): "
+                        "TensorFlow's gRPC server would listen on every interface")
+        self.path = f"/proc/{self.holder.pid}/ns/net"
+
+    def enter(self):
+        # In a child, before exec (one thread: setns of a network namespace is allowed).
+        import ctypes
+
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if ctypes.CDLL("libc.so.6", use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                os._exit(97)  # never run a worker outside the namespace
+        finally:
+            os.close(fd)
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.holder.stdin.close()
+        try:
+            self.holder.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.holder.kill()
+            self.holder.wait()
+
+
 class Processes:
     """The processes a test starts; `stop_all` kills those still running (SIGKILL, by pid)."""
 
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, namespace):
         self.log_dir = log_dir
+        self.namespace = namespace
         self.running = []
+
+    def _prepare_child(self):
+        _die_with_parent()
+        self.namespace.enter()
 
     def start(self, name, role, out_dir, tf_config=None, extra=(), env_vars=None):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONPATH=REPO_ROOT)
@@ -73,7 +135,7 @@ class Processes:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=self._prepare_child,
         )
         process.log_path, process.log = log.name, log
         self.running.append(process)
@@ -143,7 +205,8 @@ def job(tmp_path_factory):
     job_dir, reference_dir = root / "job", root / "reference"
     job_dir.mkdir()
     reference_dir.mkdir()
-    processes = Processes(str(root))
+    namespace = LoopbackNamespace()
+    processes = Processes(str(root), namespace)
     try:
         reference = processes.start("reference", "reference", reference_dir)
         # A worker whose peer (worker 0, the coordination leader) is at a port nobody listens on; it waits
@@ -154,6 +217,13 @@ def job(tmp_path_factory):
         chief = processes.start("chief", "worker", job_dir, tf_config(ports, 0))
         worker = processes.start("worker", "worker", job_dir, tf_config(ports, 1), ["--stall-at", "1:8"])
         wait_for_file(str(job_dir / "stalled-1"), [chief, worker])
+        # Both workers listen now, in their namespace: from this machine's network their ports are closed.
+        reachable = []
+        for port in ports:
+            with socket.socket() as probe, contextlib.suppress(OSError):
+                probe.settimeout(2)
+                probe.connect(("127.0.0.1", port))
+                reachable.append(port)
         worker.send_signal(signal.SIGKILL)  # mid-epoch 2 (0-based 1), after the backup of epoch 1
         worker.wait()
         lost_at = time.monotonic()
@@ -185,9 +255,11 @@ def job(tmp_path_factory):
             "reference_history": (reference_dir / "run" / "history.csv").read_text(),
             "unreachable": json.loads(processes.output(lonely).strip().splitlines()[-1]),
             "unreachable_address": f"127.0.0.1:{lonely_ports[0]}",
+            "reachable_from_outside": reachable,
         }
     finally:
         processes.stop_all()
+        namespace.close()
 
 
 def history_rows(text):
@@ -195,6 +267,11 @@ def history_rows(text):
 
 
 @pytest.mark.slow  # three worker processes and a reference process
+def test_the_workers_ports_are_not_reachable_from_outside_their_namespace(job):
+    assert job["reachable_from_outside"] == []
+
+
+@pytest.mark.slow
 def test_a_lost_worker_stops_its_peer_within_the_timeout_naming_its_address(job):
     assert job["chief_status"] != 0
     assert "ConnectionError" in job["chief_output"] and "a worker was lost or unreachable" in job["chief_output"]
