@@ -39,6 +39,16 @@ with strategy.scope():
 loss = model.evaluate(x, batch_size=32, verbose=0)
 history = model.fit(x, batch_size=32, epochs=2, verbose=0).history["loss"]
 
+# add_loss terms (an L2 penalty) count once across replicas, as on one device.
+penalized = {}
+for name, penalty_strategy in (("one", tf.distribute.get_strategy()), ("two", strategy)):
+    with penalty_strategy.scope():
+        penalized_model = ppca.ppca_vae(weights, bias)
+        penalized_model.likelihood.loc_layer.kernel.regularizer = keras.regularizers.L2(0.5)
+        penalized_model.compile(optimizer="sgd", loss=IWAELoss(k=5))
+    penalized[name] = {"loss": penalized_model.evaluate(x, batch_size=32, verbose=0),
+                       "penalty": float(sum(penalized_model.losses))}
+
 # vizoo's fused Adam under the strategy: replica r's gradient is (r + 1) g, all-reduced to 3 g.
 import vizoo.optimizers
 with strategy.scope():
@@ -57,7 +67,7 @@ for _ in range(3):
     adam_step()
 replica_values = [v.numpy().tolist() for v in variable.value.values]
 result = {"replicas": strategy.num_replicas_in_sync, "exact": exact, "single": single_loss,
-          "distributed": loss, "history": history, "adam": replica_values}
+          "distributed": loss, "history": history, "adam": replica_values, "penalized": penalized}
 
 # Group optimizers: each optimizer all-reduces its own group's gradients; the frozen group stays put.
 from vizoo.losses import NVILLoss
@@ -98,6 +108,9 @@ def check(result, replicas):
     expected = adam_reference(np.linspace(-1.0, 1.0, 6).reshape(2, 3), [gradient] * 3, lr=0.01)
     for replica in result["adam"]:  # the same update on every replica
         np.testing.assert_allclose(np.array(replica), expected, rtol=0, atol=1e-12)
+    for penalized in result["penalized"].values():  # the bound plus the penalty once, whatever the replicas
+        assert penalized["penalty"] > 1.0
+        assert abs(penalized["loss"] - (result["exact"] + penalized["penalty"])) < 1e-4 * penalized["penalty"] + 1e-4
 
 
 @pytest.fixture(scope="module")

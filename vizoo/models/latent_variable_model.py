@@ -563,11 +563,15 @@ class LatentVariableModel(keras.Model):
         return total
 
     def _additional_losses(self):
-        # The `add_loss` terms and regularizers, each summed to a float scalar as Keras's default compute_loss does.
-        return [
+        # The `add_loss` terms and regularizers, each summed to a float scalar as Keras's default compute_loss does,
+        # and divided by the replicas in sync as Keras's own (scale_loss_for_distribution) and the bounds are: each
+        # replica's gradient is summed across replicas, so unscaled they would count once per replica.
+        replicas = replicas_in_sync()
+        values = [
             ops.sum(value if keras.backend.is_float_dtype(value.dtype) else ops.cast(value, keras.backend.floatx()))
             for value in self.losses
         ]
+        return [value / ops.cast(replicas, value.dtype) for value in values] if replicas > 1 else values
 
     def _compiled_bound(self):
         loss = getattr(self, "loss", None)
