@@ -174,6 +174,8 @@ def test_unknown_strategy_is_named():
 
     with pytest.raises(ValueError, match="Received: distribute='horovod'"):
         get_strategy("horovod")
+    with pytest.raises(ValueError, match="cluster_resolver applies to the 'multi_worker' strategy only"):
+        get_strategy("mirrored", cluster_resolver=object())
 
 
 def grouped_digits_vae():

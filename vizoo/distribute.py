@@ -90,6 +90,11 @@ def get_strategy(name="none", cluster_resolver=None, timeout_seconds=DEFAULT_TIM
     import tensorflow as tf
 
     check_choice(name, "distribute", STRATEGIES)
+    if cluster_resolver is not None and name != "multi_worker":
+        raise ValueError(
+            f"cluster_resolver applies to the 'multi_worker' strategy only. Received: name={name!r}, "
+            f"cluster_resolver={cluster_resolver!r}"
+        )
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -115,7 +120,7 @@ def _multi_worker_strategy(resolver, timeout_seconds):
             '"task": {"type": "worker", "index": i}. '
             f"Received: TF_CONFIG={os.environ.get('TF_CONFIG', '')!r}"
         )
-    milliseconds = int(timeout_seconds * 1000)
+    milliseconds = max(1, int(timeout_seconds * 1000))  # (0 would read as TensorFlow's default)
     if spec and context.context()._context_handle is not None:  # noqa: SLF001 (TensorFlow has no public "started")
         raise RuntimeError(_STARTED)
     if spec and context.context().coordination_service is None:
@@ -657,6 +662,9 @@ def train(
                 break
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
             tf.errors.CancelledError, tf.errors.InternalError) as error:
+        resolver = getattr(strategy, "cluster_resolver", None)
+        if resolver is None or resolver.task_type is None:
+            raise  # one process: not a lost worker
         raise _lost_worker(error, strategy, backup) from None
     callback_list.on_train_end()
     if backup is not None and delete_backup:
