@@ -1,7 +1,7 @@
 """Numerical precision of training and evaluation: float32, or mixed bfloat16 / float16.
 
-Under a mixed policy the dense layers compute in 16 bits while variables, the probabilistic
-heads, every log-density and every log-sum-exp stay float32 (the model's inputs too: the
+Under a mixed policy the dense layers compute in 16 bits (the probabilistic heads' matmuls too)
+while variables, the heads' outputs (cast to float32), every log-density and every log-sum-exp stay float32 (the model's inputs too: the
 likelihood scores the data itself). On CPUs with AMX or AVX512-BF16 units bfloat16 matmuls run
 several times the float32 rate; float16 is for GPUs (Keras adds loss scaling for it).
 

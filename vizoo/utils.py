@@ -2,7 +2,7 @@
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def check_activation(value, name="activation"):
 
 def check_choice(value, name, choices):
     """Return `value` if it is one of `choices` (a registry's names, say), else raise ValueError."""
-    if value not in choices:
+    if not isinstance(value, Hashable) or value not in choices:  # (an array would compare elementwise)
         raise ValueError(f"Unknown {name}. Expected one of {sorted(choices, key=str)}. Received: {name}={value!r}")
     return value
 

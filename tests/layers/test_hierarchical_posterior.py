@@ -182,6 +182,11 @@ def test_bad_arguments_are_named(kwargs, message):
         HierarchicalPosterior(4, **kwargs)
 
 
+def test_a_bad_head_initializer_is_named():
+    with pytest.raises(ValueError, match="Received: head_initializer='nope'"):
+        ConditionalGaussian(3, hidden_units=[4], head_initializer="nope")
+
+
 def test_layers_serialize():
     posterior = HierarchicalPosterior(
         4, aux_dim=3, hidden_units=[8, 8], reverse_hidden_units=[5], activation="relu", num_reverse_samples=7

@@ -43,6 +43,7 @@ def test_losses_serialize_and_register():
         ({"num_reverse_samples": -1}, "Received: num_reverse_samples=-1"),
         ({"k": 0}, "Received: k=0"),
         ({"gradient_estimator": "stl"}, "Received: gradient_estimator='stl'"),
+        ({"gradient_estimator": np.array(["dreg"])}, "Received: gradient_estimator=array"),  # not compared per element
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):

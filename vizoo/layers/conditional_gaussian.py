@@ -63,7 +63,14 @@ class ConditionalGaussian(keras.layers.Layer):
         self.activation = activation
         self._activation = check_activation(activation)
         # Kept serialized: each head weight gets an initializer instance of its own.
-        self.head_initializer = keras.initializers.serialize(keras.initializers.get(head_initializer))
+        try:
+            initializer = keras.initializers.get(head_initializer)
+        except (ValueError, TypeError):
+            raise ValueError(
+                "head_initializer must be a Keras initializer or its name, e.g. 'zeros'. "
+                f"Received: head_initializer={head_initializer!r}"
+            ) from None
+        self.head_initializer = keras.initializers.serialize(initializer)
         policy = self.dtype_policy
         sizes = self.hidden_units + [2 * self.units]  # the last layer is the [loc, log_scale] head
         head = len(sizes) - 1
@@ -99,7 +106,7 @@ class ConditionalGaussian(keras.layers.Layer):
             hidden = layer(self._activation(hidden))
             if i < len(self.condition_layers):
                 hidden = hidden + self.condition_layers[i](condition)
-        hidden = ops.cast(hidden, self.variable_dtype)  # the head stays in full precision
+        hidden = ops.cast(hidden, self.variable_dtype)  # the head's output in float32 (its matmul in the policy's dtype)
         return {"loc": hidden[..., : self.units], "log_scale": hidden[..., self.units :]}
 
     @staticmethod

@@ -40,7 +40,8 @@ class DiagonalGaussianPosterior(GaussianPosterior):
         self.log_scale_layer.build(h_shape)
 
     def call(self, h):
-        # The probabilistic head stays in full precision (float32 under mixed precision).
+        # The head's outputs are cast to float32 under mixed precision (its matmuls run in 16 bits): the
+        # samples and densities computed from them are float32.
         loc = ops.cast(self.loc_layer(h), self.variable_dtype)
         log_scale = ops.cast(self.log_scale_layer(h), self.variable_dtype)
         return {"loc": loc, "log_scale": log_scale}
