@@ -285,3 +285,9 @@ def test_the_loop_refuses_data_it_cannot_split():
     uncompiled = vizoo.models.VAE(64, 2, [8])
     with pytest.raises(ValueError, match="compiled with a vizoo bound.*Received: loss=None"):
         vizoo.distribute.train(uncompiled, splits.train, 1, verbose=0)
+    with pytest.raises(ValueError, match="Received: callbacks=<"):
+        vizoo.distribute.train(model, splits.train, 1, callbacks=vizoo.callbacks.KLWarmup(1), verbose=0)
+    summed = vizoo.models.VAE(64, 2, [8])
+    summed.compile(optimizer="adam", loss=vizoo.losses.IWAELoss(k=2, reduction="sum"))
+    with pytest.raises(ValueError, match="reduce by the mean over the batch. Received: reduction='sum'"):
+        vizoo.distribute.train(summed, splits.train, 1, verbose=0)

@@ -592,18 +592,20 @@ def train(
             f"train needs a model compiled with a vizoo bound, e.g. model.compile(optimizer='adam', "
             f"loss=IWAELoss(k=5)), under strategy.scope(). Received: loss={loss!r}"
         )
+    if loss.reduction not in ("sum_over_batch_size", "mean"):
+        raise ValueError(
+            "The loop reports the bound per example and, across replicas, weights each replica's rows so that "
+            "per-example means add up to the global batch mean: the loss must reduce by the mean over the batch. "
+            f"Received: reduction={loss.reduction!r}"
+        )
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"callbacks must be a list of Keras callbacks. Received: callbacks={callbacks!r}")
     if strategy.num_replicas_in_sync > 1:
         if jit_compile:
             raise ValueError(
                 "jit_compile compiles the steps of one replica: with several replicas TensorFlow's XLA cannot "
                 "reach the other replicas' variables (checked with two CPU replicas; several GPUs are not "
                 f"tested). Train without it. Received: jit_compile=True, replicas={strategy.num_replicas_in_sync}"
-            )
-        if loss.reduction not in ("sum_over_batch_size", "mean"):
-            raise ValueError(
-                "Across replicas the loop weights each replica's rows so that per-example means add up to the "
-                "global batch mean: the loss must reduce by the mean over the batch. "
-                f"Received: reduction={loss.reduction!r}"
             )
     if not model.built:
         with strategy.scope():
