@@ -93,6 +93,9 @@ def build_parser():
     parser.add_argument("--pythae-results", default=os.path.join(benchmark.REPO, "benchmarks", "results", "vs_pythae_quality"),
                         help="benchmarks/vs_pythae_quality.py's results, reported beside the long runs")
     parser.add_argument("--report", action="store_true", help="only write the report from the runs that exist")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (or resume) the rows, leave their k=--eval-k evaluations to a later run (a "
+                             "hierarchical row's takes about half an hour on 2 quiet cores)")
     parser.add_argument("--in-process", action="store_true", help="train in this process (tests)")
     parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     return parser
@@ -187,6 +190,9 @@ def train_one(name, seed, epochs, args):
                      callbacks=[Progress()])
     else:
         model = vizoo.saving.load_model(os.path.join(out, "model.keras"))
+    if args.train_only:
+        print(f"{name} seed {seed}: trained; evaluation left to a run without --train-only", flush=True)
+        return None
 
     test = splits.test
     num_test = splits.num_test

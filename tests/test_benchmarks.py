@@ -176,7 +176,10 @@ def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderi
     assert "| vae | 0 | | | | 1 of 2: not finished | test NLL" in output.read_text()
 
     monkeypatch.setattr(vizoo.evaluate, "log_likelihood", evaluate)
-    assert long_run.main(argv) == 0  # resumes vae seed 0 at epoch 2, then trains iwae5
+    assert long_run.main(argv + ["--train-only"]) == 0  # resumes vae seed 0 at epoch 2, trains iwae5, evaluates neither
+    assert not (first / "result.json").exists() and vizoo.runs.checkpoint_epoch(str(first)) == 2
+    assert "| vae | 0 | | | | 2 of 2: trained, not yet evaluated |" in output.read_text()
+    assert long_run.main(argv) == 0  # evaluates both
     assert long_run.main(common + ["--models", "vae", "--seeds", "1"]) == 0  # a second seed of the vae
     progress = long_run._read_csv(str(first / "progress.csv"))
     assert [row["epoch"] for row in progress] == ["1", "2"] and all(row["test_nll"] for row in progress)
