@@ -26,7 +26,8 @@ under `torch_init` vizoo's log-sigma head starts at twice the spread of pythae's
 
 Results are kept per (variant, seed, epochs) in `--results-dir` (JSON); a seed whose budgets all
 have results is skipped, so the command can be run again after an interruption (a seed that was
-interrupted restarts from its first epoch).
+interrupted restarts from its first epoch), and a seed trained towards a new budget passes the budgets
+it has results for without evaluating them again.
 """
 
 import argparse
@@ -101,8 +102,9 @@ def load_vizoo_layout(model, path):
     model.likelihood.logits_layer.set_weights([a["logits_kernel"], a["logits_bias"]])
 
 
-def run_seed(seed, budgets, args, pythae):
-    """Train both programs to each budget, evaluating both at each; returns {epochs: result}."""
+def run_seed(seed, budgets, args, pythae, evaluated=()):
+    """Train both programs to each budget, evaluating both at each but those in `evaluated` (whose results
+    exist: training passes through them); returns {epochs: result}."""
     import vizoo  # first: it filters TensorFlow's start-up notices
 
     import keras
@@ -141,8 +143,10 @@ def run_seed(seed, budgets, args, pythae):
             start = time.perf_counter()
             trained = pythae.ask(op="train_epochs", epochs=epochs - done)
             pythae_seconds = time.perf_counter() - start
-            load_vizoo_layout(twin, pythae.ask(op="save_weights", path=os.path.join(tmp, "pythae.npz"))["path"])
             done = epochs
+            if epochs in evaluated:
+                continue
+            load_vizoo_layout(twin, pythae.ask(op="save_weights", path=os.path.join(tmp, "pythae.npz"))["path"])
             nll = {name: vizoo.evaluate.log_likelihood(m, test, k=args.eval_k, seed=seed)
                    for name, m in (("vizoo", model), ("pythae", twin))}
             results[epochs] = {
@@ -195,7 +199,8 @@ def main(argv=None):
                 print(f"seed {seed}: results exist, skipped", flush=True)
                 continue
             pythae = pythae or Program([args.pythae_python, os.path.join(HERE, "pythae_worker.py")])
-            for epochs, result in run_seed(seed, budgets, args, pythae).items():
+            evaluated = [e for e in budgets if os.path.exists(path(seed, e))]
+            for epochs, result in run_seed(seed, budgets, args, pythae, evaluated).items():
                 with open(path(seed, epochs), "w") as f:
                     json.dump(result, f, indent=2)
     finally:
