@@ -40,6 +40,7 @@ LATENT_DIM, HIDDEN = 50, [200, 200]  # as benchmarks/benchmark.py
 BATCH_SIZE, LEARNING_RATE = 100, 1e-3
 STEPS_PER_EXECUTION = 10
 HIERARCHICAL = {"aux_dim": 10, "hidden_units": [200], "reverse_hidden_units": [200]}  # as benchmark.py's rows
+FIXED_PSI = "fixed_psi"  # a run option, not the posterior's: q(psi|x) held at N(0, I) (zero, untrained heads)
 ACTIVE_THRESHOLD = 0.01
 
 # name: (posterior options or None for the diagonal Gaussian, loss name, loss options, K ramp start or None,
@@ -77,6 +78,13 @@ RUNS = {
         {},
         None,
         "HVM, residual tau, psi of 50 dimensions",
+    ),
+    "iwhvi10_fixed_psi": (  # the IWHVI paper's q(psi) = N(0, I), psi of z's size (its code's noise_dim = z_dim)
+        {**HIERARCHICAL, "aux_dim": LATENT_DIM, "reverse_residual": True, FIXED_PSI: True},
+        "iwhvi",
+        {"num_reverse_samples": 10, "gradient_estimator": "dreg"},
+        None,
+        "IWHVI K=10, defaults, q(psi|x) fixed at N(0, I) (Sobolev & Vetrov's q(psi)), psi of 50 dimensions",
     ),
     "iwhvi50_ramp": (
         {**HIERARCHICAL, "reverse_residual": True},
@@ -170,10 +178,11 @@ def unit_statistics(model, x, psi_samples, eval_reverse_samples, seed):
 
 
 def run(name, args):
+    import vizoo  # first: it filters TensorFlow's start-up notices
+
     import keras
     import numpy as np
 
-    import vizoo
     from vizoo.layers import POSTERIORS
     from vizoo.losses import LOSSES
     from vizoo.models import VAE
@@ -189,9 +198,14 @@ def run(name, args):
     if posterior_options is None:
         posterior = POSTERIORS["diagonal"](LATENT_DIM, name="posterior")
     else:
-        posterior = POSTERIORS["hierarchical"](LATENT_DIM, name="posterior", **posterior_options)
+        options = {key: value for key, value in posterior_options.items() if key != FIXED_PSI}
+        posterior = POSTERIORS["hierarchical"](LATENT_DIM, name="posterior", **options)
     model = VAE(input_dim=splits.input_dim, latent_dim=LATENT_DIM, hidden_units=HIDDEN, posterior=posterior, seed=args.seed)
     model.initialize_output_bias(splits.train_mean)
+    if posterior_options and posterior_options.get(FIXED_PSI):
+        for layer in (posterior.auxiliary.loc_layer, posterior.auxiliary.log_scale_layer):
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+        posterior.auxiliary.trainable = False  # q(psi|x) = N(0, I) for every x
 
     def compile_with(options):
         model.compile(

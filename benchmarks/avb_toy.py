@@ -37,6 +37,7 @@ DECODER_SCALE = 6.0
 
 def build(kind, frozen_decoder, hidden=64, seed=0, learning_rate=3e-3):
     """The AVB or VAE model of the toy (compiled): 4 -> z (2-D) -> 4 Bernoulli bits."""
+    import vizoo  # noqa: F401  (first: it filters TensorFlow's start-up notices)
     import keras
 
     from vizoo.layers import Adversary, ImplicitPosterior

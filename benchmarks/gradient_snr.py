@@ -98,6 +98,7 @@ def measure(model, x, args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    import vizoo  # noqa: F401  (first: it filters TensorFlow's start-up notices)
     import keras
 
     import vizoo
