@@ -320,6 +320,24 @@ def _check_batches(dataset, name):
     return batches
 
 
+def _check_rows_per_replica(dataset, name, replicas):
+    """Every batch of `dataset` has at least one row per replica (read before training: found in the step, it
+    would stop the run after a whole epoch with TensorFlow's own error)."""
+    import tensorflow as tf
+
+    sizes = dataset.map(lambda x: tf.shape(x)[0])
+    smallest = min(int(size) for size in sizes)
+    if smallest < replicas:
+        remedy = (
+            "batch it with drop_remainder=True, or use fewer workers" if name == "train_data"
+            else "choose a batch size whose last batch holds as many examples (a validation set should drop none)"
+        )
+        raise ValueError(
+            f"every batch of {name} needs at least one example per replica ({replicas} replicas), but one has "
+            f"{smallest}: {remedy}. Received: {name} with a batch of {smallest} rows"
+        )
+
+
 class _Steps:
     """The compiled training and evaluation calls of one model under one strategy."""
 
@@ -601,6 +619,9 @@ def train(
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         raise ValueError(f"callbacks must be a list of Keras callbacks. Received: callbacks={callbacks!r}")
     if strategy.num_replicas_in_sync > 1:
+        for data, name in ((train_data, "train_data"), (validation_data, "validation_data")):
+            if data is not None:
+                _check_rows_per_replica(data, name, strategy.num_replicas_in_sync)
         if jit_compile:
             raise ValueError(
                 "jit_compile compiles the steps of one replica: with several replicas TensorFlow's XLA cannot "
