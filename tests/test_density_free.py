@@ -139,6 +139,8 @@ def test_proposal_samples_is_checked(binary_data):
     model = small_implicit_vae()
     with pytest.raises(ValueError, match="Received: proposal_samples=0"):
         evaluate.log_likelihood(model, binary_data[:4], k=4, proposal_samples=0)
+    with pytest.raises(ValueError, match="at least 2. Received: proposal_samples=1"):  # a NaN covariance before
+        evaluate.log_likelihood(model, binary_data[:4], k=4, proposal_samples=1)
     with pytest.raises(ValueError, match="is its own proposal. Received: proposal_samples=10"):
         evaluate.log_likelihood(VAE(64, 2, hidden_units=[4]), binary_data[:4], k=4, proposal_samples=10)
     result = evaluate.log_likelihood(model, binary_data[:4], k=4, proposal_samples=20)

@@ -97,6 +97,37 @@ def test_bound_checks_the_loss_against_the_model():
         model.bound(np.zeros((2, 16), "float32"), loss=ELBOLoss(), num_samples=0)
 
 
+def test_pareto_threshold_follows_the_number_of_samples():
+    from vizoo import diagnostics
+
+    assert diagnostics.pareto_k_threshold(5000) == diagnostics.pareto_k_threshold(2155) == 0.7
+    assert diagnostics.pareto_k_threshold(1000) == pytest.approx(2 / 3)
+    assert diagnostics.pareto_k_threshold(50) == pytest.approx(1 - 1 / np.log10(50))  # 0.41
+    assert diagnostics.pareto_k_threshold(5) == 0.0
+
+
+def test_flags_and_impossible_examples_are_named(x):
+    model = VAE(16, 2, hidden_units=[4], seed=0)
+    for kwargs, message in [(dict(jit_compile="no"), "jit_compile='no'"), (dict(return_per_example="no"),
+                            "return_per_example='no'"), (dict(verbose=True), "verbose=True")]:
+        with pytest.raises(ValueError, match=message):
+            evaluate.log_likelihood(model, x, k=4, **kwargs)
+    # Examples to which the model gives no probability at any sample (a Gaussian p(x|z) of scale 1e-30: log p(x|z)
+    # = -inf in float32): named, not a silent inf/NaN in every mean.
+    from vizoo.layers import GaussianLikelihood
+
+    narrow = VAE(16, 2, hidden_units=[4], likelihood=GaussianLikelihood(16, scale=1e-30, name="likelihood"), seed=0)
+    with pytest.raises(ValueError, match=r"not finite for 12 example\(s\) \(in data's order: \[0, 1, 2, .*\.\.\.\)"):
+        evaluate.log_likelihood(narrow, x, k=4)
+
+
+def test_a_precision_copy_keeps_the_training_loss(x):
+    model = VAE(16, 2, hidden_units=[4], seed=0)
+    model.compile(optimizer="adam", loss=IWAELoss(k=2))
+    result = evaluate.log_likelihood(model, x, k=4, precision="mixed_bfloat16")
+    assert result["training_loss"] == "IWAELoss" and result["training_loss_is_bound"] is True
+
+
 def test_result_names_a_training_loss_that_is_not_a_bound(x):
     model = VAE(16, 2, hidden_units=[4], seed=0)
     assert "training_loss" not in evaluate.log_likelihood(model, x, k=4)

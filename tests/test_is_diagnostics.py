@@ -128,6 +128,7 @@ def test_log_likelihood_is_bit_identical_with_and_without_diagnostics(reference)
     assert {"ess_mean", "ess_min", "pareto_k_max", "pareto_k_threshold", "pareto_k_exceeded",
             "pareto_k_exceeded_fraction", "pareto_k_worst", "pareto_k_tail_size", "pareto_k_not_fitted"} <= set(on)
     assert on["pareto_k_tail_size"] == diagnostics.tail_size(250) == 48
+    assert on["pareto_k_threshold"] == pytest.approx(1 - 1 / np.log10(250))  # 0.583: k < 2154
     assert on["per_example_ess"].shape == on["per_example_pareto_k"].shape == (len(x),)
     json.dumps({key: value for key, value in on.items() if not key.startswith("per_example")})  # JSON-ready
 

@@ -66,7 +66,7 @@ import numpy as np
 import tensorflow as tf
 
 from vizoo.evaluate import PROPOSAL_SAMPLES, _ELEMENTS_PER_CHUNK, _fit_gaussian
-from vizoo.utils import as_seed_generator, check_choice, check_non_negative_int, check_positive_int
+from vizoo.utils import as_seed_generator, check_bool, check_choice, check_non_negative_int, check_positive_int
 
 SCHEDULES = ("sigmoid", "linear")
 INITIALS = ("posterior", "prior")
@@ -330,12 +330,6 @@ def _check_common(num_steps, num_chains, leapfrog_steps, schedule, initial, step
     return num_steps, num_chains, leapfrog_steps
 
 
-def _check_flag(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
-    return bool(value)
-
-
 def _check_seed(seed):
     """None, a non-negative int, or (inside this module) a keras SeedGenerator; else a ValueError naming `seed`."""
     if seed is None or isinstance(seed, keras.random.SeedGenerator):
@@ -495,8 +489,8 @@ def ais_log_likelihood(
         num_steps, num_chains, leapfrog_steps, schedule, initial, step_size, adaptation_rate
     )
     seed = _check_seed(seed)
-    adapt_step_size = _check_flag(adapt_step_size, "adapt_step_size")
-    jit_compile = _check_flag(jit_compile, "jit_compile")
+    adapt_step_size = check_bool(adapt_step_size, "adapt_step_size")
+    jit_compile = check_bool(jit_compile, "jit_compile")
     chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
     x_all = _as_array(model, data)
     start_time = time.perf_counter()
@@ -624,8 +618,8 @@ def bdmc(
         num_steps, num_chains, leapfrog_steps, schedule, initial, step_size, adaptation_rate
     )
     seed = _check_seed(seed)
-    adapt_step_size = _check_flag(adapt_step_size, "adapt_step_size")
-    jit_compile = _check_flag(jit_compile, "jit_compile")
+    adapt_step_size = check_bool(adapt_step_size, "adapt_step_size")
+    jit_compile = check_bool(jit_compile, "jit_compile")
     chunk = _chunk_examples(model, num_chains, batch_size, chunk_elements)
     if data is None and latents is None:  # the simulation and the chains draw from independent streams
         seed = _fresh_seed() if seed is None else seed

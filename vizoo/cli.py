@@ -591,7 +591,7 @@ def reliability_warning(metrics):
         return None
     return (
         f"importance sampling unreliable for {exceeded} of {metrics['num_examples']} examples "
-        f"(Pareto k > {metrics['pareto_k_threshold']}): see metrics.json; consider AIS"
+        f"(Pareto k > {metrics['pareto_k_threshold']:.2g}): see metrics.json; consider AIS"
     )
 
 

@@ -21,7 +21,7 @@ from vizoo import diagnostics as diagnostics_module
 from vizoo.losses import BoundLoss, logmeanexp
 from vizoo.data.checks import input_errors
 from vizoo.precision import with_precision
-from vizoo.utils import check_positive_int, check_vizoo_model
+from vizoo.utils import check_bool, check_positive_int, check_vizoo_model
 
 # Default cap on the largest [batch, chunk, input_dim] tensor of one chunk, in
 # floats (2**21 floats = 8 MiB; a chunk's peak memory is a small multiple of it).
@@ -283,7 +283,9 @@ def log_likelihood(
         `elbo`, `iwae_k` (the IWAE bound at `train_k`, from groups of
         `train_k` of the same samples), `kl` (Monte-Carlo KL(q(z|x) || p(z))),
         `reconstruction` (E_q log p(x|z)), `active_units` (count with
-        Cov_x(E_q[z_i]) > 0.01, Burda et al.) out of `latent_units` (the
+        Cov_x(E_q[z_i]) > 0.01, Burda et al.; for flows, hierarchical and
+        implicit posteriors `posterior_mean`'s location summary stands in for
+        E_q[z]) out of `latent_units` (the
         size of `model.posterior_mean`: the SBN's first layer), `bits_per_dim` (nll / (D ln 2),
         meaningful for discrete data), `k`, `train_k`, `num_examples`,
         and with `return_per_example`, `per_example_log_likelihood`.
@@ -324,7 +326,8 @@ def log_likelihood(
         from the same samples: `ess_mean`, `ess_min` (effective sample size
         (sum w)^2 / sum w^2 per example, out of k; k when q = p(z|x)),
         `pareto_k_max` (the largest k-hat; NaN if none could be fitted),
-        `pareto_k_threshold` (0.7), `pareto_k_exceeded` and
+        `pareto_k_threshold` (min(1 - 1/log10 k, 0.7): 0.7 from k = 2154 on,
+        0.667 at k = 1000; `vizoo.diagnostics.pareto_k_threshold`), `pareto_k_exceeded` and
         `pareto_k_exceeded_fraction` (count and fraction of examples with
         k-hat above it), `pareto_k_worst` (indices of the up to 10 examples
         with the largest k-hat, largest first, in the order of `data`),
@@ -353,8 +356,9 @@ def log_likelihood(
     """
     check_vizoo_model(model, "log_likelihood")
     k = check_positive_int(k, "k")
-    if not isinstance(diagnostics, bool):
-        raise ValueError(f"diagnostics must be True or False. Received: diagnostics={diagnostics!r}")
+    diagnostics = check_bool(diagnostics, "diagnostics")
+    jit_compile = check_bool(jit_compile, "jit_compile")
+    return_per_example = check_bool(return_per_example, "return_per_example")
     # The M largest log-weights per example and the (M+1)-th, the threshold of PSIS's tail fit.
     top = diagnostics_module.tail_size(k) + 1 if diagnostics else 0
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -375,6 +379,8 @@ def log_likelihood(
         )
     else:
         proposal_samples = check_positive_int(proposal_samples, "proposal_samples")
+        if proposal_samples < 2:  # a covariance needs two samples at least
+            raise ValueError(f"proposal_samples must be at least 2. Received: proposal_samples={proposal_samples}")
     unknown = sorted(set(sampler_options) - set(model.posterior.sampler_options))
     if unknown:
         raise ValueError(
@@ -411,7 +417,7 @@ def log_likelihood(
     if precision is not None:
         model = with_precision(model, precision)
 
-    if verbose not in (0, 1, 2):
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
     num_batches = int(dataset.cardinality())  # negative when unknown
     progress = keras.utils.Progbar(
@@ -457,6 +463,15 @@ def log_likelihood(
 
     stats = {key: np.concatenate(values) for key, values in per_example.items()}
     log_px = stats["log_sum_w"] - math.log(k)
+    impossible = np.flatnonzero(~np.isfinite(log_px))
+    if len(impossible):  # every weight zero (or NaN): an estimate of -inf would poison every mean, silently
+        raise ValueError(
+            f"log p(x) is not finite for {len(impossible)} example(s) (in data's order: "
+            f"{impossible[:10].tolist()}{' ...' if len(impossible) > 10 else ''}): every one of the k={k} weights "
+            "p(x, z) / q(z|x) is zero or not a number, so the model gives those x no probability at its samples. "
+            "Check the data against the likelihood (its support, its scale) and the model's weights. "
+            f"Received: data with non-finite log-weights at examples {impossible[:10].tolist()}"
+        )
     means = np.concatenate(posterior_means)
     nll = -float(np.mean(log_px))
     result = {
@@ -482,17 +497,18 @@ def log_likelihood(
         result["log_likelihood_is_lower_bound"] = True
     if proposal_samples:
         result["proposal_samples"] = proposal_samples
-    loss = getattr(model, "loss", None)  # None before compile
-    if isinstance(loss, BoundLoss):  # the training objective, and whether it is a bound or an estimate
-        result["training_loss"] = type(loss).__name__
-        result["training_loss_is_bound"] = bool(loss.is_bound)
+    # The training objective, and whether it is a bound or an estimate (the model's as given: a `precision`
+    # copy is not compiled).
+    if isinstance(compiled_loss, BoundLoss):
+        result["training_loss"] = type(compiled_loss).__name__
+        result["training_loss_is_bound"] = bool(compiled_loss.is_bound)
     if estimate is not None:
         result.update(_estimate_summary(estimate, log_px, {key: np.concatenate(v) for key, v in estimates.items()}))
     if train_k_note is not None:
         result["train_k_note"] = train_k_note
     if top:
         ess, pareto_k = np.concatenate(ess), np.concatenate(pareto_k)
-        result.update(_diagnostics_summary(ess, pareto_k, top - 1))
+        result.update(_diagnostics_summary(ess, pareto_k, top - 1, k))
     if posterior_kl:  # an interval on KL(q || p(z|x)) = log p(x) - ELBO (vizoo/ais.py)
         from vizoo.ais import posterior_kl_interval
 
@@ -539,16 +555,17 @@ def _estimate_summary(loss, log_px, values):
 _WORST_EXAMPLES = 10
 
 
-def _diagnostics_summary(ess, pareto_k, tail_size):
+def _diagnostics_summary(ess, pareto_k, tail_size, num_samples):
     """The result's summaries of per-example ESS `[n]` and k-hat `[n]` (NaN where not fitted): JSON-ready."""
     fitted = np.flatnonzero(~np.isnan(pareto_k))
-    exceeded = int(np.sum(pareto_k[fitted] > diagnostics_module.PARETO_K_THRESHOLD))
+    threshold = diagnostics_module.pareto_k_threshold(num_samples)
+    exceeded = int(np.sum(pareto_k[fitted] > threshold))
     worst = fitted[np.argsort(-pareto_k[fitted], kind="stable")[:_WORST_EXAMPLES]]
     return {
         "ess_mean": float(np.mean(ess)),
         "ess_min": float(np.min(ess)),
         "pareto_k_max": float(np.max(pareto_k[fitted])) if len(fitted) else float("nan"),
-        "pareto_k_threshold": diagnostics_module.PARETO_K_THRESHOLD,
+        "pareto_k_threshold": threshold,
         "pareto_k_exceeded": exceeded,
         "pareto_k_exceeded_fraction": exceeded / len(pareto_k),
         "pareto_k_worst": [int(i) for i in worst],

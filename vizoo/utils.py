@@ -54,6 +54,13 @@ def check_hidden_units(value, name="hidden_units"):
     return [int(u) for u in value]
 
 
+def check_bool(value, name):
+    """Return `value` as a bool if it is True or False (numpy's too), else raise a ValueError naming it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
 def check_activation(value, name="activation"):
     """Return Keras's activation function for `value` (a name or a callable), else raise a ValueError naming it."""
     import keras
