@@ -228,6 +228,76 @@ def _model():
     return model
 
 
+def test_a_failed_model_save_keeps_the_file_that_was_there(tmp_path, monkeypatch):
+    """model.keras / best.keras are written beside and moved over the old file: a full disk mid-write (Keras
+    writes in place, emptying the file first) leaves the previous model whole, and the error names the file."""
+    import errno
+
+    from keras.src.saving import saving_lib
+
+    import vizoo
+
+    model = _model()
+    model.build((None, 4))
+    path = tmp_path / "best.keras"
+    model.save(path)
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(saving_lib, "_save_state", full_disk)
+    with pytest.raises(OSError, match=r"writing the model file .*best.keras failed \(No space left on device\); the file"):
+        model.save(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
+    monkeypatch.undo()
+    assert type(vizoo.load_model(path, compile=False)).__name__ == "VAE"
+
+
+def test_a_failed_history_rewrite_keeps_every_row(tmp_path, monkeypatch):
+    import csv
+
+    from vizoo import runs
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,3.0\n1,2.0\n2,1.0\n")
+
+    def full_disk(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full_disk)
+    with pytest.raises(OSError):
+        runs._continue_history(str(path), 2)
+    assert path.read_text() == "epoch,loss\n0,3.0\n1,2.0\n2,1.0\n" and len(list(tmp_path.iterdir())) == 1
+    monkeypatch.undo()
+    assert [row["epoch"] for row in runs._continue_history(str(path), 2)] == ["0", "1"]
+
+
+def test_fit_run_checks_its_arguments(tmp_path):
+    from vizoo import runs
+
+    model, splits = _tiny(steps_per_execution=1)
+    for epochs in (0, 2.5, "3"):
+        with pytest.raises(ValueError, match=f"Received: epochs={epochs!r}"):
+            runs.fit_run(model, splits.train, str(tmp_path / "a"), epochs, verbose=0)
+    with pytest.raises(ValueError, match="out_dir must be a directory path. Received: out_dir=None"):
+        runs.fit_run(model, splits.train, None, 1, verbose=0)
+    runs.fit_run(model, splits.train, str(tmp_path / "b"), 2, verbose=0)  # checkpoint of epoch 2 kept (no finish_run)
+    model, splits = _tiny(steps_per_execution=1)
+    with pytest.raises(ValueError, match=r"after epoch 2, beyond epochs=1.*Received: epochs=1"):
+        runs.fit_run(model, splits.train, str(tmp_path / "b"), 1, verbose=0)
+
+
+def test_an_unreadable_config_of_an_interrupted_run_is_named(tmp_path):
+    import argparse
+
+    from vizoo import config
+
+    (tmp_path / config.CONFIG_FILE).write_text('{"lr": 0.00')  # cut short
+    with pytest.raises(ValueError, match=r"config.json cannot be read .*Received: out_dir="):
+        config.check_resumable(argparse.Namespace(lr=0.001), str(tmp_path))
+
+
 def test_empty_training_data_is_a_named_error():
     import tensorflow as tf
 
@@ -358,8 +428,13 @@ def test_load_model_names_a_corrupt_or_truncated_file(tmp_path):
             vizoo.load_model(tmp_path / name)
     with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
         archive.writestr("hello.txt", "hi")
-    with pytest.raises(ValueError, match=r"not a valid .keras archive \(it has no config.json\).*other.keras"):
+    with pytest.raises(ValueError, match=r"not a valid .keras archive \(it has no config.json, model.weights.h5\)"):
         vizoo.load_model(tmp_path / "other.keras")
+    with zipfile.ZipFile(good) as full, zipfile.ZipFile(tmp_path / "weightless.keras", "w") as cut:
+        for member in ("metadata.json", "config.json"):  # what a write stopped by a full disk left
+            cut.writestr(member, full.read(member))
+    with pytest.raises(ValueError, match=r"\(it has no model.weights.h5\).*weightless.keras"):
+        vizoo.load_model(tmp_path / "weightless.keras")
     with pytest.raises(ValueError, match=r"model file does not exist. Received: path='.*missing.keras'"):
         vizoo.load_model(tmp_path / "missing.keras")
 

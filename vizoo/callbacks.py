@@ -47,17 +47,34 @@ def _iterators_per_epoch(dataset):
 def _write_atomically(path, write):
     """Call `write(tmp_path)` and move the result to `path` in one step (a kill leaves the old file).
 
-    On any error the temporary file is removed and the error raised again.
+    The new file's data reach the disk before it replaces the old one, and the directory's entry after
+    (fsync), so that a power cut cannot leave `path` naming an empty file. On any error the temporary
+    file is removed and the error raised again.
     """
     directory, name = os.path.split(path)
     tmp_path = os.path.join(directory, f"tmp-{os.getpid()}-{name}")
     try:
         write(tmp_path)
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+        _fsync(directory or ".")
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def _fsync(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # (a directory some systems do not open for reading: nothing more to do)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # (filesystems that do not sync directories)
+    finally:
+        os.close(fd)
 
 
 class CheckpointWriteError(OSError):
@@ -292,7 +309,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def delete(self):
         """Remove the checkpoint (after the run's outputs are written)."""
-        for name in glob.glob(os.path.join(self.directory, "*")):
+        # The state file first: cut short, the removal leaves no state naming a weights file that is gone.
+        names = glob.glob(os.path.join(self.directory, "*"))
+        for name in sorted(names, key=lambda name: os.path.basename(name) != _STATE_FILE):
             os.remove(name)
         if os.path.isdir(self.directory):
             os.rmdir(self.directory)

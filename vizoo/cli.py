@@ -573,8 +573,15 @@ def _finite_or_none(value):
 
 def write_metrics(out_dir, metrics):
     """Write `out_dir/metrics.json`: strict JSON, every non-finite number written as null (never NaN)."""
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(_finite_or_none(metrics), f, indent=2, allow_nan=False)
+    from vizoo.callbacks import _write_atomically
+
+    text = json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False)
+
+    def write(tmp_path):
+        with open(tmp_path, "w") as f:
+            f.write(text)
+
+    _write_atomically(os.path.join(out_dir, "metrics.json"), write)
 
 
 def reliability_warning(metrics):

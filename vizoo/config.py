@@ -174,11 +174,19 @@ def command_line(parser, args, program="python train.py"):
 
 def write_run_config(parser, args, out_dir):
     """Write `config.json` (the options; `--config` reads it) and `command.txt` into `out_dir`."""
+    from vizoo.callbacks import _write_atomically
+
     options = {key: value for key, value in vars(args).items() if key not in NOT_SAVED}
-    with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
-        json.dump(options, f, indent=2)
-    with open(os.path.join(out_dir, COMMAND_FILE), "w") as f:
-        f.write(command_line(parser, args) + "\n")
+
+    def write(path, text):
+        def to(tmp_path):
+            with open(tmp_path, "w") as f:
+                f.write(text)
+
+        _write_atomically(path, to)  # (a kill mid-write would leave a config that check_resumable cannot read)
+
+    write(os.path.join(out_dir, CONFIG_FILE), json.dumps(options, indent=2))
+    write(os.path.join(out_dir, COMMAND_FILE), command_line(parser, args) + "\n")
 
 
 def check_resumable(args, out_dir):
@@ -189,8 +197,12 @@ def check_resumable(args, out_dir):
     try:
         with open(path) as f:
             saved = json.load(f)
-    except (OSError, ValueError):
-        return  # the checkpoint itself is checked when it is restored
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{path} cannot be read ({error}), so whether this command continues the run in {out_dir} cannot be "
+            "checked: delete that directory to start over, or restore the file. "
+            f"Received: out_dir={out_dir!r}"
+        ) from None
     current = vars(args)
     changed = [
         key for key in sorted(set(saved) & set(current))  # an option added since is not a change

@@ -29,7 +29,8 @@ import time
 
 import keras
 
-from vizoo.callbacks import StopOnNonFinite, TrainingCheckpoint, TrainingDiverged
+from vizoo.callbacks import StopOnNonFinite, TrainingCheckpoint, TrainingDiverged, _write_atomically
+from vizoo.utils import check_positive_int
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -44,6 +45,8 @@ def prepare_out_dir(out_dir):
     Raises:
         ValueError: naming `out_dir` and the operating system's reason.
     """
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"out_dir must be a directory path. Received: out_dir={out_dir!r}")
     try:
         os.makedirs(out_dir, exist_ok=True)
         probe = os.path.join(out_dir, f".write-test-{os.getpid()}")
@@ -70,10 +73,14 @@ def _continue_history(path, epoch):
     if fieldnames is None:
         return []
     kept = [row for row in rows if row.get("epoch", "").isdigit() and int(row["epoch"]) < epoch]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(kept)
+
+    def write(tmp_path):  # (in place, a full disk or a kill mid-write would lose every row)
+        with open(tmp_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    _write_atomically(path, write)
     return kept
 
 
@@ -149,7 +156,6 @@ def _run_stops(model, run_callbacks, saved_epoch, kind, directory, model_path):
     except TrainingDiverged as error:
         _close_history(run_callbacks)
         saved = saved_epoch()
-        model._initial_epoch = None
         kept = f"the {kind} after epoch {saved} is kept in {directory}" if saved else "no epoch finished"
         detail, _, received = str(error).partition(". Received: ")
         raise TrainingDiverged(
@@ -164,6 +170,8 @@ def _run_stops(model, run_callbacks, saved_epoch, kind, directory, model_path):
             f"interrupted during training; {done}; the current weights are in {model_path}. "
             "Run the same command again to resume."
         ) from None
+    finally:
+        model._initial_epoch = None  # (set by a checkpoint's resume: a later plain fit starts at 0, as Keras's)
 
 
 def checkpoint_epoch(out_dir):
@@ -216,11 +224,18 @@ def fit_run(
         >>> result = vizoo.runs.fit_run(model, splits.train, "runs/a", epochs=100, validation_data=splits.validation)
         >>> vizoo.runs.finish_run("runs/a")  # outputs written: the checkpoint is no longer needed
     """
+    epochs = check_positive_int(epochs, "epochs")
     prepare_out_dir(out_dir)
     if not model.built and model.input_dim:
         model.build((None, model.input_dim))  # a checkpoint restores into built variables
     checkpoint = TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR), train_data=train_data)
     resumed_epoch = checkpoint.saved_epoch()  # a corrupt checkpoint fails here, before any training
+    if resumed_epoch is not None and resumed_epoch > epochs:
+        raise ValueError(
+            f"The checkpoint in {checkpoint.directory} is of a run after epoch {resumed_epoch}, beyond epochs={epochs}: "
+            f"ask for at least {resumed_epoch} epochs to continue it, or call finish_run({str(out_dir)!r}) to start "
+            f"over. Received: epochs={epochs}, out_dir={str(out_dir)!r}"
+        )
     history_path = os.path.join(out_dir, "history.csv")
     best_path = os.path.join(out_dir, "best.keras")
     # Order: the epoch's row and best model are written before its checkpoint commits, so a kill in between

@@ -9,7 +9,7 @@ import os
 import zipfile
 
 # What Keras 3 writes into every .keras archive.
-_REQUIRED_MEMBERS = ("config.json",)
+_REQUIRED_MEMBERS = ("config.json", "model.weights.h5")
 
 
 def _first_line(error):

@@ -1,5 +1,6 @@
 """Base class of vizoo's models: the Keras plumbing between a model's terms and a bound loss."""
 
+import os
 import warnings
 
 import keras
@@ -956,7 +957,22 @@ class LatentVariableModel(keras.Model):
         """
         if self.built and getattr(self, "optimizer", None) is not None:
             self.build_optimizers()
-        return super().save(filepath, *args, **kwargs)
+        save = super().save
+        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
+        if path is None or not path.endswith(".keras") or args or kwargs.get("overwrite", True) is not True:
+            return save(filepath, *args, **kwargs)
+        # Written beside the target and moved over it in one step: a full disk or a kill during the write
+        # leaves the file that was there whole (Keras writes in place, emptying it first).
+        from vizoo.callbacks import _write_atomically
+
+        try:
+            _write_atomically(path, lambda tmp_path: save(tmp_path, **kwargs))
+        except OSError as error:
+            raise OSError(
+                error.errno, f"writing the model file {path} failed ({error.strerror or error}); the file there "
+                "before (if any) is kept"
+            ) from error
+        return None
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """Keras `fit`, with vizoo's data checks: named errors for data of the wrong shape, non-finite values,
