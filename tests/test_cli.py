@@ -127,10 +127,14 @@ def test_model_flags_build_the_model_they_name(argv, expected):
 
 
 @pytest.mark.slow  # a full run; the flag-to-loss mapping is test_loss_flags_build_the_loss_they_name
-def test_elbo_with_analytic_kl_end_to_end(tmp_path):
+def test_elbo_with_analytic_kl_end_to_end(tmp_path, capsys):
     import keras
 
+    (tmp_path / "metrics.json").write_text("{}")  # an earlier, finished run's: the new run says it replaces them
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n")
     assert cli.main(TINY + ["--loss", "elbo", "--analytic-kl", "--out-dir", str(tmp_path)]) == 0
+    assert (f"{tmp_path} holds a finished run (history.csv, metrics.json): this new run replaces its outputs"
+            in capsys.readouterr().out)
     loss = keras.models.load_model(tmp_path / "model.keras").loss
     assert (type(loss).__name__, loss.analytic_kl, loss.k) == ("ELBOLoss", True, 5)
     with open(tmp_path / "metrics.json") as f:

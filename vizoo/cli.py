@@ -404,8 +404,14 @@ def run(args):
     if chief:
         if args.restart:
             runs.finish_run(args.out_dir)
-        elif runs.checkpoint_epoch(args.out_dir) is not None or runs.backup_epoch(args.out_dir) is not None:
+        interrupted = runs.checkpoint_epoch(args.out_dir) is not None or runs.backup_epoch(args.out_dir) is not None
+        if interrupted:
             run_config.check_resumable(args, args.out_dir)  # an interrupted run: resume it (with the same options)
+        else:
+            earlier = sorted(name for name in os.listdir(args.out_dir) if name in _RUN_OUTPUTS)
+            if earlier:  # said, not silent: a finished run's outputs are replaced as this run writes its own
+                print(f"{args.out_dir} holds a finished run ({', '.join(earlier)}): this new run replaces its "
+                      "outputs as it writes them (use another --out-dir to keep them)", flush=True)
         run_config.write_run_config(build_parser(), args, args.out_dir)
     # Every worker waits here for the others (up to --peer-timeout), after the chief prepared out_dir.
     # MultiWorkerMirroredStrategy must start before TensorFlow runs any operation: hence after the checks
@@ -569,6 +575,10 @@ def _finite_or_none(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# What a finished run leaves in its directory (config.json and command.txt are rewritten at every start).
+_RUN_OUTPUTS = ("best.keras", "encoder", "history.csv", "metrics.json", "model.keras")
 
 
 def write_metrics(out_dir, metrics):
