@@ -288,6 +288,21 @@ def test_fit_run_checks_its_arguments(tmp_path):
         runs.fit_run(model, splits.train, str(tmp_path / "b"), 1, verbose=0)
 
 
+def test_fit_run_refuses_to_resume_a_checkpoint_of_another_loss(tmp_path):
+    """Weights of the same shapes load whatever the objective: the checkpoint records the loss it trained."""
+    from vizoo import runs
+    from vizoo.losses import ELBOLoss
+
+    model, splits = _tiny(steps_per_execution=1)
+    runs.fit_run(model, splits.train, str(tmp_path), 1, verbose=0)  # its checkpoint stays (no finish_run)
+    other, splits = _tiny(steps_per_execution=1)
+    other.compile(optimizer="adam", loss=ELBOLoss())
+    with pytest.raises(ValueError, match=r"training with the loss IWAELoss\(.*\"k\": 2.*compiled with ELBOLoss"):
+        runs.fit_run(other, splits.train, str(tmp_path), 2, verbose=0)
+    same, splits = _tiny(steps_per_execution=1)  # the same loss resumes
+    assert runs.fit_run(same, splits.train, str(tmp_path), 2, verbose=0)["resumed_epoch"] == 1
+
+
 def test_an_unreadable_config_of_an_interrupted_run_is_named(tmp_path):
     import argparse
 

@@ -207,7 +207,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             raise self._error(f"{_STATE_FILE} is malformed")
         if not os.path.exists(os.path.join(self.directory, weights)):
             raise self._error(f"its weights file {weights} is missing")
-        return {"epoch": epoch, "weights": weights, "seed_states": seeds}
+        return {"epoch": epoch, "weights": weights, "seed_states": seeds, "loss": state.get("loss")}
 
     def saved_epoch(self):
         """Number of finished epochs in the checkpoint, or None when there is none.
@@ -228,6 +228,13 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             raise ValueError(
                 "TrainingCheckpoint restores into a built model: build it first, e.g. "
                 "model.build((None, input_dim)) or one call on a batch."
+            )
+        loss = _loss_description(model)
+        if state["loss"] is not None and loss is not None and state["loss"] != loss:
+            # Weights of the same shapes load whatever the objective: resuming would silently mix two trainings.
+            raise self._error(
+                f"it was written while training with the loss {state['loss']}, and this model is compiled with "
+                f"{loss} (resuming would continue another training)"
             )
         from vizoo.models.latent_variable_model import LatentVariableModel  # (a plain Keras model works too)
 
@@ -293,6 +300,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "weights": weights,
             "seed_states": {path: [int(v) for v in variable.numpy()] for path, variable in _seed_states(self.model).items()},
+            "loss": _loss_description(self.model),
         }
 
         def write_state(path):
@@ -315,6 +323,15 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             os.remove(name)
         if os.path.isdir(self.directory):
             os.rmdir(self.directory)
+
+
+def _loss_description(model):
+    """The compiled loss as a short, comparable string (its class and config), or None."""
+    loss = getattr(model, "loss", None)
+    if loss is None or not hasattr(loss, "get_config"):
+        return None
+    config = {key: value for key, value in loss.get_config().items() if key != "name"}
+    return f"{type(loss).__name__}({json.dumps(config, sort_keys=True, default=str)})"
 
 
 class TrainingDiverged(ValueError):
