@@ -64,6 +64,16 @@ def _write_atomically(path, write):
         raise
 
 
+def _write_text_atomically(path, text):
+    """Write `text` to `path` through `_write_atomically` (newlines as given: csv's \r\n stay)."""
+
+    def write(tmp_path):
+        with open(tmp_path, "w", newline="") as f:
+            f.write(text)
+
+    _write_atomically(path, write)
+
+
 def _fsync(path):
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -302,12 +312,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             "seed_states": {path: [int(v) for v in variable.numpy()] for path, variable in _seed_states(self.model).items()},
             "loss": _loss_description(self.model),
         }
-
-        def write_state(path):
-            with open(path, "w") as f:
-                json.dump(state, f, indent=2)
-
-        _write_atomically(os.path.join(self.directory, _STATE_FILE), write_state)  # the commit point
+        # The commit point:
+        _write_text_atomically(os.path.join(self.directory, _STATE_FILE), json.dumps(state, indent=2))
         for old in glob.glob(os.path.join(self.directory, "*.weights.h5")):
             if os.path.basename(old) != weights:
                 os.remove(old)

@@ -583,15 +583,10 @@ _RUN_OUTPUTS = ("best.keras", "encoder", "history.csv", "metrics.json", "model.k
 
 def write_metrics(out_dir, metrics):
     """Write `out_dir/metrics.json`: strict JSON, every non-finite number written as null (never NaN)."""
-    from vizoo.callbacks import _write_atomically
+    from vizoo.callbacks import _write_text_atomically
 
     text = json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False)
-
-    def write(tmp_path):
-        with open(tmp_path, "w") as f:
-            f.write(text)
-
-    _write_atomically(os.path.join(out_dir, "metrics.json"), write)
+    _write_text_atomically(os.path.join(out_dir, "metrics.json"), text)
 
 
 def reliability_warning(metrics):

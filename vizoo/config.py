@@ -174,19 +174,12 @@ def command_line(parser, args, program="python train.py"):
 
 def write_run_config(parser, args, out_dir):
     """Write `config.json` (the options; `--config` reads it) and `command.txt` into `out_dir`."""
-    from vizoo.callbacks import _write_atomically
+    from vizoo.callbacks import _write_text_atomically
 
     options = {key: value for key, value in vars(args).items() if key not in NOT_SAVED}
-
-    def write(path, text):
-        def to(tmp_path):
-            with open(tmp_path, "w") as f:
-                f.write(text)
-
-        _write_atomically(path, to)  # (a kill mid-write would leave a config that check_resumable cannot read)
-
-    write(os.path.join(out_dir, CONFIG_FILE), json.dumps(options, indent=2))
-    write(os.path.join(out_dir, COMMAND_FILE), command_line(parser, args) + "\n")
+    # (Atomic: a kill mid-write would leave a config that check_resumable cannot read.)
+    _write_text_atomically(os.path.join(out_dir, CONFIG_FILE), json.dumps(options, indent=2))
+    _write_text_atomically(os.path.join(out_dir, COMMAND_FILE), command_line(parser, args) + "\n")
 
 
 def check_resumable(args, out_dir):

@@ -23,13 +23,14 @@ finished epoch stays, so the run can resume from it.
 
 import contextlib
 import csv
+import io
 import math
 import os
 import time
 
 import keras
 
-from vizoo.callbacks import StopOnNonFinite, TrainingCheckpoint, TrainingDiverged, _write_atomically
+from vizoo.callbacks import StopOnNonFinite, TrainingCheckpoint, TrainingDiverged, _write_text_atomically
 from vizoo.utils import check_positive_int
 
 CHECKPOINT_DIR = "checkpoint"
@@ -73,14 +74,11 @@ def _continue_history(path, epoch):
     if fieldnames is None:
         return []
     kept = [row for row in rows if row.get("epoch", "").isdigit() and int(row["epoch"]) < epoch]
-
-    def write(tmp_path):  # (in place, a full disk or a kill mid-write would lose every row)
-        with open(tmp_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(kept)
-
-    _write_atomically(path, write)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(kept)
+    _write_text_atomically(path, text.getvalue())  # (in place, a full disk or a kill mid-write would lose every row)
     return kept
 
 
