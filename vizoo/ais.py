@@ -66,7 +66,9 @@ import numpy as np
 import tensorflow as tf
 
 from vizoo.evaluate import PROPOSAL_SAMPLES, _ELEMENTS_PER_CHUNK, _fit_gaussian
-from vizoo.utils import as_seed_generator, check_bool, check_choice, check_non_negative_int, check_positive_int
+from vizoo.utils import (
+    as_seed_generator, check_bool, check_choice, check_non_negative_int, check_positive_int, draw_seed,
+)
 
 SCHEDULES = ("sigmoid", "linear")
 INITIALS = ("posterior", "prior")
@@ -343,10 +345,10 @@ def _fresh_seed():
 
 def _independent_seeds(seed):
     """Two seeds whose random streams are independent, from one (None: a fresh one): the simulation's and the
-    estimator's. (keras.random's draws from one int seed are the same stream: the estimator seeded with the
-    simulation's seed would draw its chains' noise equal to the simulation's.)"""
-    children = np.random.SeedSequence(_fresh_seed() if seed is None else seed).spawn(2)
-    return tuple(int(child.generate_state(1)[0] >> 1) for child in children)
+    estimator's (`utils.draw_seed`: the estimator seeded with the simulation's own int would draw its chains'
+    noise equal to the simulation's)."""
+    seed = _fresh_seed() if seed is None else seed
+    return draw_seed(seed, 1), draw_seed(seed, 2)
 
 
 def _chunk_examples(model, num_chains, batch_size, chunk_elements):
@@ -858,8 +860,9 @@ def harmonic_mean_log_likelihood(
 
     Here z_1..2L come from 2L HMC chains per example (L = `num_samples`), run for `burn_in` annealing
     steps from r0 (q or the prior, as in `ais_log_likelihood`) to p(z|x) and then `mixing_steps` + 1
-    transitions at p(z|x) (the last annealing step's target is p(z|x) already); r is a full-covariance Gaussian fitted to the first L samples and the
-    estimate uses the other L (so r does not depend on the samples it is evaluated at).
+    transitions at p(z|x) (the last annealing step's target is p(z|x) already); r is a full-covariance
+    Gaussian fitted to the first L samples and the estimate uses the other L (so r does not depend on the
+    samples it is evaluated at).
 
     Why it is a diagnostic and not an estimator: the variance of r/p(x, z) under p(z|x) is finite
     only if r has lighter tails than the posterior, and it is easily infinite (a fitted Gaussian that

@@ -41,15 +41,6 @@ from vizoo.utils import check_positive_int
 # k-hat above this: the importance-sampling estimate is unreliable (Vehtari et al. 2024, sec. 3), for
 # S >= 2154 samples; below, `pareto_k_threshold(S)` is lower.
 PARETO_K_THRESHOLD = 0.7
-
-
-def pareto_k_threshold(num_samples):
-    """The k-hat above which S importance samples are not enough: min(1 - 1 / log10 S, 0.7)
-    (Vehtari et al. 2024, sec. 3: 0.7 from S = 2154 on; 0.667 at S = 1000, 0.41 at S = 50)."""
-    num_samples = check_positive_int(num_samples, "num_samples")
-    if num_samples < 10:
-        return 0.0  # (1 - 1/log10 S <= 0: too few samples for any tail to be trusted)
-    return min(1.0 - 1.0 / math.log10(num_samples), PARETO_K_THRESHOLD)
 # Fewer values above the threshold than this: no fit (as ArviZ and loo); k-hat is NaN.
 MIN_TAIL_SIZE = 5
 # The GPD is continuous: a tail whose distinct values are fewer than this fraction of its size is
@@ -60,6 +51,15 @@ MIN_DISTINCT_FRACTION = 0.9
 # Zhang & Stephens's prior on b and PSIS's weakly informative prior on k (weight 10 at k = 0.5).
 _PRIOR_B = 3.0
 _PRIOR_K_WEIGHT, _PRIOR_K = 10.0, 0.5
+
+
+def pareto_k_threshold(num_samples):
+    """The k-hat above which S importance samples are not enough: min(1 - 1 / log10 S, 0.7)
+    (Vehtari et al. 2024, sec. 3: 0.7 from S = 2154 on; 0.667 at S = 1000, 0.41 at S = 50)."""
+    num_samples = check_positive_int(num_samples, "num_samples")
+    if num_samples < 10:
+        return 0.0  # (1 - 1/log10 S <= 0: too few samples for any tail to be trusted)
+    return min(1.0 - 1.0 / math.log10(num_samples), PARETO_K_THRESHOLD)
 
 
 def tail_size(num_samples):

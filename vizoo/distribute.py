@@ -53,7 +53,7 @@ import tempfile
 import time
 import weakref
 
-from vizoo.utils import check_choice, check_positive_int
+from vizoo.utils import check_bool, check_choice, check_positive_int
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 # Default bound, in seconds, on every wait for another worker (registration, heartbeats, collectives).
@@ -640,8 +640,7 @@ def train(
     callback_list = keras.callbacks.CallbackList(callbacks + [history], model=model)
     callback_list.set_params({"epochs": epochs, "steps": batches, "verbose": 0})
 
-    if not isinstance(delete_backup, bool):
-        raise ValueError(f"delete_backup must be True or False. Received: delete_backup={delete_backup!r}")
+    delete_backup = check_bool(delete_backup, "delete_backup")
     backup = _Backup(model, backup_dir, strategy) if backup_dir is not None else None
     initial_epoch = backup.restore() if backup is not None else 0
     if initial_epoch > epochs:
