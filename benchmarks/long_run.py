@@ -260,22 +260,24 @@ def collect(results_dir):
     return runs
 
 
-def seed_spread(runs):
-    """{(epochs, row): (mean NLL, sample standard deviation, n)} over finished seeds (n >= 2)."""
+def finished_nlls(runs):
+    """{(epochs, row): [test NLL of each finished seed]}."""
     by_row = {}
     for (epochs, name, _), run in runs.items():
         if run["result"]:
             by_row.setdefault((epochs, name), []).append(run["result"]["test_nll"])
-    return {key: (statistics.mean(v), statistics.stdev(v), len(v)) for key, v in by_row.items() if len(v) >= 2}
+    return by_row
+
+
+def seed_spread(runs):
+    """{(epochs, row): (mean NLL, sample standard deviation, n)} over finished seeds (n >= 2)."""
+    return {key: (statistics.mean(v), statistics.stdev(v), len(v)) for key, v in finished_nlls(runs).items() if len(v) >= 2}
 
 
 def orderings(runs, noise):
     """Each published ordering at each budget where both rows have finished seeds:
     (source, epochs, better, worse, difference of mean NLLs, its standard error or None, verdict)."""
-    finished = {}
-    for (epochs, name, _), run in runs.items():
-        if run["result"]:
-            finished.setdefault((epochs, name), []).append(run["result"]["test_nll"])
+    finished = finished_nlls(runs)
     out = []
     for better, worse, source in ORDERINGS:
         for epochs in sorted({e for e, _ in finished}):
