@@ -91,6 +91,7 @@ def test_loss_flags_build_the_loss_they_name(argv, loss_name, loss_config):
               "prior": "StandardNormalPrior", "dtype": "float32"}),
         (["--latent-dim", "3", "--hidden-units", "8", "4", "--activation", "relu", "--seed", "7"],
          {"latent_dim": 3, "hidden_units": [8, 4], "activation": "relu", "seed": 7}),
+        (["--hidden-units", "--decoder-hidden-units", "8", "4"], {"hidden_units": [], "decoder_hidden_units": [8, 4]}),
         (["--posterior", "iaf", "--flow-steps", "1", "--flow-hidden-units", "8"],
          {"posterior": "IAFPosterior", "posterior.num_steps": 1, "posterior.hidden_units": [8]}),
         (["--posterior", "planar", "--prior", "maf", "--prior-flow-steps", "1"],
@@ -105,7 +106,7 @@ def test_loss_flags_build_the_loss_they_name(argv, loss_name, loss_config):
         (["--model", "sbn", "--sbn-layers", "6", "4", "--loss", "nvil"],
          {"model": "SigmoidBeliefNetwork", "latent_dims": [6, 4], "hidden_units": [], "posterior": "BernoulliPosterior"}),
     ],
-    ids=["defaults", "mlp", "iaf", "planar_maf", "radial", "full_covariance_vamp", "mixture", "hierarchical", "bf16", "sbn"],
+    ids=["defaults", "mlp", "decoder_units", "iaf", "planar_maf", "radial", "full_covariance_vamp", "mixture", "hierarchical", "bf16", "sbn"],
 )
 def test_model_flags_build_the_model_they_name(argv, expected):
     model, loss = built(argv)

@@ -150,8 +150,9 @@ def test_generate_decodes_prior_samples():
         {},
         {"hidden_units": [], "likelihood": GaussianLikelihood(64, scale=0.1, name="likelihood")},
         {"dtype": "mixed_float16"},
+        {"hidden_units": [], "decoder_hidden_units": [16, 8]},
     ],
-    ids=["bernoulli", "linear_gaussian", "mixed_precision"],
+    ids=["bernoulli", "linear_gaussian", "mixed_precision", "decoder_units"],
 )
 def test_serialization(kwargs, binary_data):
     model = small_vae(**kwargs)
@@ -161,6 +162,21 @@ def test_serialization(kwargs, binary_data):
     assert len(restored.weights) == len(model.weights)
     assert type(restored.likelihood) is type(model.likelihood)
     assert restored.likelihood.dtype_policy.name == model.likelihood.dtype_policy.name
+
+
+def test_decoder_hidden_units_default_to_the_encoders_reversed(binary_data):
+    default = small_vae(hidden_units=[16, 8])
+    assert default.decoder_hidden_units == [8, 16]
+    model = small_vae(hidden_units=[], decoder_hidden_units=[16, 8])
+    model(binary_data[:2])
+    assert not model.encoder_layers
+    assert [layer.units for layer in model.decoder_layers] == [16, 8]
+    assert model.decoder_layers[0].kernel.shape == (4, 16)  # z -> 16 -> 8 -> the likelihood
+    assert model.posterior.loc_layer.kernel.shape == (64, 4)  # x straight to q(z|x)
+    # A config saved before the option existed loads with the encoder's sizes reversed.
+    config = default.get_config()
+    del config["decoder_hidden_units"]
+    assert VAE.from_config(config).decoder_hidden_units == [8, 16]
 
 
 POSTERIORS_AND_PRIORS = [
@@ -330,6 +346,7 @@ def test_fit_without_compiled_loss_says_what_to_do(binary_data):
         ({"input_dim": -1}, "Received: input_dim=-1"),
         ({"hidden_units": 200}, "Received: hidden_units=200"),
         ({"hidden_units": [200, 0]}, r"Received: hidden_units=\[200, 0\]"),
+        ({"decoder_hidden_units": 8}, "Received: decoder_hidden_units=8"),
         ({"likelihood": "poisson"}, "Received: likelihood='poisson'"),
         ({"posterior": "flowy"}, "Received: posterior='flowy'"),
         ({"prior": 3}, "Received: prior=3"),

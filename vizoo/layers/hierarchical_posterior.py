@@ -63,7 +63,9 @@ class HierarchicalPosterior(Posterior):
     hidden layer (`conditional`, `reverse`), as psi enters every encoder
     layer in Sobolev & Vetrov's code; here the model's encoder layers (x
     alone, run once per example) come first and `hidden_units` are the
-    layers psi enters. tau's variables form the
+    layers psi enters (their structure exactly: `VAE(hidden_units=[],
+    decoder_hidden_units=[200, 200])`, which gives this posterior x itself,
+    with `hidden_units=[200, 200]`). tau's variables form the
     `control` gradient group (they shape the bound, not q(z|x)); the others
     are `inference`.
 

@@ -36,6 +36,12 @@ class VAE(LatentVariableModel):
         hidden_units: list of ints, the encoder's hidden layer sizes; the
             decoder uses them reversed. `[]` gives linear maps (with a
             Gaussian likelihood, probabilistic PCA).
+        decoder_hidden_units: list of ints, the decoder's hidden layer
+            sizes, when they differ from `hidden_units` reversed (None). E.g.
+            `hidden_units=[]` with `decoder_hidden_units=[200, 200]` and a
+            `HierarchicalPosterior(hidden_units=[200, 200])`: x goes straight
+            to the posterior, so psi enters every layer of q(z|psi, x) that
+            x does (Sobolev & Vetrov's encoder).
         activation: activation of the hidden layers (tanh, as in Burda et al.).
         likelihood: `"bernoulli"` (binary or [0, 1] data), `"gaussian"`
             (learned isotropic scale) or a likelihood layer instance.
@@ -83,6 +89,13 @@ class VAE(LatentVariableModel):
             nargs="*",
             check=check_hidden_units,
         ),
+        "decoder_hidden_units": Option(
+            "--decoder-hidden-units",
+            int,
+            "the decoder's hidden layer sizes, when not --hidden-units reversed",
+            nargs="*",
+            check=check_hidden_units,
+        ),
         "activation": Option("--activation", str, "hidden activation", default="tanh"),
     }
     # Constructor arguments that take a registered component (a registry name or a layer).
@@ -102,10 +115,16 @@ class VAE(LatentVariableModel):
         prior="standard_normal",
         seed=None,
         adversary=None,
+        decoder_hidden_units=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._init_options(input_dim, hidden_units, activation, seed)
+        self.decoder_hidden_units = (
+            self.hidden_units[::-1]
+            if decoder_hidden_units is None
+            else check_hidden_units(decoder_hidden_units, "decoder_hidden_units")
+        )
         if isinstance(adversary, dict):
             adversary = keras.saving.deserialize_keras_object(adversary)
         if adversary is not None and not isinstance(adversary, Adversary):
@@ -113,7 +132,7 @@ class VAE(LatentVariableModel):
         self.adversary = adversary
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.encoder_layers = self._dense_stack(self.hidden_units, "encoder")
-        self.decoder_layers = self._dense_stack(self.hidden_units[::-1], "decoder")
+        self.decoder_layers = self._dense_stack(self.decoder_hidden_units, "decoder")
         policy = self.dtype_policy
         self.posterior = _component(posterior, "posterior", POSTERIORS, self.latent_dim, dtype=policy)
         self.prior = _component(prior, "prior", PRIORS, dtype=policy)
@@ -191,6 +210,7 @@ class VAE(LatentVariableModel):
         config = super().get_config()
         config.update(
             latent_dim=self.latent_dim,
+            decoder_hidden_units=list(self.decoder_hidden_units),  # (configs without the key: hidden_units reversed)
             likelihood=keras.saving.serialize_keras_object(self.likelihood),
             posterior=keras.saving.serialize_keras_object(self.posterior),
             prior=keras.saving.serialize_keras_object(self.prior),
