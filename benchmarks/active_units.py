@@ -41,6 +41,10 @@ BATCH_SIZE, LEARNING_RATE = 100, 1e-3
 STEPS_PER_EXECUTION = 10
 HIERARCHICAL = {"aux_dim": 10, "hidden_units": [200], "reverse_hidden_units": [200]}  # as benchmark.py's rows
 FIXED_PSI = "fixed_psi"  # a run option, not the posterior's: q(psi|x) held at N(0, I) (zero, untrained heads)
+# A run option: no encoder layers of x alone (VAE hidden_units=[]; the decoder keeps HIDDEN), so the posterior
+# takes x itself and psi enters every layer that x does, as in Sobolev & Vetrov's q(z|psi, x).
+PSI_EVERY_LAYER = "psi_every_layer"
+RUN_OPTIONS = (FIXED_PSI, PSI_EVERY_LAYER)
 ACTIVE_THRESHOLD = 0.01
 
 # name: (posterior options or None for the diagonal Gaussian, loss name, loss options, K ramp start or None,
@@ -85,6 +89,22 @@ RUNS = {
         {"num_reverse_samples": 10, "gradient_estimator": "dreg"},
         None,
         "IWHVI K=10, defaults, q(psi|x) fixed at N(0, I) (Sobolev & Vetrov's q(psi)), psi of 50 dimensions",
+    ),
+    "iwhvi10_psi_every_layer": (  # the IWHVI paper's encoder: q(psi) = N(0, I), psi enters each of x's layers
+        {
+            **HIERARCHICAL,
+            "aux_dim": LATENT_DIM,
+            "hidden_units": HIDDEN,
+            "reverse_hidden_units": HIDDEN,
+            "reverse_residual": True,
+            FIXED_PSI: True,
+            PSI_EVERY_LAYER: True,
+        },
+        "iwhvi",
+        {"num_reverse_samples": 10, "gradient_estimator": "dreg"},
+        None,
+        "IWHVI K=10, Sobolev & Vetrov's encoder: q(psi) = N(0, I) with psi of 50 dimensions entering both of "
+        "q(z|psi, x)'s layers of x, and tau's layers taking x and z",
     ),
     "iwhvi50_ramp": (
         {**HIERARCHICAL, "reverse_residual": True},
@@ -198,9 +218,17 @@ def run(name, args):
     if posterior_options is None:
         posterior = POSTERIORS["diagonal"](LATENT_DIM, name="posterior")
     else:
-        options = {key: value for key, value in posterior_options.items() if key != FIXED_PSI}
+        options = {key: value for key, value in posterior_options.items() if key not in RUN_OPTIONS}
         posterior = POSTERIORS["hierarchical"](LATENT_DIM, name="posterior", **options)
-    model = VAE(input_dim=splits.input_dim, latent_dim=LATENT_DIM, hidden_units=HIDDEN, posterior=posterior, seed=args.seed)
+    every_layer = bool(posterior_options and posterior_options.get(PSI_EVERY_LAYER))
+    model = VAE(
+        input_dim=splits.input_dim,
+        latent_dim=LATENT_DIM,
+        hidden_units=[] if every_layer else HIDDEN,
+        decoder_hidden_units=HIDDEN[::-1],
+        posterior=posterior,
+        seed=args.seed,
+    )
     model.initialize_output_bias(splits.train_mean)
     if posterior_options and posterior_options.get(FIXED_PSI):
         for layer in (posterior.auxiliary.loc_layer, posterior.auxiliary.log_scale_layer):
