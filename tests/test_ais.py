@@ -242,7 +242,7 @@ def test_errors_name_the_argument():
         ais.bdmc(model, data=x)
     with pytest.raises(ValueError, match="latents.shape"):
         ais.simulated_sandwich(model, data=x, latents=np.zeros((3, 7)))
-    with pytest.raises(ValueError, match="Received: posterior_kl=1 "):
+    with pytest.raises(ValueError, match="posterior_kl must be True or False. Received: posterior_kl=1"):
         evaluate.log_likelihood(hierarchical, x, k=5, posterior_kl=1)
     with pytest.raises(ValueError, match="posterior_kl applies to hierarchical posteriors"):
         evaluate.log_likelihood(model, x, k=5, posterior_kl=True)

@@ -402,7 +402,7 @@ def log_likelihood(
     )
     if chunk_elements is not None:
         check_positive_int(chunk_elements, "chunk_elements")
-    if not isinstance(posterior_kl, (bool, np.bool_)) or (posterior_kl and not hasattr(model.posterior, "reverse_log_weights")):
+    if check_bool(posterior_kl, "posterior_kl") and not hasattr(model.posterior, "reverse_log_weights"):
         raise ValueError(
             "posterior_kl applies to hierarchical posteriors (bounds on log q from reverse samples). "
             f"Received: posterior_kl={posterior_kl!r} with {type(model.posterior).__name__}"
