@@ -89,8 +89,30 @@ def test_fit_accepts_x_x_pairs_datasets_and_validation_data(binary_data):
 def test_sample_weight_is_honoured(binary_data):
     model = small_vae()
     model.compile(optimizer="adam", loss=ELBOLoss())
-    zero = model.evaluate(binary_data, binary_data, sample_weight=np.zeros(96), verbose=0)
-    assert zero == 0.0
+    zeros = np.zeros(96)
+    assert model.evaluate(binary_data, binary_data, sample_weight=zeros, verbose=0) == 0.0
+    # Without targets too (the usual call): Keras alone drops the weights of array data given no y.
+    assert model.evaluate(binary_data, sample_weight=zeros, verbose=0) == 0.0
+    history = model.fit(
+        binary_data, sample_weight=zeros, validation_data=(binary_data, None, zeros), epochs=1, batch_size=32, verbose=0
+    )
+    assert history.history["loss"] == [0.0] and history.history["val_loss"] == [0.0]
+    assert model.evaluate(binary_data, verbose=0) > 10.0  # unweighted, the bound itself
+
+
+@pytest.mark.parametrize(
+    "call", ["evaluate", "fit_validation"],
+)
+def test_bad_sample_weight_is_named_in_evaluate_and_validation(call, binary_data):
+    model = small_vae()
+    model.compile(optimizer="adam", loss=ELBOLoss())
+    weights = np.ones(96)
+    weights[3] = np.nan
+    with pytest.raises(ValueError, match="sample_weight must be finite and non-negative numbers"):
+        if call == "evaluate":
+            model.evaluate(binary_data, sample_weight=weights, verbose=0)
+        else:
+            model.fit(binary_data, validation_data=(binary_data, None, -np.ones(96)), verbose=0)
 
 
 def test_mixed_precision_computes_in_float16_and_keeps_densities_in_float32(binary_data):

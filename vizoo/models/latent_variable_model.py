@@ -980,10 +980,17 @@ class LatentVariableModel(keras.Model):
         `sample_weight` of the wrong length."""
         x = self.check_data(x, "x")
         check_not_empty(x, "x")
-        if "sample_weight" in kwargs:
+        if kwargs.get("sample_weight") is not None:
             kwargs["sample_weight"] = check_sample_weight(kwargs["sample_weight"], x)
-        if kwargs.get("validation_data") is not None:
-            kwargs["validation_data"] = self.check_data(kwargs["validation_data"], "validation_data")
+            y = _targets_for_weights(x, y)
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            validation_data = self.check_data(validation_data, "validation_data")
+            if isinstance(validation_data, tuple) and len(validation_data) == 3 and validation_data[2] is not None:
+                val_x, val_y, val_weight = validation_data
+                val_weight = check_sample_weight(val_weight, val_x, "validation_data's sample_weight")
+                validation_data = (val_x, _targets_for_weights(val_x, val_y), val_weight)
+            kwargs["validation_data"] = validation_data
         if isinstance(x, tf.data.Dataset) and len(args) < 7:
             # A dataset shuffles itself: Keras's default shuffle=True would only warn that it is ignored.
             kwargs.setdefault("shuffle", False)
@@ -1015,7 +1022,11 @@ class LatentVariableModel(keras.Model):
             self.build_optimizers()
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        """Keras `evaluate`, with `fit`'s data checks (of x and of `sample_weight`)."""
         x = self.check_data(x, "x")
+        if kwargs.get("sample_weight") is not None:
+            kwargs["sample_weight"] = check_sample_weight(kwargs["sample_weight"], x)
+            y = _targets_for_weights(x, y)
         with input_errors():
             return super().evaluate(x, y, *args, **kwargs)
 
@@ -1023,6 +1034,16 @@ class LatentVariableModel(keras.Model):
         x = self.check_data(x, "x")
         with input_errors():
             return super().predict(x, *args, **kwargs)
+
+
+def _targets_for_weights(x, y):
+    """The `y` to hand Keras with a `sample_weight`: x itself when there is none.
+
+    The bounds ignore targets, but Keras drops `sample_weight` from array data
+    given without a `y` (`pack_x_y_sample_weight`), which would train and
+    evaluate unweighted without a word.
+    """
+    return x if y is None else y
 
 
 class _Untracked:
