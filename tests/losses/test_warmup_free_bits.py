@@ -238,3 +238,12 @@ def test_shared_bound_loss_checks(loss):
         return log_w.mean(axis=1)
 
     run_bound_loss_test(loss, reference, terms)
+
+
+def test_kl_weight_is_read_in_full_precision_under_mixed_float16():
+    model = VAE(input_dim=8, latent_dim=2, hidden_units=[4], seed=0, dtype="mixed_float16")
+    model.compile(optimizer="adam", loss=ELBOLoss(kl_warmup_epochs=3))
+    model.kl_weight.assign(0.1234567)  # float16 would read 0.12347
+    terms = model(np.zeros((2, 8), "float32"))
+    assert terms["kl_weight"].dtype == "float32"
+    assert float(np.max(terms["kl_weight"])) == np.float32(0.1234567)

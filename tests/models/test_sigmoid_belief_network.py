@@ -282,3 +282,18 @@ def test_bernoulli_posterior_passes_the_shared_posterior_checks():
         lambda **kwargs: BernoulliPosterior([3, 2], hidden_units=[4], **kwargs), mean_is_expectation=False
     )
     assert not posterior.reparameterized and posterior.has_density
+
+
+def test_nvil_trains_under_mixed_float16(binary_data):
+    # NVIL's running moments of the learning signal and the prior's logits are float32 variables that the
+    # model's float16 call reads without rounding (and assigns without a dtype clash).
+    model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[4, 3], seed=0, dtype="mixed_float16")
+    model.compile(optimizer="adam", loss=NVILLoss(k=2))
+    history = model.fit(binary_data, epochs=1, batch_size=32, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert model.signal_variance.dtype == "float32" and float(model.signal_variance.numpy()) != 1.0
+    model.prior_logits.assign(np.full(3, 0.1234567, "float32"))
+    x = binary_data[:2]
+    inside = model(x, seed=1)["log_pz"]
+    outside = model.sample_terms(x, num_samples=2, seed=1, terms=("log_pz",))["log_pz"]
+    np.testing.assert_allclose(inside, outside, rtol=1e-6)

@@ -46,6 +46,7 @@ class GaussianLikelihood(Likelihood):
                 shape=(),
                 initializer=keras.initializers.Constant(math.log(self.initial_scale)),
                 dtype="float32",
+                autocast=False,  # read in float32 inside a float16 model's call too
             )
 
     def call(self, h):

@@ -131,7 +131,9 @@ class LatentVariableModel(keras.Model):
         # beta of KL warm-up: the weight of log p(z) - log q(z|x) in the training objective of a loss built
         # with kl_warmup_epochs (read as the `kl_weight` term; never in the reported bound). Set per epoch by
         # vizoo.callbacks.KLWarmup; a variable, so the traced train step reads it without retracing.
-        self.kl_weight = self.add_weight(shape=(), initializer="ones", trainable=False, name="kl_weight")
+        self.kl_weight = self.add_weight(
+            shape=(), initializer="ones", trainable=False, name="kl_weight", autocast=False  # no float16 rounding
+        )
         # The reported loss (History's `loss`/`val_loss`): the bound in nats per example, averaged over the
         # examples seen, whatever the number of replicas. Listed first by `metrics`.
         self.loss_tracker = keras.metrics.Mean(name="loss")

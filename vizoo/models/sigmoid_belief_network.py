@@ -152,16 +152,16 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         self._build_stack(self.decoder_layers, self.likelihood, (None, self.latent_dims[0]))
         # p(h_L): factorized Bernoulli with learned logits (0: every unit on with probability 1/2).
         self.prior_logits = self.add_weight(
-            shape=(self.latent_dims[-1],), initializer="zeros", name="prior_logits", dtype="float32"
+            shape=(self.latent_dims[-1],), initializer="zeros", name="prior_logits", dtype="float32", autocast=False
         )
         if self.baseline_network is not None:
             if not self.baseline_network.built:
                 self.baseline_network.build((None, self.input_dim))
             self.signal_mean = self.add_weight(
-                shape=(), initializer="zeros", trainable=False, name="signal_mean", dtype="float32"
+                shape=(), initializer="zeros", trainable=False, name="signal_mean", dtype="float32", autocast=False
             )
             self.signal_variance = self.add_weight(
-                shape=(), initializer="ones", trainable=False, name="signal_variance", dtype="float32"
+                shape=(), initializer="ones", trainable=False, name="signal_variance", dtype="float32", autocast=False
             )
         self.built = True
 
