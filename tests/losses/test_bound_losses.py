@@ -3,7 +3,7 @@ import pytest
 from scipy.special import logsumexp
 
 from tests.helpers import run_bound_loss_test
-from vizoo.losses import ELBOLoss, IWAELoss
+from vizoo.losses import LOSSES, ELBOLoss, IWAELoss
 
 
 def random_terms(batch=7, k=5, scale=30.0, seed=0):
@@ -122,3 +122,13 @@ def test_non_dict_predictions_are_rejected():
 def test_analytic_kl_must_be_bool():
     with pytest.raises(ValueError, match="Received: analytic_kl='yes'"):
         ELBOLoss(analytic_kl="yes")
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_a_given_dtype_survives_the_config_and_the_default_stays_out_of_it(name):
+    from tests.helpers import run_serialization_test
+
+    loss = LOSSES[name](dtype="float64")
+    assert run_serialization_test(loss).dtype == "float64"
+    # Checkpoints record the config of the compiled loss: a default loss's must not change with this.
+    assert "dtype" not in LOSSES[name]().get_config()

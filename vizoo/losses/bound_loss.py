@@ -84,6 +84,9 @@ class BoundLoss(keras.losses.Loss):
     def __init__(self, k=1, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self._k = check_positive_int(k, "k")
+        # Kept for the config only when given (Keras's Loss.get_config leaves it out): configs, and the
+        # checkpoints that record them, of losses in the default dtype stay as they were.
+        self._given_dtype = None if dtype is None else self._dtype_policy.name
 
     @property
     def k(self):
@@ -185,6 +188,8 @@ class BoundLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config["k"] = self.k
+        if self._given_dtype is not None:
+            config["dtype"] = self._given_dtype
         return config
 
 
