@@ -48,6 +48,24 @@ def test_near_alpha_one_it_tends_to_the_elbo():
         np.testing.assert_allclose(value, elbo, atol=1e-3)
 
 
+@pytest.mark.parametrize("alpha", [0.5, 0.999, -1.0])
+def test_a_zero_weight_counts_as_zero(alpha):
+    # One log w = -inf (a sample the model gives no probability): the bound of the others with a zero in the
+    # mean, and a gradient that ignores that sample; centring on the mean log-weight made both NaN.
+    import tensorflow as tf
+
+    log_w = np.array([[-5.0, -np.inf, -6.0], [-5.0, -4.0, -6.0]], "float32")
+    zeros = np.zeros_like(log_w)
+    with tf.GradientTape() as tape:
+        log_px_z = tf.constant(log_w)
+        tape.watch(log_px_z)
+        value = RenyiLoss(k=3, alpha=alpha).bound({"log_px_z": log_px_z, "log_pz": zeros, "log_qz": zeros})
+    gradient = tape.gradient(value, log_px_z).numpy()
+    np.testing.assert_allclose(value, renyi_reference(alpha)({"log_px_z": log_w.astype("float64"), "log_pz": zeros,
+                                                               "log_qz": zeros}), rtol=1e-6)
+    assert np.all(np.isfinite(gradient)) and gradient[0, 1] == 0.0
+
+
 def test_monotone_in_alpha_on_the_same_terms():
     terms = random_terms(RenyiLoss(k=10), seed=5)
     alphas = [-10.0, -1.0, -0.1, 0.0, 0.2, 0.5, 0.9, 1.0, 1.5, 4.0]

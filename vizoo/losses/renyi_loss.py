@@ -92,7 +92,10 @@ class RenyiLoss(BoundLoss):
             return logmeanexp(log_w, axis=1)  # the IWAE bound
         scale = 1.0 - self.alpha
         mean = ops.mean(log_w, axis=1, keepdims=True)  # [batch, 1]
-        scaled = scale * (log_w - mean)  # [batch, k], centred: exact arithmetic gives the same bound
+        # Centred on the mean log-weight (exact arithmetic gives the same bound), unless that is -inf: a zero
+        # weight, which the uncentred logmeanexp takes as it is (and the series below never sees).
+        mean = ops.where(ops.isfinite(mean), mean, ops.zeros_like(mean))
+        scaled = scale * (log_w - mean)  # [batch, k]
         general = logmeanexp(scaled, axis=1) / scale
         # Near alpha = 1: log(1 + mean(expm1(s))) has no cancellation (the first-order terms cancel exactly).
         clipped = ops.clip(scaled, -_SERIES_RANGE, _SERIES_RANGE)
