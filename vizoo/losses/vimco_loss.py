@@ -17,8 +17,11 @@ def leave_one_out_bounds(log_w):
     so each row is an ordinary stable logmeanexp (memory k^2 per example).
     """
     k = log_w.shape[1]
-    others_mean = (ops.sum(log_w, axis=1, keepdims=True) - log_w) / (k - 1)  # [batch, k]
-    swapped = ops.where(ops.eye(k, dtype="bool")[None], others_mean[:, :, None], log_w[:, None, :])  # [batch, j, i]
+    diagonal = ops.eye(k, dtype="bool")[None]
+    rows = ops.broadcast_to(log_w[:, None, :], (ops.shape(log_w)[0], k, k))  # [batch, j, i]
+    # Summed without entry j rather than as sum - log w_j, which is NaN when a log-weight is -inf.
+    others_mean = ops.sum(ops.where(diagonal, ops.zeros_like(rows), rows), axis=2) / (k - 1)  # [batch, k]
+    swapped = ops.where(diagonal, others_mean[:, :, None], rows)
     return logmeanexp(swapped, axis=2)
 
 
