@@ -121,6 +121,39 @@ def test_planar_constraint_keeps_the_step_invertible_for_adversarial_parameters(
     assert np.all(np.diff(np.asarray(moved) @ w[0]) > 0)
 
 
+def _planar_log_det64(z, u, w, b):
+    """log |det| of the planar step by autodiff of the map itself, in float64."""
+    z = tf.constant(z, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        moved, _ = planar_step(z, tf.constant(u, tf.float64), tf.constant(w, tf.float64), tf.constant(b, tf.float64))
+    jacobian = tape.batch_jacobian(moved, z)
+    return np.linalg.slogdet(jacobian.numpy())[1]
+
+
+def test_planar_step_with_w_zero_is_a_shift():
+    # w = 0 (an encoder's features of a blank image with zero biases): u_hat = u, log det 0, not 0/0.
+    z = np.random.default_rng(11).normal(size=(4, 3)).astype("float32")
+    u, w, b = np.array([[0.5, -1.0, 2.0]], "float32"), np.zeros((1, 3), "float32"), np.array([[0.3]], "float32")
+    moved, log_det = planar_step(z, u, w, b)
+    np.testing.assert_allclose(moved, z + u * np.tanh(0.3), rtol=1e-6)
+    np.testing.assert_array_equal(log_det, np.zeros(4, "float32"))
+
+
+def test_planar_log_det_has_no_cancellation_in_float32():
+    # w.u = -30 and tanh(w.z + b) = 0: 1 + (1 - tanh^2)(softplus(w.u) - 1) is 1 - 1 in float32 (log det -inf);
+    # the step's exact log det is log softplus(-30), about -30.
+    z = np.zeros((1, 2), "float32")
+    u, w, b = np.array([[-30.0, 0.0]], "float32"), np.array([[1.0, 0.0]], "float32"), np.zeros((1, 1), "float32")
+    _, log_det = planar_step(z, u, w, b)
+    # (The Jacobian's own determinant cancels too, even in float64: 1 + (1e-13 - 1) keeps 3 digits.)
+    np.testing.assert_allclose(log_det, [np.log(np.log1p(np.exp(-30.0)))], rtol=1e-6)
+    # Elsewhere too, the closed form is the map's own Jacobian.
+    rng = np.random.default_rng(12)
+    z, u, w, b = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) * 3, rng.normal(size=(6, 3)), rng.normal(size=(6, 1))
+    np.testing.assert_allclose(planar_step(z, u, w, b)[1], _planar_log_det64(z, u, w, b), rtol=1e-10)
+
+
 def test_radial_inverse_undoes_the_step():
     rng = np.random.default_rng(10)
     z, z_ref = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))

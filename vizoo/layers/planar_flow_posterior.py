@@ -1,5 +1,7 @@
 import keras
+import numpy as np
 from keras import ops
+from keras.backend import standardize_dtype
 
 from vizoo.layers.flow_posterior import AmortizedFlowPosterior
 from vizoo.registry import register_posterior
@@ -13,12 +15,21 @@ def planar_step(z, u, w, b):
     appendix A). Shapes: z, u, w `[..., d]`, b `[..., 1]` (broadcasting);
     returns z' `[..., d]` and log_det `[...]`.
     """
-    wu = ops.sum(w * u, axis=-1, keepdims=True)
-    u_hat = u + (ops.softplus(wu) - 1.0 - wu) * w / ops.sum(ops.square(w), axis=-1, keepdims=True)
-    activation = ops.tanh(ops.sum(w * z, axis=-1, keepdims=True) + b)
-    # det(I + u_hat psi^T) = 1 + psi^T u_hat with psi = (1 - tanh^2) w; positive by the constraint.
-    log_det = ops.log(1.0 + (1.0 - ops.square(activation[..., 0])) * ops.sum(w * u_hat, axis=-1))
-    return z + u_hat * activation, log_det
+    wu = ops.sum(w * u, axis=-1)
+    squared_norm = ops.sum(ops.square(w), axis=-1)
+    # |w|^2 floored at the dtype's smallest normal number: at w = 0 (e.g. an encoder's features of a blank
+    # image with zero biases) the step is the shift u tanh(b), u_hat = u and log det = 0, not 0/0.
+    floored = ops.maximum(squared_norm, np.finfo(standardize_dtype(w.dtype)).tiny)
+    u_hat = u + ((ops.softplus(wu) - 1.0 - wu) / floored)[..., None] * w
+    activation = ops.tanh(ops.sum(w * z, axis=-1) + b[..., 0])
+    # det(I + u_hat psi^T) = 1 + psi^T u_hat with psi = (1 - tanh^2) w, and w^T u_hat = wu + ratio
+    # (softplus(wu) - 1 - wu), ratio = |w|^2 / floored (1 unless w = 0). At ratio 1 this is
+    # tanh^2 + (1 - tanh^2) softplus(wu) > 0, written so: 1 + (1 - tanh^2)(softplus(wu) - 1) cancels to 0 in
+    # float32 when softplus(wu) and tanh^2 are both small (log det -inf, where it is about wu).
+    ratio = squared_norm / floored
+    squared = ops.square(activation)
+    det = ratio * (squared + (1.0 - squared) * ops.softplus(wu)) + (1.0 - ratio) * (1.0 + (1.0 - squared) * wu)
+    return z + u_hat * activation[..., None], ops.log(det)
 
 
 @register_posterior("planar")
