@@ -112,3 +112,14 @@ def test_serialization_rebuilds_masks_and_outputs(tmp_path):
 def test_bad_arguments_are_named(kwargs):
     with pytest.raises(ValueError, match="Received: "):
         MADE(**kwargs)
+
+
+def test_a_random_order_without_a_seed_survives_a_round_trip():
+    made = MADE(params=1, hidden_units=[8], input_order="random")
+    x = np.random.default_rng(0).normal(size=(2, 6)).astype("float32")
+    made(x)
+    restored = run_serialization_test(made)  # the config holds the seed drawn when the layer was made
+    restored(x)
+    np.testing.assert_array_equal(restored.degrees, made.degrees)
+    with pytest.raises(ValueError, match="Received: seed=-1"):
+        MADE(params=1, input_order="random", seed=-1)

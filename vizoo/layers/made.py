@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vizoo.utils import check_activation, check_choice, check_hidden_units, check_positive_int
+from vizoo.utils import check_activation, check_choice, check_hidden_units, check_non_negative_int, check_positive_int
 
 INPUT_ORDERS = ("natural", "reversed", "random")
 
@@ -71,7 +71,10 @@ class MADE(keras.layers.Layer):
         hidden_units: list of ints, hidden layer sizes.
         activation: hidden activation.
         input_order: "natural", "reversed", "random" or a permutation of 1..D.
-        seed: int, seed of the "random" order.
+        seed: int, seed of the "random" order. None draws one from NumPy's
+            global generator (`keras.utils.set_random_seed` seeds it) when the
+            layer is made; the config keeps it, so a saved MADE keeps its
+            order, which its weights need.
         kernel_initializer: initializer of the kernels.
 
     Call arguments:
@@ -108,6 +111,10 @@ class MADE(keras.layers.Layer):
         if isinstance(input_order, str):
             check_choice(input_order, "input_order", INPUT_ORDERS)
         self.input_order = input_order if isinstance(input_order, str) else [int(v) for v in input_order]
+        if seed is not None:
+            check_non_negative_int(seed, "seed")
+        elif self.input_order == "random":
+            seed = int(np.random.randint(2**31 - 1))
         self.seed = seed
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
