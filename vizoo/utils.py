@@ -61,6 +61,13 @@ def check_bool(value, name):
     return bool(value)
 
 
+def check_finite_float(value, name):
+    """Return `value` as a float if it is a finite real number (not a bool), else raise a ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number. Received: {name}={value!r}")
+    return float(value)
+
+
 def check_activation(value, name="activation"):
     """Return Keras's activation function for `value` (a name or a callable), else raise a ValueError naming it."""
     import keras

@@ -6,7 +6,7 @@ from vizoo.layers.autoregressive_flow import chain_with_reversals, memoize_last
 from vizoo.layers.flow_posterior import FlowPosterior
 from vizoo.layers.made import MADE
 from vizoo.registry import Option, register_posterior
-from vizoo.utils import check_hidden_units, check_positive_int
+from vizoo.utils import check_bool, check_finite_float, check_hidden_units, check_positive_int
 
 tfb = tfp.bijectors
 
@@ -81,8 +81,8 @@ class IAFPosterior(FlowPosterior):
         if not self.hidden_units:
             raise ValueError(f"IAF's MADE needs at least one hidden layer. Received: hidden_units={hidden_units!r}")
         self.activation = activation
-        self.gated = bool(gated)
-        self.forget_bias = float(forget_bias)
+        self.gated = check_bool(gated, "gated")
+        self.forget_bias = check_finite_float(forget_bias, "forget_bias")
         self.context_units = None if context_units is None else check_positive_int(context_units, "context_units")
         # Flows compute in full precision: their log-dets are part of log q.
         precision = self.variable_dtype
