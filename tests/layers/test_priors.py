@@ -164,3 +164,13 @@ def test_maf_prior_samples_have_its_density():
 def test_bad_arguments_are_named(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("make", [StandardNormalPrior, lambda **kw: MixtureOfGaussiansPrior(3, **kw),
+                                  lambda **kw: MAFPrior(num_steps=1, hidden_units=[8], **kw)],
+                         ids=["standard_normal", "mixture", "maf"])
+def test_samples_take_the_priors_dtype(make):
+    prior = make(dtype="float64")
+    prior.build((None, 2))
+    z = prior.sample(4, seed=0)
+    assert z.dtype == "float64" and z.shape == (4, 2) and np.all(np.isfinite(prior.log_prob(z)))

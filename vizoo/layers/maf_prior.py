@@ -72,7 +72,7 @@ class MAFPrior(Prior):
         return base + bijector.inverse_log_det_jacobian(z, event_ndims=1)
 
     def sample(self, num_examples, seed=None):
-        u = keras.random.normal((num_examples, self.latent_dim), seed=seed)
+        u = keras.random.normal((num_examples, self.latent_dim), dtype=self.variable_dtype, seed=seed)
         return self.bijector().forward(u)
 
     def get_config(self):

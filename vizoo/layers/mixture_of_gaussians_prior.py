@@ -52,7 +52,7 @@ class MixtureOfGaussiansPrior(Prior):
     def sample(self, num_examples, seed=None):
         seed = as_seed_generator(seed)  # two draws from one stream
         components = keras.random.categorical(self.logits[None, :], num_examples, seed=seed)[0]
-        eps = keras.random.normal((num_examples, self.latent_dim), seed=seed)
+        eps = keras.random.normal((num_examples, self.latent_dim), dtype=self.variable_dtype, seed=seed)
         return ops.take(self.means, components, axis=0) + ops.exp(ops.take(self.log_scales, components, axis=0)) * eps
 
     def get_config(self):

@@ -17,4 +17,4 @@ class StandardNormalPrior(Prior):
         return ops.sum(-0.5 * ops.square(z) - HALF_LOG_2PI, axis=-1)
 
     def sample(self, num_examples, seed=None):
-        return keras.random.normal((num_examples, self.latent_dim), seed=seed)
+        return keras.random.normal((num_examples, self.latent_dim), dtype=self.variable_dtype, seed=seed)
