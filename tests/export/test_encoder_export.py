@@ -62,3 +62,25 @@ def test_full_covariance_encoder_exports_its_cholesky_factor(tmp_path):
     z, log_qz = model.posterior.transform(expected, eps)
     np.testing.assert_allclose(sampled["z"].numpy(), z, atol=1e-5)
     np.testing.assert_allclose(sampled["log_qz"].numpy(), log_qz, atol=1e-5)
+
+
+def test_served_inputs_of_another_shape_are_named(exported):
+    # A served signature does not enforce its spec's shape (nor can it check a rank): the export checks sizes.
+    import tensorflow as tf
+
+    _, x, path = exported
+    loaded = tf.saved_model.load(path)
+    eps = np.zeros((2, 3, 4), "float32")
+    cases = [
+        ("serving_default", {"x": x[0]}, "x must have shape \\[batch, 64\\]; received another shape"),
+        ("serving_default", {"x": x[None, :2]}, "x must have shape \\[batch, 64\\]; received another shape"),
+        ("sample", {"x": x[:2], "eps": eps[:, 0]}, "eps must have shape \\[batch, k, 4\\].*another shape"),
+        ("sample", {"x": x[:2], "eps": eps[None]}, "eps must have shape \\[batch, k, 4\\].*another shape"),
+        ("sample", {"x": x[:2], "eps": np.zeros((2, 3, 5), "float32")}, "eps must have shape.*another shape"),
+    ]
+    for signature, inputs, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            loaded.signatures[signature](**{key: tf.constant(value) for key, value in inputs.items()})
+    # (Some other shapes TensorFlow refuses itself, with a TypeError that names eps's spec.)
+    with pytest.raises((tf.errors.InvalidArgumentError, TypeError), match="eps"):
+        loaded.signatures["sample"](x=tf.constant(x[:2]), eps=tf.constant(eps[:, :, None]))

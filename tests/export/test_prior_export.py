@@ -9,3 +9,31 @@ from vizoo.models import VAE
 def test_bad_version_is_named(tmp_path):
     with pytest.raises(ValueError, match="Received: version=-1"):
         export_prior(VAE(input_dim=4, latent_dim=2, hidden_units=[]), tmp_path, version=-1)
+
+
+def test_served_z_is_checked(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(export_prior(VAE(input_dim=4, latent_dim=2, hidden_units=[]), tmp_path))
+    serve = loaded.signatures["serving_default"]
+    assert serve(z=tf.zeros((3, 2)))["log_pz"].shape == (3,)
+    for z, message in [
+        (np.zeros((3, 3)), "z must have shape \\[batch, 2\\]; received another shape"),
+        (np.zeros(2), "z must have shape \\[batch, 2\\]; received another shape"),
+        (np.array([[0.0, np.nan]]), "z must be finite"),
+    ]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            serve(z=tf.constant(z, tf.float32))
+
+
+def test_bad_path_and_overwrite_are_named(tmp_path):
+    model = VAE(input_dim=4, latent_dim=2, hidden_units=[])
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match="Received: overwrite='no'"):
+        export_prior(model, tmp_path / "prior", overwrite="no")
+    with pytest.raises(ValueError, match="Received: path=None"):
+        export_prior(model, None)
+    with pytest.raises(ValueError, match="it is a file"):
+        export_prior(model, tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"

@@ -1,12 +1,13 @@
 """Export a trained encoder q(z|x) as a TensorFlow SavedModel that serves without vizoo."""
 
+import math
 import os
 import shutil
 
 import keras
 import tensorflow as tf
 
-from vizoo.utils import check_positive_int, check_vizoo_model
+from vizoo.utils import check_bool, check_positive_int, check_vizoo_model
 
 
 def export_encoder(model, path, version=1, overwrite=False):
@@ -77,14 +78,7 @@ def export_encoder(model, path, version=1, overwrite=False):
     noise_shape = [int(n) for n in model.posterior.noise_shape]
 
     def checked_x(x):
-        asserts = [
-            tf.debugging.assert_equal(
-                tf.shape(x)[1], input_dim, message=f"x must have shape [batch, {input_dim}]; received another width"
-            ),
-            tf.debugging.assert_all_finite(x, message=f"x must be finite (shape [batch, {input_dim}])"),
-        ]
-        with tf.control_dependencies(asserts):
-            return tf.identity(x)
+        return checked_rows(x, "x", input_dim)
 
     def serve(x):
         return model.posterior.serving_outputs(model.encode(checked_x(x)))
@@ -92,9 +86,11 @@ def export_encoder(model, path, version=1, overwrite=False):
     def sample(x, eps):
         x = checked_x(x)
         expected = f"[batch, k, {', '.join(map(str, noise_shape))}] with the batch of x"
+        leading = _leading_dims(eps, 2)
         asserts = [
+            _size_check(eps, leading, math.prod(noise_shape), f"eps must have shape {expected}; received another shape"),
             tf.debugging.assert_equal(
-                tf.shape(eps)[0], tf.shape(x)[0], message=f"eps must have shape {expected}; its batch differs from that of x"
+                leading[0], tf.shape(x)[0], message=f"eps must have shape {expected}; its batch differs from that of x"
             ),
             tf.debugging.assert_equal(
                 tf.shape(eps)[2:], tf.constant(noise_shape, tf.int32),
@@ -115,6 +111,31 @@ def export_encoder(model, path, version=1, overwrite=False):
     )
 
 
+def _leading_dims(values, count):
+    """The first `count` dimensions of `values`' runtime shape (1 for each it lacks), `[count]` int32."""
+    return tf.pad(tf.shape(values), [[0, count]], constant_values=1)[:count]
+
+
+def _size_check(values, leading, trailing_size, message):
+    # The rank cannot be checked in a served signature: it runs the graph traced for its spec's rank, where
+    # tf.rank is a constant whatever the input. A tensor of the expected shape is the one whose size is
+    # its leading dimensions times the known trailing size: another rank (or width) breaks that equality.
+    size = tf.cast(tf.reduce_prod(leading), tf.int64) * trailing_size
+    return tf.debugging.assert_equal(tf.size(values, out_type=tf.int64), size, message=message)
+
+
+def checked_rows(values, name, width):
+    """`values` once it is checked to be finite, of shape `[batch, width]`; else a served error naming `name`."""
+    asserts = [
+        _size_check(
+            values, _leading_dims(values, 1), width, f"{name} must have shape [batch, {width}]; received another shape"
+        ),
+        tf.debugging.assert_all_finite(values, message=f"{name} must be finite (shape [batch, {width}])"),
+    ]
+    with tf.control_dependencies(asserts):
+        return tf.identity(values)
+
+
 def write_saved_model(model, path, version, endpoints, overwrite=False):
     """Write `endpoints` (name -> (fn, input_signature)) of `model` to `<path>/<version>/`.
 
@@ -122,6 +143,11 @@ def write_saved_model(model, path, version, endpoints, overwrite=False):
     export is written to a temporary sibling first and moved into place when complete.
     """
     version = check_positive_int(version, "version")
+    overwrite = check_bool(overwrite, "overwrite")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"path must be a directory path (a str or os.PathLike). Received: path={path!r}")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"path must be a directory (the export's versions go inside it); it is a file. Received: path={os.fspath(path)!r}")
     target = os.path.join(os.fspath(path), str(version))
     if os.path.exists(target) and not overwrite:
         raise ValueError(

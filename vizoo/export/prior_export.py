@@ -2,14 +2,15 @@
 
 import tensorflow as tf
 
-from vizoo.export.encoder_export import write_saved_model
+from vizoo.export.encoder_export import checked_rows, write_saved_model
 from vizoo.utils import check_vizoo_model
 
 
 def export_prior(model, path, version=1, overwrite=False):
     """Write the model's prior log-density to `<path>/<version>/` (TensorFlow Serving layout).
 
-    Signature `serving_default` (float32): `z [batch, latent_dim]` -> `log_pz [batch]`.
+    Signature `serving_default` (float32): `z [batch, latent_dim]` -> `log_pz [batch]`; a z of
+    another shape, or not finite, is refused with an error that names it.
     Learned priors (mixture, VampPrior through the model's encoder, MAF) are
     exported with their trained weights; the export loads with
     `tf.saved_model.load` and no vizoo.
@@ -31,7 +32,9 @@ def export_prior(model, path, version=1, overwrite=False):
     check_vizoo_model(model, "export_prior")
     z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
 
+    latent_dim = int(model.latent_dim)
+
     def log_prob(z):
-        return {"log_pz": model.prior(z)}
+        return {"log_pz": model.prior(checked_rows(z, "z", latent_dim))}
 
     return write_saved_model(model, path, version, {"serving_default": (log_prob, [z_spec])}, overwrite=overwrite)
