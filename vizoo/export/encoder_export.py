@@ -147,7 +147,10 @@ def write_saved_model(model, path, version, endpoints, overwrite=False):
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"path must be a directory path (a str or os.PathLike). Received: path={path!r}")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"path must be a directory (the export's versions go inside it); it is a file. Received: path={os.fspath(path)!r}")
+        raise ValueError(
+            f"path must be a directory (the export's versions go inside it); it is a file. Received: "
+            f"path={os.fspath(path)!r}"
+        )
     target = os.path.join(os.fspath(path), str(version))
     if os.path.exists(target) and not overwrite:
         raise ValueError(
