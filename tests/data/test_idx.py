@@ -37,5 +37,16 @@ def test_bad_files_are_named(tmp_path):
     path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]))
     with pytest.raises(ValueError, match="truncated"):
         read_idx(path)
+    path.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0]))
+    with pytest.raises(ValueError, match=r"truncated in its header \(3 dimensions, 6 of their 12 bytes\)"):
+        read_idx(path)
     with pytest.raises(ValueError, match="data_dir has no train-images-idx3-ubyte"):
+        load_idx_directory(tmp_path)
+
+
+def test_images_other_than_bytes_are_refused(tmp_path):
+    # vizoo's own write_idx stores float32; the loaders scale by 255, which would shrink [0, 1] data to 1/255.
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.full((2, 3, 3), 0.5, "float32"))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((2, 3, 3), "uint8"))
+    with pytest.raises(ValueError, match="IDX images must be unsigned bytes.*holds float32. Received: path="):
         load_idx_directory(tmp_path)

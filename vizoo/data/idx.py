@@ -34,7 +34,13 @@ def read_idx(path):
             header = f.read(4)
             if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _TYPES:
                 raise ValueError(f"Not an IDX file (bad magic number). Received: path={os.fspath(path)!r}")
-            shape = tuple(int(v) for v in np.frombuffer(f.read(4 * header[3]), dtype=">i4"))
+            dims = f.read(4 * header[3])
+            if len(dims) != 4 * header[3]:
+                raise ValueError(
+                    f"IDX file is truncated in its header ({header[3]} dimensions, {len(dims)} of their "
+                    f"{4 * header[3]} bytes). Received: path={os.fspath(path)!r}"
+                )
+            shape = tuple(int(v) for v in np.frombuffer(dims, dtype=">i4"))
             data = np.frombuffer(f.read(), dtype=_TYPES[header[2]])
     except gzip.BadGzipFile as error:
         raise ValueError(f"IDX file is not gzip data ({error}). Received: path={os.fspath(path)!r}") from None
@@ -89,6 +95,11 @@ def load_idx_directory(directory):
     arrays = {}
     for split, path in paths.items():
         images = read_idx(path)
+        if images.dtype != np.uint8:  # the loaders scale by 255: other types would be silently rescaled or clipped
+            raise ValueError(
+                f"IDX images must be unsigned bytes (0-255, as MNIST's files are); {os.path.basename(path)} holds "
+                f"{images.dtype}. Received: path={os.fspath(path)!r}"
+            )
         if images.ndim != 3:
             raise ValueError(
                 f"IDX images must be 3-D (count, rows, cols); {os.path.basename(path)} holds shape {images.shape} "
