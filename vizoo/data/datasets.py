@@ -10,7 +10,7 @@ import tensorflow as tf
 from vizoo.data.digits import load_digits_arrays
 from vizoo.data.idx import find_split_file, load_idx_directory
 from vizoo.data.tfds_source import flatten_to_unit_interval, load_tfds_arrays
-from vizoo.utils import check_choice, check_positive_int
+from vizoo.utils import check_choice, check_non_negative_int, check_positive_int
 
 BINARIZATIONS = ("dynamic", "static", "threshold", "none")
 # Where Debian's package dataset-fashion-mnist puts the IDX files.
@@ -131,7 +131,8 @@ def load(
     """
     check_choice(binarization, "binarization", BINARIZATIONS)
     batch_size = check_positive_int(batch_size, "batch_size")
-    eval_batch_size = check_positive_int(eval_batch_size or batch_size, "eval_batch_size")
+    eval_batch_size = batch_size if eval_batch_size is None else check_positive_int(eval_batch_size, "eval_batch_size")
+    seed = check_non_negative_int(seed, "seed")
     if validation_size is not None and (isinstance(validation_size, bool) or not isinstance(validation_size, int) or validation_size < 0):
         raise ValueError(f"validation_size must be a non-negative integer. Received: validation_size={validation_size!r}")
     if data_dir is not None and not os.path.isdir(data_dir):
