@@ -114,6 +114,16 @@ def test_missing_terms_are_named():
         ELBOLoss(analytic_kl=True)(None, random_terms())
 
 
+def test_terms_of_other_shapes_are_named():
+    flat = {key: value[:, 0] for key, value in random_terms().items()}
+    with pytest.raises(ValueError, match="log-density terms of one shape \\[batch, k\\]. Received: terms of shapes"):
+        IWAELoss()(None, flat)
+    mixed = random_terms()
+    mixed["log_qz"] = random_terms(k=4)["log_qz"]
+    with pytest.raises(ValueError, match="'log_qz': \\(7, 4\\)"):
+        ELBOLoss()(None, mixed)
+
+
 def test_non_dict_predictions_are_rejected():
     with pytest.raises(ValueError, match="Received: y_pred of type ndarray"):
         IWAELoss()(None, np.zeros((3, 5)))

@@ -144,6 +144,14 @@ class BoundLoss(keras.losses.Loss):
                 f"from the model; missing {missing}. Received: terms with keys "
                 f"{sorted(terms)}"
             )
+        # The log-densities are [batch, k], one shape for all (static dimensions compared where known).
+        shapes = {name: tuple(getattr(terms[name], "shape", ())) for name in _LOG_DENSITIES if name in terms}
+        sizes = [{dims[axis] for dims in shapes.values() if len(dims) == 2 and dims[axis] is not None} for axis in (0, 1)]
+        if any(len(dims) != 2 for dims in shapes.values()) or any(len(known) > 1 for known in sizes):
+            raise ValueError(
+                f"{type(self).__name__} reduces log-density terms of one shape [batch, k]. Received: terms of "
+                f"shapes {shapes}"
+            )
 
     def bound(self, terms):
         """The bound for each example, shape `[batch]`."""
@@ -191,6 +199,9 @@ class BoundLoss(keras.losses.Loss):
         if self._given_dtype is not None:
             config["dtype"] = self._given_dtype
         return config
+
+
+_LOG_DENSITIES = ("log_px_z", "log_pz", "log_qz")
 
 
 def replicas_in_sync():
