@@ -56,3 +56,20 @@ def test_extreme_encoder_outputs_stay_finite():
 
 def test_serialization():
     run_serialization_test(FullCovarianceGaussianPosterior(4, name="q"))
+
+
+@pytest.mark.parametrize(
+    "factor_batch, values_batch",
+    [((5,), (5,)), ((5, 1), (5, 4)), ((7,), (2, 4, 7)), ((1,), (6,)), ((), (4, 2)), ((3,), (2, 1, 3))],
+    ids=["one_per_row", "per_example_over_k", "vamp_components", "one_factor", "unbatched_factor", "both_broadcast"],
+)
+def test_solve_lower_broadcasts_like_a_batched_solve(factor_batch, values_batch):
+    from vizoo.layers.full_covariance_gaussian_posterior import solve_lower
+
+    rng = np.random.default_rng(0)
+    factor = np.tril(rng.normal(size=factor_batch + (3, 3)))
+    factor[..., np.arange(3), np.arange(3)] = np.exp(rng.normal(size=factor_batch + (3,)))
+    values = rng.normal(size=values_batch + (3,))
+    batch = np.broadcast_shapes(factor_batch, values_batch)
+    expected = np.linalg.solve(np.broadcast_to(factor, batch + (3, 3)), np.broadcast_to(values, batch + (3,))[..., None])
+    np.testing.assert_allclose(solve_lower(factor, values), expected[..., 0], rtol=1e-10, atol=1e-12)

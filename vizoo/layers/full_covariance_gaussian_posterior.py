@@ -8,6 +8,36 @@ from vizoo.registry import register_posterior
 from vizoo.utils import HALF_LOG_2PI
 
 
+def solve_lower(scale_tril, values):
+    """L^-1 v for lower-triangular L `[..., d, d]` and v `[..., d]`, broadcasting their batch axes -> `[..., d]`.
+
+    The batch axes along which L is constant (size 1, or absent) become columns of one right-hand side,
+    so L is never copied per row: a VampPrior's K factors against `[batch, k, K, d]` differences are K
+    solves of `[d, batch * k]`, not `batch * k * K` copies of a `[d, d]` factor (gigabytes at K = 500).
+    """
+    d = values.shape[-1]
+    rank = max(len(values.shape) - 1, len(scale_tril.shape) - 2)
+    while len(scale_tril.shape) - 2 < rank:
+        scale_tril = scale_tril[None]
+    while len(values.shape) - 1 < rank:
+        values = values[None]
+    folded = [axis for axis in range(rank) if scale_tril.shape[axis] == 1]
+    kept = [axis for axis in range(rank) if scale_tril.shape[axis] != 1]
+    batch_shape = tf.broadcast_dynamic_shape(tf.shape(values)[:-1], tf.shape(scale_tril)[:-2])
+    values = tf.broadcast_to(values, tf.concat([batch_shape, [d]], 0))
+    order = kept + [rank] + folded  # [kept..., d, folded...]
+    columns = tf.transpose(values, order)
+    columns_shape = tf.shape(columns)
+    columns = tf.reshape(columns, tf.concat([columns_shape[: len(kept) + 1], [-1]], 0))  # [kept..., d, F]
+    kept_shape = tf.gather(batch_shape, kept) if kept else tf.zeros([0], tf.int32)
+    factor = tf.broadcast_to(
+        tf.reshape(scale_tril, tf.concat([tf.gather(tf.shape(scale_tril), kept + [rank, rank + 1])], 0)),
+        tf.concat([kept_shape, [d, d]], 0),
+    )
+    solved = tf.reshape(tf.linalg.triangular_solve(factor, columns, lower=True), columns_shape)
+    return tf.transpose(solved, np.argsort(order))
+
+
 @register_posterior("full_covariance")
 @keras.saving.register_keras_serializable(package="vizoo")
 class FullCovarianceGaussianPosterior(GaussianPosterior):
@@ -68,12 +98,7 @@ class FullCovarianceGaussianPosterior(GaussianPosterior):
 
     def log_prob(self, z, params):
         """log q(z|x) for any z broadcastable against the parameters `[..., latent_dim]` -> `[...]`."""
-        diff = z - params["loc"]
-        scale_tril = params["scale_tril"]
-        batch_shape = tf.broadcast_dynamic_shape(tf.shape(diff)[:-1], tf.shape(scale_tril)[:-2])
-        scale_tril = tf.broadcast_to(scale_tril, tf.concat([batch_shape, tf.shape(scale_tril)[-2:]], 0))
-        diff = tf.broadcast_to(diff, tf.concat([batch_shape, tf.shape(diff)[-1:]], 0))
-        eps = tf.linalg.triangular_solve(scale_tril, diff[..., None], lower=True)[..., 0]  # L^-1 (z - mu)
+        eps = solve_lower(params["scale_tril"], z - params["loc"])  # L^-1 (z - mu)
         return ops.sum(-0.5 * ops.square(eps) - HALF_LOG_2PI, axis=-1) - ops.sum(params["log_diag"], axis=-1)
 
     def serving_outputs(self, params):
