@@ -435,8 +435,10 @@ def write_keeping_marked_text(output, text):
             previous = f.read()
         if KEPT_MARKER in previous:
             kept = previous[previous.index(KEPT_MARKER):]
-    with open(output, "w") as f:
+    tmp = f"{output}.tmp{os.getpid()}"  # moved over the page in one step: two writers never interleave
+    with open(tmp, "w") as f:
         f.write(text + ("\n" + kept if kept else ""))
+    os.replace(tmp, output)
 
 
 def main(argv=None):

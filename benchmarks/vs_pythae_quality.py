@@ -172,6 +172,8 @@ def report(results):
                          f"| {r['vizoo_nll'] - r['pythae_nll']:+.2f} | {r['vizoo_kl']:.2f} | {r['pythae_kl']:.2f} "
                          f"| {r['vizoo_active_units']}, {r['pythae_active_units']} |")
         gaps = [r["vizoo_nll"] - r["pythae_nll"] for r in rows]
+        if len(gaps) == 1:
+            lines.append(f"| {variant} | {epochs} | one seed so far | | | no spread yet | | | |")
         if len(gaps) >= 2:
             lines.append(f"| {variant} | {epochs} | mean of {len(gaps)} | {statistics.mean(r['vizoo_nll'] for r in rows):.2f} "
                          f"| {statistics.mean(r['pythae_nll'] for r in rows):.2f} | {statistics.mean(gaps):+.2f} "

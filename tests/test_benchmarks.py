@@ -172,7 +172,7 @@ def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderi
     first = results / "e2" / "vae" / "seed0"
     assert [row["epoch"] for row in long_run._read_csv(str(first / "progress.csv"))] == ["1"]
     assert not (first / "result.json").exists() and vizoo.runs.checkpoint_epoch(str(first)) == 1
-    long_run.write_report(long_run.build_parser().parse_args(argv), "tiny")  # epoch 2's history row is not counted
+    long_run.write_report(long_run.build_parser().parse_args(argv))  # epoch 2's history row is not counted
     assert "| vae | 0 | | | | 1 of 2: not finished | test NLL" in output.read_text()
 
     monkeypatch.setattr(vizoo.evaluate, "log_likelihood", evaluate)
@@ -208,27 +208,41 @@ def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderi
     assert output.read_text().endswith(long_run.benchmark.KEPT_MARKER + "\n## Findings\n\nwritten by hand\n")
 
 
-def test_orderings_compare_seed_means_against_the_standard_error_of_their_difference():
+def test_orderings_compare_paired_seeds_or_one_seed_against_the_borrowed_spread():
+    from scipy import stats
+
     long_run = load_script("long_run")
 
     def runs(**nlls):  # {(epochs, row, seed): run} with finished results
-        return {(100, name, seed): {"result": {"test_nll": value}} for name, values in nlls.items()
+        return {(100, name, seed): {"result": {"test_nll": value}, "history": []} for name, values in nlls.items()
                 for seed, value in enumerate(values)}
 
-    # IWAE-5 (3 seeds) against the VAE (3 seeds): both sides' own spreads.
+    def ordering(rows, source):
+        return [row for row in rows if row[0].startswith(source)]
+
+    # IWAE-5 against the VAE, three seeds each: seed by seed (differences 1.0, 1.1, 1.2).
     vae, iwae5 = [240.0, 240.2, 240.4], [239.0, 239.1, 239.2]
-    [row] = long_run.orderings(runs(vae=vae, iwae5=iwae5), noise=0.5)
-    error = np.sqrt(np.var(vae, ddof=1) / 3 + np.var(iwae5, ddof=1) / 3)
+    [row] = ordering(long_run.orderings(runs(vae=vae, iwae5=iwae5), noise=0.5), "IWAE k=5 over the VAE")
+    error = np.std([1.0, 1.1, 1.2], ddof=1) / np.sqrt(3)
     assert row[:4] == ("IWAE k=5 over the VAE (Burda et al. 2016, table 1)", 100, "iwae5 239.10 (3 seeds)", "vae 240.20 (3 seeds)")
-    assert row[4] == pytest.approx(1.1) and row[5] == pytest.approx(error) and row[6] == "holds"
-    # One seed each: the measured noise stands in for both spreads.
-    by_gain = {gain: long_run.orderings(runs(sbn_nvil=[250.0], sbn_vimco5=[250.0 - gain]), noise=0.3)[0]
-               for gain in (1.0, 0.5, -0.5, -1.0)}
+    assert row[4] == pytest.approx(1.1) and row[5] == pytest.approx(error)
+    critical = stats.t.ppf(0.975, 2)
+    assert row[6] == f"holds (paired over 3 seeds: t = {1.1 / error:.1f}, 95% needs {critical:.1f})"
+    noisy = ordering(long_run.orderings(runs(vae=vae, iwae5=[239.0, 240.3, 239.2]), noise=0.5), "IWAE k=5 over the VAE")[0]
+    assert noisy[6].startswith("within seed noise (paired over 3 seeds")
+    # One seed each: the measured noise stands in for both spreads, and the verdict says so.
+    by_gain = {gain: ordering(long_run.orderings(runs(sbn_nvil=[250.0], sbn_vimco5=[250.0 - gain]), noise=0.3),
+                              "VIMCO over NVIL")[0] for gain in (1.0, 0.5, -0.5, -1.0)}
     assert all(row[5] == pytest.approx(0.3 * np.sqrt(2)) for row in by_gain.values())
-    assert [by_gain[g][6] for g in (1.0, 0.5, -0.5, -1.0)] == ["holds", "within seed noise", "within seed noise", "reversed"]
-    [row] = long_run.orderings(runs(sbn_nvil=[250.0], sbn_vimco5=[251.0]), noise=None)
+    assert [by_gain[g][6].split(" (")[0].split(":")[0] for g in (1.0, 0.5, -0.5, -1.0)] == [
+        "holds on one seed", "within seed noise", "within seed noise", "reversed on one seed"]
+    assert by_gain[1.0][6] == f"holds on one seed: {1.0 / (0.3 * np.sqrt(2)):.1f} borrowed standard errors"
+    [row] = ordering(long_run.orderings(runs(sbn_nvil=[250.0], sbn_vimco5=[251.0]), noise=None), "VIMCO over NVIL")
     assert row[5] is None and row[6] == "does not hold (seed spread not measured)"
-    assert long_run.orderings(runs(vae=vae), noise=0.5) == []  # a row without its partner is not compared
+    # A row without its partner: every ordering is listed, as not measured yet.
+    rows = long_run.orderings(runs(vae=vae), noise=0.5)
+    assert len(rows) == len(long_run.ORDERINGS) and all(row[4] is None for row in rows)
+    assert ordering(rows, "IWAE k=5 over the VAE")[0][6] == "not measured yet (iwae5 not started, vae finished)"
 
 
 def test_vs_pythae_quality_checks_its_flags_and_reads_pythae_weights_in_vizoo_layout(tmp_path):
