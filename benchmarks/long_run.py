@@ -290,7 +290,8 @@ def _progress_of(runs, epochs, name):
         return f"{name} not started"
     if any(run["result"] for run in states):
         return f"{name} finished"
-    return f"{name} at {max(len(run['history']) for run in states)} of {epochs} epochs"
+    done = max(len(run["history"]) for run in states)
+    return f"{name} trained, not yet evaluated" if done >= epochs else f"{name} at {done} of {epochs} epochs"
 
 
 def orderings(runs, noise):
@@ -312,7 +313,7 @@ def orderings(runs, noise):
             a, b = finished.get((epochs, better), {}), finished.get((epochs, worse), {})
             if not (a and b):
                 if epochs == budgets[-1]:
-                    state = f"not measured yet ({_progress_of(runs, epochs, better)}, {_progress_of(runs, epochs, worse)})"
+                    state = f"not measured yet ({_progress_of(runs, epochs, better)}; {_progress_of(runs, epochs, worse)})"
                     out.append((source, epochs, better, worse, None, None, state))
                 continue
             gain = statistics.mean(b.values()) - statistics.mean(a.values())
@@ -371,7 +372,7 @@ def write_report(args):
         "Rows and models as in [benchmarks.md](benchmarks.md) (784-200-200-50 tanh MLPs, batch 100, Adam 1e-3,",
         "dynamically binarized training data: 50,000 training images, 10,000 held out for the validation bound);",
         "each row is one seed unless the seeds table says otherwise. Test NLL by importance sampling with",
-        f"k={'/'.join(str(k) for k in eval_ks) or args.eval_k} on the {'/'.join(str(n) for n in num_tests) or 'full'} "
+        f"k={'/'.join(str(k) for k in eval_ks) or args.eval_k} on the {'/'.join(f'{n:,}' for n in num_tests) or 'full'} "
         "test images, one fixed binarization per seed (hierarchical rows, marked *: log q estimated with the stated",
         "K reverse samples; the weights stay unbiased, but noisier, so the NLL is looser at a given k); nats per",
         "example. Times, on a machine shared with other work (they say how long a row took there, not how fast",

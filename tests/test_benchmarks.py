@@ -242,7 +242,7 @@ def test_orderings_compare_paired_seeds_or_one_seed_against_the_borrowed_spread(
     # A row without its partner: every ordering is listed, as not measured yet.
     rows = long_run.orderings(runs(vae=vae), noise=0.5)
     assert len(rows) == len(long_run.ORDERINGS) and all(row[4] is None for row in rows)
-    assert ordering(rows, "IWAE k=5 over the VAE")[0][6] == "not measured yet (iwae5 not started, vae finished)"
+    assert ordering(rows, "IWAE k=5 over the VAE")[0][6] == "not measured yet (iwae5 not started; vae finished)"
 
 
 def test_vs_pythae_quality_checks_its_flags_and_reads_pythae_weights_in_vizoo_layout(tmp_path):
