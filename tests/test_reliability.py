@@ -642,3 +642,23 @@ def test_too_little_free_space_for_train_runs_backup_stops_and_keeps_the_last_ba
     monkeypatch.undo()  # room again: the run resumes from epoch 1
     model, splits = _tiny()
     assert runs.train_run(model, splits.train, out, 2, verbose=0)["resumed_epoch"] == 1
+
+
+def test_finishing_a_run_removes_only_what_vizoo_wrote(tmp_path):
+    from vizoo import runs
+
+    checkpoint, backup = tmp_path / runs.CHECKPOINT_DIR, tmp_path / runs.BACKUP_DIR
+    (backup / "sub").mkdir(parents=True)
+    checkpoint.mkdir()
+    written = [checkpoint / "state.json", checkpoint / "epoch-2.weights.h5", backup / "checkpoint",
+               backup / "ckpt-3.index", backup / "ckpt-3.data-00000-of-00001"]
+    mine = [checkpoint / "notes.txt", backup / "sub" / "thesis.tex"]
+    for path in written + mine:
+        path.write_text("x")
+    runs.finish_run(str(tmp_path))
+    assert not any(path.exists() for path in written)
+    assert all(path.read_text() == "x" for path in mine)  # the user's files, and so their directories, stay
+    (checkpoint / "notes.txt").unlink()
+    (checkpoint / "state.json").write_text("x")
+    runs.finish_run(str(tmp_path))
+    assert not checkpoint.exists()  # nothing else in it: removed

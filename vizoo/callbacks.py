@@ -314,7 +314,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         }
         # The commit point:
         _write_text_atomically(os.path.join(self.directory, _STATE_FILE), json.dumps(state, indent=2))
-        for old in glob.glob(os.path.join(self.directory, "*.weights.h5")):
+        for old in glob.glob(os.path.join(self.directory, "epoch-*.weights.h5")):
             if os.path.basename(old) != weights:
                 os.remove(old)
 
@@ -322,13 +322,27 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.model._initial_epoch = None  # a later fit of the same model starts where it is asked to
 
     def delete(self):
-        """Remove the checkpoint (after the run's outputs are written)."""
+        """Remove the checkpoint (after the run's outputs are written): the files it wrote, then the directory
+        if nothing else is in it (a file of the user's there stays, and so does the directory)."""
         # The state file first: cut short, the removal leaves no state naming a weights file that is gone.
-        names = glob.glob(os.path.join(self.directory, "*"))
-        for name in sorted(names, key=lambda name: os.path.basename(name) != _STATE_FILE):
-            os.remove(name)
-        if os.path.isdir(self.directory):
-            os.rmdir(self.directory)
+        remove_written(
+            self.directory, [_STATE_FILE, "epoch-*.weights.h5", "tmp-*-epoch-*.weights.h5", "tmp-*-" + _STATE_FILE]
+        )
+
+
+def remove_written(directory, patterns):
+    """Remove the files of `directory` matching `patterns` (globs, in order), then the directory if it is empty.
+
+    How vizoo deletes what it wrote (a checkpoint, a backup): never a file it did not write.
+    """
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.join(glob.escape(os.fspath(directory)), pattern))):
+            if os.path.isfile(path):
+                os.remove(path)
+    try:
+        os.rmdir(directory)
+    except OSError:  # absent, or holding something vizoo did not write
+        pass
 
 
 def _loss_description(model):

@@ -524,7 +524,7 @@ class _Backup:
     def delete(self):
         """Remove the backup (the chief's; the other workers' copies are removed as they are written)."""
         if self.chief:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            delete_backup_files(self.directory)
 
     def _write_error(self, epochs_done, reason):
         from vizoo.callbacks import _checkpoint_write_error
@@ -533,6 +533,14 @@ class _Backup:
         kept = f"the backup after epoch {saved} is kept" if saved else "no backup was written before"
         return _checkpoint_write_error(f"the backup of epoch {epochs_done}", self.directory, reason, kept, "backup_dir",
                                       free_in=self.write_dir)
+
+
+def delete_backup_files(directory):
+    """Remove the files of a backup in `directory` (a `tf.train.CheckpointManager`'s: its state file and its
+    `ckpt-*` files), then the directory if nothing else is in it."""
+    from vizoo.callbacks import remove_written
+
+    remove_written(directory, ["checkpoint", "ckpt-*"])
 
 
 def backup_epoch_in(directory):

@@ -264,9 +264,9 @@ def fit_run(
 def finish_run(out_dir):
     """Remove the run directory's checkpoint (and `train_run`'s backup): the run is complete, a new one starts afresh."""
     TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).delete()
-    import shutil
+    from vizoo.distribute import delete_backup_files
 
-    shutil.rmtree(os.path.join(out_dir, BACKUP_DIR), ignore_errors=True)
+    delete_backup_files(os.path.join(out_dir, BACKUP_DIR))
 
 
 BACKUP_DIR = "backup"
