@@ -258,10 +258,33 @@ def test_warmup_and_free_bits_flags(tmp_path):
         (["--loss", "elbo", "--free-bits", "-1"], "Received: free_bits=-1.0"),
         (["--loss", "elbo", "--free-bits", "1", "--posterior", "iaf"], "needs the term 'kl_per_dim'"),
         (["--kl-warmup-epochs", "2", "--gradient-estimator", "dreg"], "Received: kl_warmup_epochs=2, gradient_estimator='dreg'"),
+        (["--loss", "elbo", "--latent-dim", "2", "--free-bits", "0.5", "--free-bits-groups", "5"],
+         "free_bits_groups must be at most the latent dimension (2). Received: free_bits_groups=5"),
     ],
 )
 def test_bad_warmup_and_free_bits_flags(argv, message, tmp_path, capsys):
     assert_cli_error(argv, message, tmp_path, capsys)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--binarization", "foo"], "Received: binarization='foo'"),
+        (["--seed", "-1"], "Received: seed=-1"),
+        (["--validation-size", "-5"], "Received: validation_size=-5"),
+        (["--data-dir", "/no/such/dir"], "Received: data_dir='/no/such/dir'"),
+        (["--loss", "elbo", "--free-bits", "0.5", "--free-bits-groups", "9"], "Received: free_bits_groups=9"),
+    ],
+)
+def test_bad_data_and_loss_flags_leave_a_finished_run_as_it_was(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = ["--dataset", "digits", "--latent-dim", "2", "--hidden-units", "8", "--epochs", "1", "--eval-k", "5",
+            "--verbose", "0"]
+    if not out.exists():
+        assert cli.main(tiny + ["--out-dir", str(out)]) == 0
+    before = {name: (out / name).read_bytes() for name in ("config.json", "command.txt", "history.csv")}
+    assert_cli_error(tiny + argv, message, out, capsys)  # refused before anything of the run is rewritten
+    assert {name: (out / name).read_bytes() for name in before} == before
 
 
 def test_yaml_without_pyyaml_says_so(tmp_path, monkeypatch):

@@ -195,6 +195,7 @@ def build_parser():
 
 
 def _check_args(args):
+    from vizoo.data import BINARIZATIONS
     from vizoo.distribute import STRATEGIES
     from vizoo.precision import check_precision
     from vizoo.utils import check_choice, check_hidden_units, check_non_negative_int, check_positive_int
@@ -228,6 +229,13 @@ def _check_args(args):
         raise ValueError(f"peer_timeout must be finite and positive. Received: peer_timeout={args.peer_timeout}")
     for name in ("k", "epochs", "batch_size", "eval_k", "steps_per_execution"):
         check_positive_int(getattr(args, name), name)
+    # vizoo.data.load's own checks, here: before the run directory is written.
+    check_choice(args.binarization, "binarization", BINARIZATIONS)
+    check_non_negative_int(args.seed, "seed")
+    if args.validation_size is not None:
+        check_non_negative_int(args.validation_size, "validation_size")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise ValueError(f"data_dir must be an existing directory. Received: data_dir={args.data_dir!r}")
     check_choice(args.eval, "eval", ("is", "ais"))
     for name in ("ais_steps", "ais_chains"):
         check_positive_int(getattr(args, name), name)

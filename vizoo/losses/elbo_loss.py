@@ -102,6 +102,16 @@ class ELBOLoss(BoundLoss):
             terms += ("kl_per_dim",)
         self.required_terms = terms
 
+    def posterior_support(self, posterior):
+        latent_dim = getattr(posterior, "latent_dim", None)
+        if self.free_bits and self.free_bits_groups is not None and isinstance(latent_dim, int):
+            if self.free_bits_groups > latent_dim:  # (refused at compile, not at the first step)
+                return (
+                    f"free_bits_groups must be at most the latent dimension ({latent_dim}). "
+                    f"Received: free_bits_groups={self.free_bits_groups}"
+                )
+        return None
+
     def bound(self, terms):
         if self.analytic_kl:
             return ops.mean(terms["log_px_z"], axis=1) - terms["kl"][:, 0]
