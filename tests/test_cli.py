@@ -133,9 +133,12 @@ def test_elbo_with_analytic_kl_end_to_end(tmp_path, capsys):
 
     (tmp_path / "metrics.json").write_text("{}")  # an earlier, finished run's: the new run says it replaces them
     (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n")
-    assert cli.main(TINY + ["--loss", "elbo", "--analytic-kl", "--out-dir", str(tmp_path)]) == 0
+    (tmp_path / "posteriors.png").write_bytes(b"the old run's")  # drawn for 2-D latents only: not by this run
+    (tmp_path / "mine.txt").write_text("kept")
+    assert cli.main(TINY + ["--loss", "elbo", "--analytic-kl", "--latent-dim", "3", "--out-dir", str(tmp_path)]) == 0
     assert (f"{tmp_path} holds a finished run (history.csv, metrics.json): this new run replaces its outputs"
             in capsys.readouterr().out)
+    assert not (tmp_path / "posteriors.png").exists() and (tmp_path / "mine.txt").read_text() == "kept"
     loss = keras.models.load_model(tmp_path / "model.keras").loss
     assert (type(loss).__name__, loss.analytic_kl, loss.k) == ("ELBOLoss", True, 5)
     with open(tmp_path / "metrics.json") as f:

@@ -420,6 +420,11 @@ def run(args):
             if earlier:  # said, not silent: a finished run's outputs are replaced as this run writes its own
                 print(f"{args.out_dir} holds a finished run ({', '.join(earlier)}): this new run replaces its "
                       "outputs as it writes them (use another --out-dir to keep them)", flush=True)
+                from vizoo.plots import PICTURES
+
+                for name in PICTURES:  # drawn from the old run's model: this run may not draw each of them again
+                    if os.path.isfile(os.path.join(args.out_dir, name)):
+                        os.remove(os.path.join(args.out_dir, name))
         run_config.write_run_config(build_parser(), args, args.out_dir)
     # Every worker waits here for the others (up to --peer-timeout), after the chief prepared out_dir.
     # MultiWorkerMirroredStrategy must start before TensorFlow runs any operation: hence after the checks

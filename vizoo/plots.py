@@ -31,6 +31,7 @@ SAMPLES_FILE = "samples.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 CURVES_FILE = "training_curves.png"
 POSTERIORS_FILE = "posteriors.png"
+PICTURES = (SAMPLES_FILE, RECONSTRUCTIONS_FILE, CURVES_FILE, POSTERIORS_FILE)  # what plot_run may draw
 
 
 def _pyplot():
