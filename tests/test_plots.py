@@ -109,3 +109,23 @@ def test_plots_command_recreates_a_saved_run(trained_run, tmp_path, capsys):
         plots.main([str(tmp_path / "nothing")])
     assert exit_info.value.code == 2 and "has no model.keras" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("value_name", ["bound", "estimate"])
+def test_training_curves_say_what_the_loss_is(value_name, tmp_path, monkeypatch):
+    # A Rényi loss with alpha < 0 estimates log p(x) without bounding it: its curves must not say "bound".
+    pyplot, drawn = plots._pyplot(), []
+
+    def subplots(*args, **kwargs):
+        fig, ax = pyplot.subplots(*args, **kwargs)
+        drawn.append(ax)
+        return fig, ax
+
+    monkeypatch.setattr(plots, "_pyplot", lambda: type("Pyplot", (), {"subplots": staticmethod(subplots),
+                                                                      "close": staticmethod(pyplot.close)}))
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,250.0,251.0\n1,240.0,242.0\n")
+    plots.plot_history(str(tmp_path / "history.csv"), str(tmp_path / "curves.png"), value_name)
+    [ax] = drawn
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == [f"training {value_name}", f"validation {value_name}"]
+    assert ax.get_ylabel() == ("bound on log p(x) (nats)" if value_name == "bound" else "estimate of log p(x) (nats)")

@@ -131,11 +131,13 @@ def plot_reconstructions(model, x, path, num_examples=16):
     return path
 
 
-def plot_history(history_csv, path):
+def plot_history(history_csv, path, value_name="bound"):
     """Training curves from a `history.csv`: the training and validation bounds per epoch (and beta).
 
     The loss Keras logs is the negated bound, so the curves show the bound in
-    nats (higher is better). Returns `path`, or None if there is no epoch.
+    nats (higher is better). `value_name` is what the loss's value is (its
+    `value_name`: `"estimate"` for a loss that is not a bound, e.g. Rényi with
+    alpha < 0). Returns `path`, or None if there is no epoch.
     """
     with open(history_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -149,12 +151,12 @@ def plot_history(history_csv, path):
     epochs = column("epoch")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, label in (("loss", "training bound"), ("val_loss", "validation bound")):
+    for name, label in (("loss", f"training {value_name}"), ("val_loss", f"validation {value_name}")):
         values = column(name)
         if values is not None:
             ax.plot(epochs, -values, marker="o" if len(rows) < 30 else None, label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("bound on log p(x) (nats)")
+    ax.set_ylabel(f"{value_name} of log p(x) (nats)" if value_name != "bound" else "bound on log p(x) (nats)")
     beta = column("kl_weight")
     if beta is not None:
         twin = ax.twinx()
@@ -314,7 +316,8 @@ def plot_run(run_dir, model=None, data=None, history=None, num_posteriors=4):
     ]
     history = history or os.path.join(run_dir, "history.csv")
     if os.path.exists(history):
-        written.append(plot_history(history, os.path.join(run_dir, CURVES_FILE)))
+        value_name = getattr(getattr(model, "loss", None), "value_name", "bound")  # the compiled loss's
+        written.append(plot_history(history, os.path.join(run_dir, CURVES_FILE), value_name))
     if model.latent_dim == 2 and model.decodes:
         written.append(plot_posteriors(model, x[:num_posteriors], os.path.join(run_dir, POSTERIORS_FILE)))
     return [path for path in written if path is not None]
