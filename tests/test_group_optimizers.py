@@ -188,3 +188,10 @@ def test_cli_without_control_lr_shares_the_main_optimizer(tmp_path):
 def test_cli_bad_control_lr_is_named(value, tmp_path, capsys):
     expected = {"0": "0.0", "-0.5": "-0.5", "nan": "nan", "inf": "inf"}[value]
     assert_cli_error(SBN_TINY + ["--control-lr", value], f"Received: control_lr={expected}", tmp_path, capsys)
+
+
+def test_cli_control_lr_without_a_control_group_is_refused(tmp_path, capsys):
+    # A diagonal Gaussian VAE has no control variables: the optimizer would train nothing.
+    argv = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "1", "--control-lr", "0.01"]
+    assert_cli_error(argv, "control_lr applies to models with a control gradient group", tmp_path, capsys)
+    assert not (tmp_path / "config.json").exists()

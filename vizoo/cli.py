@@ -310,6 +310,14 @@ def _check_model_and_loss(args):
     # The loss's own arguments' errors, then whether the model can train with it, before any data is loaded.
     model = build_model(args, input_dim=1)
     model.check_loss(build_loss(args))
+    if args.control_lr is not None:
+        model.build((None, 1))
+        if not model.gradient_groups().get("control"):
+            raise ValueError(
+                "control_lr applies to models with a control gradient group (a hierarchical posterior's reverse "
+                "model, an SBN's NVIL baseline); this one has none, so it would train nothing. Received: "
+                f"model={args.model!r}, posterior={getattr(args, 'posterior', None)!r}, control_lr={args.control_lr}"
+            )
     if args.eval == "ais" and (model.latent_dim is None or not model.posterior.reparameterized):
         raise ValueError(
             f"eval='ais' needs a model with one continuous latent vector (HMC). Received: model={args.model!r}, "
