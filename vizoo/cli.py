@@ -302,6 +302,14 @@ def _check_args(args):
             f"eval_reverse_samples applies to the posteriors {takers} (those whose sampler_options take "
             f"num_reverse_samples). Received: model={args.model!r}, posterior={args.posterior!r}"
         )
+    structure = args.sampler_structure or "concat"
+    if "posterior" in chosen and args.posterior == "implicit" and structure != "adaptive_contrast":
+        for name in ("num_bases", "basis_hidden_units"):  # options of the adaptive-contrast sampler alone
+            if getattr(args, name) is not None:
+                raise ValueError(
+                    f"{name} applies to --sampler-structure adaptive_contrast. Received: "
+                    f"sampler_structure={structure!r}, {name}={getattr(args, name)!r}"
+                )
     if args.distribute != "multi_worker":  # (with multi_worker: once the strategy has started, see run)
         _check_model_and_loss(args)
 
