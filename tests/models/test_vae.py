@@ -383,3 +383,9 @@ def test_bad_constructor_arguments_are_named(kwargs, message):
 def test_bad_num_samples_is_named(binary_data):
     with pytest.raises(ValueError, match="Received: num_samples=0"):
         small_vae()(binary_data[:2], num_samples=0)
+
+
+def test_a_policy_outside_the_supported_precisions_is_named():
+    # float64 computed log p(x|z) in float32 and the rest in float64: evaluation failed deep in TensorFlow.
+    with pytest.raises(ValueError, match="Received: dtype='float64'"):
+        small_vae(dtype="float64")

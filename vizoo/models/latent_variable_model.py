@@ -17,6 +17,7 @@ from vizoo.data.checks import (
     input_errors,
 )
 from vizoo.losses.bound_loss import GRADIENT_GROUPS, BoundLoss, replicas_in_sync
+from vizoo.precision import PRECISIONS
 from vizoo.terms import SAMPLE, STATE, TERMS
 from vizoo.utils import HALF_LOG_2PI, check_activation, check_array, check_hidden_units, check_positive_int, draw_seed
 
@@ -128,6 +129,11 @@ class LatentVariableModel(keras.Model):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        if self.dtype_policy.name not in PRECISIONS:  # e.g. float64: the terms' float32 contract would break
+            raise ValueError(
+                f"A vizoo model computes under one of the policies {list(PRECISIONS)} (its densities in float32). "
+                f"Received: dtype={self.dtype_policy.name!r}"
+            )
         # beta of KL warm-up: the weight of log p(z) - log q(z|x) in the training objective of a loss built
         # with kl_warmup_epochs (read as the `kl_weight` term; never in the reported bound). Set per epoch by
         # vizoo.callbacks.KLWarmup; a variable, so the traced train step reads it without retracing.
