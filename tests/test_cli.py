@@ -231,6 +231,11 @@ def test_posterior_and_prior_flags(flags, posterior, prior, tmp_path, capsys):
         (["--distribute", "multi_worker", "--cluster", "k8s"], "Received: cluster='k8s'"),
         (["--cluster", "slurm"], "cluster applies to --distribute multi_worker. Received: distribute='none'"),
         (["--distribute", "multi_worker", "--slurm-port", "0"], "Received: slurm_port=0"),
+        (["--ais-steps", "50"], "ais_steps applies with --eval ais. Received: ais_steps=50"),
+        (["--ais-examples", "5"], "ais_examples applies with --eval ais. Received: ais_examples=5"),
+        (["--slurm-port", "2000"], "slurm_port applies with --cluster slurm. Received: slurm_port=2000"),
+        (["--peer-timeout", "5"], "peer_timeout applies with --distribute multi_worker. Received: peer_timeout=5.0"),
+        (["--verbose", "7"], "Received: verbose=7"),
     ],
 )
 def test_bad_arguments_exit_with_a_named_error(argv, message, tmp_path, capsys):

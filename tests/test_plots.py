@@ -108,6 +108,10 @@ def test_plots_command_recreates_a_saved_run(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         plots.main([str(tmp_path / "nothing")])
     assert exit_info.value.code == 2 and "has no model.keras" in capsys.readouterr().err
+    for examples in ("0", "-3", "40"):
+        with pytest.raises(SystemExit) as exit_info:
+            plots.main([run_dir, "--examples", examples])
+        assert exit_info.value.code == 2 and f"Received: examples={examples}" in capsys.readouterr().err
 
 
 

@@ -270,8 +270,18 @@ def _check_args(args):
                 "tensorboard logs need the tensorboard package: pip install tensorboard "
                 '(or pip install -e ".[tensorboard]"). Received: tensorboard=True'
             )
-    model_cls = MODELS[args.model]
+    check_choice(args.verbose, "verbose", (0, 1, 2))
     parser_defaults = vars(build_parser().parse_args([]))
+    # Flags of one mode, given outside it: refused, not ignored.
+    for names, applies, mode in (
+        (("ais_steps", "ais_chains", "ais_examples"), args.eval == "ais", "--eval ais"),
+        (("slurm_port",), args.cluster == "slurm", "--cluster slurm"),
+        (("peer_timeout",), args.distribute == "multi_worker", "--distribute multi_worker"),
+    ):
+        for name in names:
+            if not applies and getattr(args, name) != parser_defaults[name]:
+                raise ValueError(f"{name} applies with {mode}. Received: {name}={getattr(args, name)!r}")
+    model_cls = MODELS[args.model]
     # The components the model takes (its `components`); the others must stay at their defaults.
     chosen = {"model": args.model, "loss": args.loss}
     for option in _COMPONENTS:
@@ -292,6 +302,12 @@ def _check_args(args):
             applies = " and ".join(f"the {_PLURALS[chooser]} {sorted(names)}" for chooser, names in takers.items())
             received = ", ".join(f"{chooser}={getattr(args, chooser)!r}" for chooser in takers)
             raise ValueError(f"{dest} applies to {applies}. Received: {received}")
+        if option.requires is not None and getattr(args, option.requires[0]) != option.requires[1]:
+            other, needed = option.requires
+            raise ValueError(
+                f"{dest} applies with --{other.replace('_', '-')} {needed}. Received: {other}={getattr(args, other)!r}, "
+                f"{dest}={value!r}"
+            )
         if option.check is not None:
             option.check(value, dest)
     if args.eval_reverse_samples is not None and not (
@@ -302,14 +318,6 @@ def _check_args(args):
             f"eval_reverse_samples applies to the posteriors {takers} (those whose sampler_options take "
             f"num_reverse_samples). Received: model={args.model!r}, posterior={args.posterior!r}"
         )
-    structure = args.sampler_structure or "concat"
-    if "posterior" in chosen and args.posterior == "implicit" and structure != "adaptive_contrast":
-        for name in ("num_bases", "basis_hidden_units"):  # options of the adaptive-contrast sampler alone
-            if getattr(args, name) is not None:
-                raise ValueError(
-                    f"{name} applies to --sampler-structure adaptive_contrast. Received: "
-                    f"sampler_structure={structure!r}, {name}={getattr(args, name)!r}"
-                )
     if args.distribute != "multi_worker":  # (with multi_worker: once the strategy has started, see run)
         _check_model_and_loss(args)
 

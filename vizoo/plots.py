@@ -31,6 +31,7 @@ SAMPLES_FILE = "samples.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 CURVES_FILE = "training_curves.png"
 POSTERIORS_FILE = "posteriors.png"
+MAX_POSTERIOR_EXAMPLES = 16  # test examples a run's pictures draw (reconstructions; the posterior figure's rows)
 PICTURES = (SAMPLES_FILE, RECONSTRUCTIONS_FILE, CURVES_FILE, POSTERIORS_FILE)  # what plot_run may draw
 
 
@@ -309,7 +310,7 @@ def plot_run(run_dir, model=None, data=None, history=None, num_posteriors=4):
         loaded_model, loaded_data = _load_run(run_dir)
         model = loaded_model if model is None else model
         data = loaded_data if data is None else data
-    x = _first_examples(data, 16)
+    x = _first_examples(data, MAX_POSTERIOR_EXAMPLES)
     written = [
         plot_samples(model, os.path.join(run_dir, SAMPLES_FILE)),
         plot_reconstructions(model, x, os.path.join(run_dir, RECONSTRUCTIONS_FILE)),
@@ -335,6 +336,11 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=4, help="test examples in the posterior figure")
     args = parser.parse_args(argv)
     try:
+        if not 1 <= args.examples <= MAX_POSTERIOR_EXAMPLES:
+            raise ValueError(
+                f"examples must be between 1 and {MAX_POSTERIOR_EXAMPLES} (the figure's rows). "
+                f"Received: examples={args.examples}"
+            )
         if len(args.run_dirs) == 1 and args.out is None:
             written = plot_run(args.run_dirs[0], num_posteriors=args.examples)
         else:

@@ -35,6 +35,9 @@ class Option(NamedTuple):
             False included, is passed as given.
         check: optional `check(value, dest) -> value` run on a given value before the class
             sees it (e.g. `vizoo.utils.check_positive_int`), so errors name the flag's dest.
+        requires: optional `(dest, value)`: the option applies only when the flag of that dest
+            is given that value (e.g. the adaptive-contrast sampler's options, with
+            `("sampler_structure", "adaptive_contrast")`); given otherwise, it is refused.
     """
 
     flag: str
@@ -43,6 +46,7 @@ class Option(NamedTuple):
     nargs: Optional[str] = None
     default: Any = None
     check: Optional[Callable] = None
+    requires: Optional[tuple] = None
 
     @property
     def dest(self):

@@ -112,7 +112,7 @@ def test_command_line_builds_avb(tmp_path, capsys):
                      tmp_path, capsys)
     assert_cli_error(["--model", "sbn", "--loss", "avb"], "which only the models ['vae'] take", tmp_path, capsys)
     assert_cli_error(["--posterior", "implicit", "--loss", "avb", "--num-bases", "3"],
-                     "num_bases applies to --sampler-structure adaptive_contrast. Received: sampler_structure='concat'",
+                     "num_bases applies with --sampler-structure adaptive_contrast. Received: sampler_structure=None",
                      tmp_path, capsys)
 
 

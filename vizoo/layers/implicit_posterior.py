@@ -93,11 +93,11 @@ class ImplicitPosterior(Posterior):
             check=check_hidden_units,
         ),
         "num_bases": Option("--num-bases", int, "adaptive_contrast sampler: number of noise bases v_i (default 4)",
-                            check=check_positive_int),
+                            check=check_positive_int, requires=("sampler_structure", "adaptive_contrast")),
         "basis_hidden_units": Option(
             "--basis-hidden-units", int,
             "adaptive_contrast sampler: hidden layers of each v_i (default 32; none: linear, a Gaussian q)",
-            nargs="*", check=check_hidden_units,
+            nargs="*", check=check_hidden_units, requires=("sampler_structure", "adaptive_contrast"),
         ),
     }
 
