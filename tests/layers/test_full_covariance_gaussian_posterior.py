@@ -10,8 +10,20 @@ from vizoo.layers import FullCovarianceGaussianPosterior, StandardNormalPrior
 def posterior_and_params():
     posterior = FullCovarianceGaussianPosterior(3)
     posterior.build((None, 4))
-    h = np.random.default_rng(0).normal(size=(2, 4)).astype("float32") * 2.0
+    rng = np.random.default_rng(0)
+    kernel = posterior.tril_layer.kernel
+    kernel.assign(rng.normal(size=kernel.shape).astype("float32"))  # away from the diagonal start
+    h = rng.normal(size=(2, 4)).astype("float32") * 2.0
     return posterior, posterior(h)
+
+
+def test_q_starts_diagonal():
+    # Random initial correlations slowed training by about a nat at 20 epochs (docs/benchmarks_long.md).
+    posterior = FullCovarianceGaussianPosterior(4)
+    posterior.build((None, 5))
+    params = posterior(np.random.default_rng(2).normal(size=(3, 5)).astype("float32"))
+    scale = np.asarray(params["scale_tril"])
+    assert np.all(np.tril(scale, k=-1) == 0) and np.all(np.diagonal(scale, axis1=1, axis2=2) != 1.0)
 
 
 def test_scale_is_lower_triangular_with_a_positive_diagonal(posterior_and_params):
