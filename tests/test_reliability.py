@@ -345,6 +345,10 @@ def test_changing_width_and_wrong_sample_weight_are_vizoos_errors():
     with pytest.raises(ValueError, match=r"sample_weight of x must hold one weight per example of its batch\. "
                                          r"Received: a batch of 5 examples with sample_weight of shape \(2\)"):
         model.fit(weighted, verbose=0)
+    scalar = tf.data.Dataset.from_tensor_slices((x, x, np.ones(10))).batch(5).map(lambda a, b, w: (a, b, w[0]))
+    with pytest.raises(ValueError, match="sample_weight of x must hold one weight per example of its batch. "
+                                         "Received: a scalar sample_weight"):
+        model.fit(scalar, verbose=0)
 
 
 # ------------------------------------------------------------------------------------- non-vizoo models, noise

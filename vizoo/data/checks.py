@@ -114,6 +114,11 @@ def _checked_dataset(dataset, name, num_features, unit_interval):
     def check_weights(x, weights):
         if weights is None:
             return weights
+        if weights.shape.rank == 0:  # (known when the check is traced: a scalar has no batch axis to compare)
+            raise ValueError(
+                f"sample_weight of {name} must hold one weight per example of its batch. Received: a scalar "
+                "sample_weight in each batch"
+            )
         assert_length = tf.debugging.Assert(
             tf.logical_and(tf.rank(weights) >= 1, tf.equal(tf.shape(weights)[0], tf.shape(x)[0])),
             [
