@@ -37,3 +37,22 @@ def test_bad_path_and_overwrite_are_named(tmp_path):
     with pytest.raises(ValueError, match="it is a file"):
         export_prior(model, tmp_path / "file")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_version_written_meanwhile_is_not_replaced(tmp_path, monkeypatch):
+    import keras
+
+    model = VAE(input_dim=4, latent_dim=2, hidden_units=[])
+    archive_class = type(keras.export.ExportArchive())  # the backend's class
+    write_out = archive_class.write_out
+
+    def another_writer_first(archive, directory, **kwargs):  # someone else exports version 1 during our write
+        (tmp_path / "prior" / "1").mkdir(parents=True)
+        (tmp_path / "prior" / "1" / "theirs.txt").write_text("theirs")
+        return write_out(archive, directory, **kwargs)
+
+    monkeypatch.setattr(archive_class, "write_out", another_writer_first)
+    with pytest.raises(ValueError, match="appeared while the export was written"):
+        export_prior(model, tmp_path / "prior")
+    assert (tmp_path / "prior" / "1" / "theirs.txt").read_text() == "theirs"
+    assert sorted(p.name for p in (tmp_path / "prior").iterdir()) == ["1"]  # no temporary directory left

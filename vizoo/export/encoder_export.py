@@ -168,11 +168,17 @@ def write_saved_model(model, path, version, endpoints, overwrite=False):
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         archive.write_out(tmp, verbose=False)
-        if os.path.exists(target):
+        if overwrite and os.path.exists(target):
             old = f"{tmp}-old"
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
+        elif os.path.exists(target):  # written by someone else meanwhile: never replaced without overwrite
+            raise ValueError(
+                f"the export's version directory {target} appeared while the export was written: pass "
+                f"overwrite=True to replace it, or another version. Received: path={os.fspath(path)!r}, "
+                f"version={version}"
+            )
         else:
             os.replace(tmp, target)
     finally:
