@@ -322,7 +322,7 @@ def orderings(runs, noise):
                 differences = [b[seed] - a[seed] for seed in paired]
                 error = statistics.stdev(differences) / math.sqrt(len(paired))
                 critical = float(stats.t.ppf(0.975, len(paired) - 1))
-                t = gain / error if error > 0 else math.copysign(math.inf, gain)
+                t = gain / error if error > 0 else (math.copysign(math.inf, gain) if gain else 0.0)
                 verdict = ("holds" if t > critical else "reversed" if t < -critical else "within seed noise") + (
                     f" (paired over {len(paired)} seeds: t = {t:.1f}, 95% needs {critical:.1f})"
                 )
@@ -421,10 +421,11 @@ def write_report(args):
     lines += ["## The published orderings", ""]
     lines += ["Each side is the mean over its finished seeds (the difference is worse minus better: positive where "
               "the ordering holds). Rows run with the same seeds are compared seed by seed, a paired t-test at 95%. "
-              "A comparison of one seed each has no spread of its own: it is read against the largest seed standard "
-              "deviation measured above"
+              "Rows not paired so (one seed each, or other seeds) have no spread of their own: they are read against "
+              "the largest seed standard deviation measured above"
               + (f" ({noise:.2f} nats, at another budget and on other families)" if noise is not None else "")
-              + ", sqrt(2) times it for a difference (a borrowed standard error), and says so.", ""]
+              + ", times sqrt(1/n1 + 1/n2) for a difference of means of n1 and n2 seeds (sqrt(2) for one seed each): "
+              "a borrowed standard error, and the verdict says so.", ""]
     lines += ["| ordering | budget | better | worse | difference (nats) | standard error | verdict |",
               "|---|---|---|---|---|---|---|"]
     for source, epochs, better, worse, gain, error, verdict in orderings(runs, noise):

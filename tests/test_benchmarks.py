@@ -228,6 +228,8 @@ def test_orderings_compare_paired_seeds_or_one_seed_against_the_borrowed_spread(
     assert row[4] == pytest.approx(1.1) and row[5] == pytest.approx(error)
     critical = stats.t.ppf(0.975, 2)
     assert row[6] == f"holds (paired over 3 seeds: t = {1.1 / error:.1f}, 95% needs {critical:.1f})"
+    level = ordering(long_run.orderings(runs(vae=vae, iwae5=vae), noise=0.5), "IWAE k=5 over the VAE")[0]
+    assert level[4] == 0.0 and level[6].startswith("within seed noise (paired over 3 seeds: t = 0.0")
     noisy = ordering(long_run.orderings(runs(vae=vae, iwae5=[239.0, 240.3, 239.2]), noise=0.5), "IWAE k=5 over the VAE")[0]
     assert noisy[6].startswith("within seed noise (paired over 3 seeds")
     # One seed each: the measured noise stands in for both spreads, and the verdict says so.

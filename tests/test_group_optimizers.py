@@ -195,3 +195,9 @@ def test_cli_control_lr_without_a_control_group_is_refused(tmp_path, capsys):
     argv = ["--latent-dim", "2", "--hidden-units", "8", "--epochs", "1", "--control-lr", "0.01"]
     assert_cli_error(argv, "control_lr applies to models with a control gradient group", tmp_path, capsys)
     assert not (tmp_path / "config.json").exists()
+
+
+def test_cli_control_lr_with_a_loss_that_does_not_train_the_control_group_is_refused(tmp_path, capsys):
+    # An SBN's baseline network is the control group under NVIL only: VIMCO leaves it frozen.
+    argv = ["--model", "sbn", "--sbn-layers", "4", "--loss", "vimco", "--k", "2", "--control-lr", "0.01"]
+    assert_cli_error(argv, "control_lr applies to models with a control gradient group", tmp_path, capsys)

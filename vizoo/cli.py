@@ -326,8 +326,9 @@ def _check_model_and_loss(args):
     # The loss's own arguments' errors, then whether the model can train with it, before any data is loaded.
     model = build_model(args, input_dim=1)
     model.check_loss(build_loss(args))
-    if args.control_lr is not None:
+    if args.control_lr is not None:  # the groups the compiled loss trains (an SBN's baseline: under NVIL only)
         model.build((None, 1))
+        model.compile(optimizer="sgd", loss=build_loss(args))
         if not model.gradient_groups().get("control"):
             raise ValueError(
                 "control_lr applies to models with a control gradient group (a hierarchical posterior's reverse "

@@ -85,3 +85,15 @@ def test_solve_lower_broadcasts_like_a_batched_solve(factor_batch, values_batch)
     batch = np.broadcast_shapes(factor_batch, values_batch)
     expected = np.linalg.solve(np.broadcast_to(factor, batch + (3, 3)), np.broadcast_to(values, batch + (3,))[..., None])
     np.testing.assert_allclose(solve_lower(factor, values), expected[..., 0], rtol=1e-10, atol=1e-12)
+
+
+def test_q_starts_diagonal_when_first_built_in_a_traced_function():
+    import tensorflow as tf
+
+    from vizoo.models import VAE
+
+    model = VAE(input_dim=5, latent_dim=3, hidden_units=[4], posterior="full_covariance", seed=0)
+    scale = tf.function(lambda x: model.encode(x)["scale_tril"])(tf.ones((2, 5)))
+    assert np.all(np.tril(np.asarray(scale), k=-1) == 0)
+    initializer = model.posterior.tril_layer.kernel_initializer
+    assert type(initializer).from_config(initializer.get_config()).diagonal_columns == [0, 2, 5]

@@ -124,6 +124,12 @@ def test_terms_of_other_shapes_are_named():
         ELBOLoss()(None, mixed)
 
 
+def test_terms_as_lists_still_reduce():
+    terms = random_terms()
+    expected = float(IWAELoss(k=5)(None, terms))
+    assert float(IWAELoss(k=5)(None, {key: value.tolist() for key, value in terms.items()})) == pytest.approx(expected)
+
+
 def test_non_dict_predictions_are_rejected():
     with pytest.raises(ValueError, match="Received: y_pred of type ndarray"):
         IWAELoss()(None, np.zeros((3, 5)))

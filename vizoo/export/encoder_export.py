@@ -126,10 +126,11 @@ def _size_check(values, leading, trailing_size, message):
 
 def checked_rows(values, name, width):
     """`values` once it is checked to be finite, of shape `[batch, width]`; else a served error naming `name`."""
+    message = f"{name} must have shape [batch, {width}]; received another shape"
     asserts = [
-        _size_check(
-            values, _leading_dims(values, 1), width, f"{name} must have shape [batch, {width}]; received another shape"
-        ),
+        # The size catches another rank, the dimensions after the batch (compared at run time) size-1 axes.
+        _size_check(values, _leading_dims(values, 1), width, message),
+        tf.debugging.assert_equal(tf.shape(values)[1:], tf.constant([width], tf.int32), message=message),
         tf.debugging.assert_all_finite(values, message=f"{name} must be finite (shape [batch, {width}])"),
     ]
     with tf.control_dependencies(asserts):

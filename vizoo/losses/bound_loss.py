@@ -1,6 +1,7 @@
 """Base class of vizoo's bounds: a Keras loss that reduces a model's log-density terms."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from vizoo.utils import check_positive_int
@@ -145,7 +146,8 @@ class BoundLoss(keras.losses.Loss):
                 f"{sorted(terms)}"
             )
         # The log-densities are [batch, k], one shape for all (static dimensions compared where known).
-        shapes = {name: tuple(getattr(terms[name], "shape", ())) for name in _LOG_DENSITIES if name in terms}
+        shapes = {name: _static_shape(terms[name]) for name in _LOG_DENSITIES if name in terms}
+        shapes = {name: shape for name, shape in shapes.items() if shape is not None}  # (unknown rank: not checked)
         sizes = [{dims[axis] for dims in shapes.values() if len(dims) == 2 and dims[axis] is not None} for axis in (0, 1)]
         if any(len(dims) != 2 for dims in shapes.values()) or any(len(known) > 1 for known in sizes):
             raise ValueError(
@@ -202,6 +204,16 @@ class BoundLoss(keras.losses.Loss):
 
 
 _LOG_DENSITIES = ("log_px_z", "log_pz", "log_qz")
+
+
+def _static_shape(value):
+    """The static shape of a tensor or array-like as a tuple (None entries where unknown), None at unknown rank."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return np.shape(value)
+    if getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(shape)
 
 
 def replicas_in_sync():
