@@ -146,7 +146,8 @@ class BoundLoss(keras.losses.Loss):
                 f"{sorted(terms)}"
             )
         # The log-densities are [batch, k], one shape for all (static dimensions compared where known).
-        shapes = {name: _static_shape(terms[name]) for name in _LOG_DENSITIES if name in terms}
+        # (BoundLoss.required_terms: the three log-densities every bound reads, whatever a subclass requires.)
+        shapes = {name: _static_shape(terms[name]) for name in BoundLoss.required_terms if name in terms}
         shapes = {name: shape for name, shape in shapes.items() if shape is not None}  # (unknown rank: not checked)
         sizes = [{dims[axis] for dims in shapes.values() if len(dims) == 2 and dims[axis] is not None} for axis in (0, 1)]
         if any(len(dims) != 2 for dims in shapes.values()) or any(len(known) > 1 for known in sizes):
@@ -201,9 +202,6 @@ class BoundLoss(keras.losses.Loss):
         if self._given_dtype is not None:
             config["dtype"] = self._given_dtype
         return config
-
-
-_LOG_DENSITIES = ("log_px_z", "log_pz", "log_qz")
 
 
 def _static_shape(value):

@@ -989,15 +989,13 @@ class LatentVariableModel(keras.Model):
         x = self.check_data(x, "x")
         check_not_empty(x, "x")
         if kwargs.get("sample_weight") is not None:
-            kwargs["sample_weight"] = check_sample_weight(kwargs["sample_weight"], x)
-            y = _targets_for_weights(x, y)
+            y, kwargs["sample_weight"] = _weighted(x, y, kwargs["sample_weight"])
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
             validation_data = self.check_data(validation_data, "validation_data")
-            if isinstance(validation_data, tuple) and len(validation_data) == 3 and validation_data[2] is not None:
+            if isinstance(validation_data, tuple) and len(validation_data) == 3:
                 val_x, val_y, val_weight = validation_data
-                val_weight = check_sample_weight(val_weight, val_x, "validation_data's sample_weight")
-                validation_data = (val_x, _targets_for_weights(val_x, val_y), val_weight)
+                validation_data = (val_x, *_weighted(val_x, val_y, val_weight, "validation_data's sample_weight"))
             kwargs["validation_data"] = validation_data
         if isinstance(x, tf.data.Dataset) and len(args) < 7:
             # A dataset shuffles itself: Keras's default shuffle=True would only warn that it is ignored.
@@ -1033,8 +1031,7 @@ class LatentVariableModel(keras.Model):
         """Keras `evaluate`, with `fit`'s data checks (of x and of `sample_weight`)."""
         x = self.check_data(x, "x")
         if kwargs.get("sample_weight") is not None:
-            kwargs["sample_weight"] = check_sample_weight(kwargs["sample_weight"], x)
-            y = _targets_for_weights(x, y)
+            y, kwargs["sample_weight"] = _weighted(x, y, kwargs["sample_weight"])
         with input_errors():
             return super().evaluate(x, y, *args, **kwargs)
 
@@ -1044,14 +1041,17 @@ class LatentVariableModel(keras.Model):
             return super().predict(x, *args, **kwargs)
 
 
-def _targets_for_weights(x, y):
-    """The `y` to hand Keras with a `sample_weight`: x itself when there is none.
+def _weighted(x, y, sample_weight, name="sample_weight"):
+    """`(y, sample_weight)` to hand Keras for data x: the weights checked, and x itself as y when weights
+    come without one.
 
     The bounds ignore targets, but Keras drops `sample_weight` from array data
     given without a `y` (`pack_x_y_sample_weight`), which would train and
     evaluate unweighted without a word.
     """
-    return x if y is None else y
+    if sample_weight is None:
+        return y, None
+    return (x if y is None else y), check_sample_weight(sample_weight, x, name)
 
 
 class _Untracked:
