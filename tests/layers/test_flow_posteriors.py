@@ -157,10 +157,49 @@ def test_planar_log_det_has_no_cancellation_in_float32():
 def test_radial_inverse_undoes_the_step():
     rng = np.random.default_rng(10)
     z, z_ref = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
-    for a, b in ((0.3, -2.0), (-1.0, 3.0), (2.0, 0.0)):
+    for a, b in ((0.3, -2.0), (-1.0, 3.0), (2.0, 0.0), (5.0, -20.0)):
         a_, b_ = np.full((50, 1), a), np.full((50, 1), b)
         y, _ = radial_step(z, z_ref, a_, b_)
         np.testing.assert_allclose(radial_inverse(y, z_ref, a_, b_), z, atol=1e-10)
+
+
+def _radial_log_det64(z, z_ref, a, b):
+    """log |det| of the radial step by autodiff of the map itself, in float64."""
+    z = tf.constant(z, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        moved, _ = radial_step(z, *(tf.constant(v, tf.float64) for v in (z_ref, a, b)))
+    return np.linalg.slogdet(tape.batch_jacobian(moved, z).numpy())[1]
+
+
+def test_radial_log_det_is_the_jacobian_and_does_not_cancel_in_float32():
+    rng = np.random.default_rng(13)
+    z, z_ref = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    a, b = rng.normal(size=(6, 1)) * 2, rng.normal(size=(6, 1)) * 2
+    np.testing.assert_allclose(radial_step(z, z_ref, a, b)[1], _radial_log_det64(z, z_ref, a, b), rtol=1e-10)
+    # softplus(b) = 2e-9 much smaller than alpha = softplus(5): beta h = -1 + O(1e-9) near z_ref, so
+    # 1 + beta h is 0 in float32 (log det -inf) where the exact value is about
+    # 2 log(1.2e-8 / 5) + log(1.1e-7 / 25) = -59.
+    z, z_ref = np.array([[1e-8, 0.0, 0.0]]), np.zeros((1, 3))
+    a, b = np.array([[5.0]]), np.array([[-20.0]])
+    exact = _radial_log_det64(z, z_ref, a, b)
+    assert -60 < exact[0] < -58
+    _, log_det32 = radial_step(*(v.astype("float32") for v in (z, z_ref, a, b)))
+    np.testing.assert_allclose(log_det32, exact, rtol=1e-5)
+
+
+def test_radial_step_at_its_reference_point_has_finite_gradients():
+    # z = z_ref (e.g. a zero-initialised encoder's mean and reference point): r = 0, where |z - z_ref|
+    # has no gradient; the step's own derivatives there are finite.
+    z = tf.zeros((2, 3))
+    a, b = tf.constant([[0.5], [-1.0]]), tf.constant([[1.0], [0.2]])
+    with tf.GradientTape() as tape:
+        tape.watch([z, a, b])
+        moved, log_det = radial_step(z, tf.zeros((2, 3)), a, b)
+        total = tf.reduce_sum(moved) + tf.reduce_sum(log_det)
+    for gradient in tape.gradient(total, [z, a, b]):
+        assert np.all(np.isfinite(gradient))
+    np.testing.assert_allclose(log_det, _radial_log_det64(np.zeros((2, 3)), np.zeros((2, 3)), a.numpy(), b.numpy()), rtol=1e-5)
 
 
 def test_flow_serving_outputs_and_no_closed_form_density():

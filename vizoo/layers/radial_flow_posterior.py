@@ -11,22 +11,33 @@ def _radial_coefficients(a, b):
     return alpha, ops.softplus(b) - alpha
 
 
+def _norm(x):
+    """|x| over the last axis, keepdims, with gradient 0 (not 0/0) at x = 0."""
+    squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    positive = squared > 0
+    return ops.where(positive, ops.sqrt(ops.where(positive, squared, ops.ones_like(squared))), ops.zeros_like(squared))
+
+
 def radial_step(z, z_ref, a, b):
     """One radial flow step f(z) = z + beta h(alpha, r) (z - z_ref) and its log |det df/dz|.
 
     r = |z - z_ref|, h = 1 / (alpha + r) (Rezende & Mohamed 2015), with
     alpha = softplus(a) and beta = softplus(b) - alpha so that f is invertible.
     det = (1 + beta h)^(d - 1) (1 + beta h + beta h' r) and
-    1 + beta h + beta h' r = 1 + alpha beta h^2. Shapes: z, z_ref `[..., d]`,
-    a, b `[..., 1]`; returns z' `[..., d]` and log_det `[...]`.
+    1 + beta h + beta h' r = 1 + alpha beta h^2. Both factors are written as ratios of
+    positive terms, 1 + beta h = (r + s) / (alpha + r) and
+    1 + alpha beta h^2 = (r (r + 2 alpha) + alpha s) / (alpha + r)^2 with s = softplus(b),
+    so that neither cancels in float32 when s is much smaller than alpha.
+    Shapes: z, z_ref `[..., d]`, a, b `[..., 1]`; returns z' `[..., d]` and log_det `[...]`.
     """
     alpha, beta = _radial_coefficients(a, b)
+    s = ops.softplus(b)
     diff = z - z_ref
-    r = ops.sqrt(ops.sum(ops.square(diff), axis=-1, keepdims=True))
-    h = 1.0 / (alpha + r)
+    r = _norm(diff)
+    log_alpha_r = ops.log(alpha + r)
     d = ops.cast(ops.shape(z)[-1], z.dtype)
-    log_det = (d - 1.0) * ops.log1p(beta * h) + ops.log1p(alpha * beta * ops.square(h))
-    return z + beta * h * diff, log_det[..., 0]
+    log_det = (d - 1.0) * (ops.log(r + s) - log_alpha_r) + ops.log(r * (r + 2.0 * alpha) + alpha * s) - 2.0 * log_alpha_r
+    return z + beta / (alpha + r) * diff, log_det[..., 0]
 
 
 def radial_inverse(y, z_ref, a, b):
@@ -35,12 +46,14 @@ def radial_inverse(y, z_ref, a, b):
     |y - z_ref| = r (1 + beta / (alpha + r)) gives r as the positive root of
     r^2 + (alpha + beta - rho) r - alpha rho = 0, with rho = |y - z_ref|.
     """
-    alpha, beta = _radial_coefficients(a, b)
+    alpha, s = ops.softplus(a), ops.softplus(b)
     diff = y - z_ref
-    rho = ops.sqrt(ops.sum(ops.square(diff), axis=-1, keepdims=True))
-    c = alpha + beta - rho
-    r = 0.5 * (-c + ops.sqrt(ops.square(c) + 4.0 * alpha * rho))
-    return z_ref + diff / (1.0 + beta / (alpha + r))
+    rho = _norm(diff)
+    c = s - rho  # alpha + beta - rho
+    root = ops.sqrt(ops.square(c) + 4.0 * alpha * rho)
+    # The root without cancellation: for c > 0 the usual form subtracts two near-equal numbers.
+    r = ops.where(c > 0, 2.0 * alpha * rho / ops.where(c > 0, c + root, ops.ones_like(c)), 0.5 * (root - c))
+    return z_ref + diff * (alpha + r) / (r + s)
 
 
 @register_posterior("radial")
