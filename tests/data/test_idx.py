@@ -18,6 +18,24 @@ def test_idx_round_trip(tmp_path, dtype, suffix):
     np.testing.assert_array_equal(restored, array)
 
 
+def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    old = np.arange(8, dtype="uint8").reshape(2, 2, 2)
+    write_idx(path, old)
+    original = gzip.GzipFile.write
+
+    def disk_full(self, data):
+        original(self, bytes(data)[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gzip.GzipFile, "write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        write_idx(path, np.zeros((5, 2, 2), "uint8"))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_idx(path), old)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
 def test_reads_the_mnist_header_byte_for_byte(tmp_path):
     # The header of an MNIST image file: magic 0x00000803, then 2, 28, 28 (big-endian).
     raw = bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28]) + bytes(range(256)) * 6 + bytes(32)

@@ -59,15 +59,21 @@ def read_idx(path):
 
 
 def write_idx(path, array):
-    """Write `array` as an IDX file (gzipped if `path` ends in `.gz`)."""
+    """Write `array` as an IDX file (gzipped if `path` ends in `.gz`), atomically: a kill leaves the old file."""
+    from vizoo.callbacks import _write_atomically
+
     array = np.asarray(array)
     code = _CODES.get(array.dtype)
     if code is None:
         raise ValueError(f"IDX cannot store dtype {array.dtype}. Received: array.dtype={array.dtype}")
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
     opener = gzip.open if os.fspath(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.astype(_TYPES[code]).tobytes())
+
+    def write(tmp_path):
+        with opener(tmp_path, "wb") as f:
+            f.write(header + array.astype(_TYPES[code]).tobytes())
+
+    _write_atomically(os.fspath(path), write)
 
 
 def find_split_file(directory, split):
