@@ -133,6 +133,25 @@ def test_non_finite_loss_stops_plain_fit_with_the_callback():
         model.fit(splits.train, epochs=2, verbose=0, callbacks=[StopOnNonFinite()])
 
 
+@pytest.mark.parametrize(
+    "name, what",
+    [("loss", "loss"), ("val_loss", "val_loss"), ("kl", "metric"), ("val_kl", "metric"),
+     ("adversary_loss", "diagnostic"), ("val_adversary_loss", "diagnostic")],
+)
+def test_an_epochs_non_finite_logged_value_is_named_by_its_kind(name, what):
+    from types import SimpleNamespace
+
+    from vizoo.callbacks import StopOnNonFinite, TrainingDiverged
+    from vizoo.losses import AVBLoss
+
+    callback = StopOnNonFinite(check_weights=False)
+    callback.set_model(SimpleNamespace(loss=AVBLoss(), optimizer=None))
+    callback.on_epoch_begin(2)
+    with pytest.raises(TrainingDiverged, match=rf"epoch 3: the {name}\b.* is nan"):
+        callback.on_epoch_end(2, {"loss": 1.0, name: float("nan")})
+    assert callback.diverged == {"epoch": 3, "batch": None, "step": None, "what": what, "name": name, "value": "nan"}
+
+
 def test_train_py_divergence_exits_2_with_metrics_json_without_nan(tmp_path, capsys):
     import os
 

@@ -377,7 +377,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
     (1-based, as Keras prints it), the batch (1-based; the last batch of the
     training call that produced it) and the value, and `diverged`, a dict:
     `{"epoch", "batch", "step" (the main optimizer's iteration count), "what"
-    ("loss", "val_loss", "weight", or "diagnostic"), "name" (the metric or the
+    ("loss", "val_loss", "weight", "diagnostic", or "metric" for any other logged value), "name" (the metric or the
     weight's path), "value" ("nan", "inf" or "-inf")}`. The compiled loss's
     declared diagnostics (`diagnostic_meanings`, e.g. AVB's `adversary_loss`
     and `adversary_max_logit`) are checked first, each batch, and named with
@@ -448,6 +448,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
         return dict(loss.diagnostic_meanings) if isinstance(loss, BoundLoss) else {}
 
     def _check_logs(self, logs, batch, names=None):
+        diagnostics = self._diagnostic_meanings()
         for name, value in (logs or {}).items():
             if names is not None and name not in names:
                 continue
@@ -456,7 +457,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
             except (TypeError, ValueError):
                 continue
             if not math.isfinite(value):
-                self._stop(batch, "val_loss" if name.startswith("val_") else "loss", name, _describe(value))
+                kind = _logged_kind(name, diagnostics)
+                meaning = diagnostics.get(name[len("val_"):] if name.startswith("val_") else name)
+                self._stop(batch, kind, name, _describe(value), meaning if kind == "diagnostic" else None)
 
     def on_train_batch_end(self, batch, logs=None):
         for name, meaning in self._diagnostic_meanings().items():
@@ -474,6 +477,15 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._check_logs(logs, None)
+
+
+def _logged_kind(name, diagnostics):
+    """`diverged["what"]` of a logged value: "loss", "val_loss", "diagnostic" (the loss's declared ones,
+    validation or not) or "metric" (any other logged value: a metric, a callback's entry)."""
+    if name in ("loss", "val_loss"):
+        return name
+    base = name[len("val_"):] if name.startswith("val_") else name
+    return "diagnostic" if base in diagnostics else "metric"
 
 
 class KLWarmup(keras.callbacks.Callback):
