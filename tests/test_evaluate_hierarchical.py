@@ -64,6 +64,7 @@ def test_chunks_stay_within_the_memory_budget_and_agree(reference):
     assert evaluate._chunk_size(300, 100, max(ppca.DATA_DIM, per_sample), 3, chunk_elements=budget) == 6
     options = dict(k=300, train_k=3, return_per_example=True, num_reverse_samples=K)
     chunked = evaluate.log_likelihood(model, x, seed=1, chunk_elements=budget, **options)
+    assert {key[:2] for key in evaluate._COMPILED[model][-1]} == {(6, 50)}  # 50 passes of 6 samples, no others
     whole = evaluate.log_likelihood(model, x, seed=2, **options)
     # Two independent estimates of the same quantity: equal within their standard error.
     difference = chunked["per_example_log_likelihood"] - whole["per_example_log_likelihood"]

@@ -21,7 +21,7 @@ from vizoo import diagnostics as diagnostics_module
 from vizoo.losses import BoundLoss, logmeanexp
 from vizoo.data.checks import input_errors
 from vizoo.precision import with_precision
-from vizoo.utils import check_bool, check_positive_int, check_vizoo_model
+from vizoo.utils import check_bool, check_positive_int, check_vizoo_model, draw_seed
 
 # Default cap on the largest [batch, chunk, input_dim] tensor of one chunk, in
 # floats (2**21 floats = 8 MiB; a chunk's peak memory is a small multiple of it).
@@ -39,7 +39,8 @@ def _chunk_size(k, batch_size, input_dim, group, chunk_elements=None):
     return min(chunk, k)
 
 
-# model -> (seed generator, {(chunk, num_chunks, group, jit_compile, sampler options, proposal, top): function}).
+# model -> (seed generator, the training estimate's seed generator,
+#           {(chunk, num_chunks, group, jit_compile, sampler options, proposal, top, estimate): function}).
 # Tracing and optimizing the sampling loop costs ~1 s; repeated evaluations of a model reuse it.
 _COMPILED = weakref.WeakKeyDictionary()
 # Samples of a posterior with no density from which evaluation fits its Gaussian proposal, per example.
@@ -50,12 +51,15 @@ def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, p
     """One compiled `_BatchStatistics` per (chunk, num_chunks) in `chunks`, reused across calls.
 
     The functions of a model share one seed generator, restarted here from `seed`,
-    so a call draws the same noise as a fresh `SeedGenerator(seed)` would.
+    so a call draws the same noise as a fresh `SeedGenerator(seed)` would. A training estimate
+    draws from a second one (restarted from a seed derived from `seed`), so that measuring it
+    leaves every other statistic's noise as it is without it.
     """
     if model not in _COMPILED:
-        _COMPILED[model] = (keras.random.SeedGenerator(0), {})
-    seed_generator, functions = _COMPILED[model]
+        _COMPILED[model] = (keras.random.SeedGenerator(0), keras.random.SeedGenerator(0), {})
+    seed_generator, estimate_generator, functions = _COMPILED[model]
     seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)  # seed None: a random start
+    estimate_generator.state.assign(keras.random.SeedGenerator(draw_seed(seed, 2)).state.value)
     options = tuple(sorted(sampler_options.items()))
     passes = []
     for index, (chunk, num_chunks) in enumerate(chunks):
@@ -64,7 +68,7 @@ def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, p
         if key not in functions:
             functions[key] = _batch_statistics_fn(
                 model, chunk, num_chunks, group, seed_generator, jit_compile, sampler_options, proposal_samples, top,
-                own,
+                own, estimate_generator,
             )
         passes.append(functions[key])
     return passes
@@ -72,11 +76,12 @@ def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, p
 
 def _batch_statistics_fn(
     model, chunk, num_chunks, group, seed_generator, jit_compile=False, sampler_options=None, proposal_samples=0, top=0,
-    estimate=None,
+    estimate=None, estimate_generator=None,
 ):
     """`(compiled function x [batch, D] -> per-example sums over num_chunks chunks, number of IWAE groups)`."""
     statistics = _BatchStatistics(
-        model, chunk, num_chunks, group, seed_generator, sampler_options or {}, proposal_samples, top, estimate
+        model, chunk, num_chunks, group, seed_generator, sampler_options or {}, proposal_samples, top, estimate,
+        estimate_generator,
     )
     compiled = tf.function(
         statistics,
@@ -128,13 +133,13 @@ class _BatchStatistics:
     statistics: log p(x) is bit-identical with and without them.
 
     With `estimate` (a compiled loss whose value is an estimate that needs no density, e.g. AVB's),
-    it also draws one chunk of q's own samples per example, after the other statistics (which do
-    not change), and returns the loss's value per example on them (`estimate`) and E_q log p(x|z)
+    it also draws one chunk of q's own samples per example, from `estimate_generator` (so the other
+    statistics' noise, and they, do not change), and returns the loss's value per example on them (`estimate`) and E_q log p(x|z)
     (`posterior_reconstruction`).
     """
 
     def __init__(self, model, chunk, num_chunks, group, seed_generator, sampler_options, proposal_samples, top=0,
-                 estimate=None):
+                 estimate=None, estimate_generator=None):
         # A weak reference: the function lives in _COMPILED under the model, and must not keep it alive.
         self.model_ref = weakref.ref(model)
         self.chunk, self.num_chunks, self.group = chunk, num_chunks, group
@@ -144,6 +149,7 @@ class _BatchStatistics:
         self.proposal_samples = proposal_samples
         self.top = top
         self.estimate = estimate
+        self.estimate_generator = estimate_generator
 
     def __call__(self, x):
         # The model's own code has no tensor-dependent Python control flow: it is traced as is, not converted
@@ -196,7 +202,7 @@ class _BatchStatistics:
         diagnostics_statistics = {"top_log_w": top_log_w, "log_sum_w2": log_sum_w2} if self.top else {}
         if self.estimate is not None:  # the training estimate on q's own samples (one chunk of them)
             names = tuple(dict.fromkeys(("log_px_z",) + tuple(self.estimate.required_terms)))
-            own = model.sample_terms(x, self.chunk, seed=self.seed_generator, terms=names, encoding=encoding)
+            own = model.sample_terms(x, self.chunk, seed=self.estimate_generator, terms=names, encoding=encoding)
             diagnostics_statistics["estimate"] = tf.cast(self.estimate.bound(own), tf.float32)
             diagnostics_statistics["posterior_reconstruction"] = tf.reduce_mean(own["log_px_z"], axis=1)
         return {
