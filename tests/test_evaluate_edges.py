@@ -119,6 +119,37 @@ def test_flags_and_impossible_examples_are_named(x):
     narrow = VAE(16, 2, hidden_units=[4], likelihood=GaussianLikelihood(16, scale=1e-30, name="likelihood"), seed=0)
     with pytest.raises(ValueError, match=r"not finite for 12 example\(s\) \(in data's order: \[0, 1, 2, .*\.\.\.\)"):
         evaluate.log_likelihood(narrow, x, k=4)
+    # So in every estimator that checks importance sampling (they returned nan or -inf).
+    from vizoo import ais
+
+    few = x[:4]
+    for estimator, what in [
+        (lambda: ais.ais_log_likelihood(narrow, few, num_steps=3, num_chains=2, seed=0), "AIS log p"),
+        (lambda: ais.simulated_sandwich(narrow, data=few, latents=np.zeros((4, 2)), k=3, seed=0), "sandwich's lower"),
+        (lambda: ais.bdmc(narrow, data=few, latents=np.zeros((4, 2)), num_steps=3, num_chains=2, seed=0), "BDMC's lower"),
+        (lambda: ais.harmonic_mean_log_likelihood(narrow, few, num_samples=2, burn_in=2, mixing_steps=0, seed=0),
+         "harmonic-mean log p"),
+    ]:
+        with pytest.raises(ValueError, match=rf"{what}.* is not finite for 4 example\(s\)"):
+            estimator()
+
+
+def test_non_finite_latents_and_weighted_batches_are_refused(x):
+    import tensorflow as tf
+
+    from vizoo import ais
+
+    model = VAE(16, 2, hidden_units=[4], seed=0)
+    latents = np.zeros((4, 2))
+    latents[1, 0] = np.nan
+    for estimator in (ais.bdmc, ais.simulated_sandwich):
+        with pytest.raises(ValueError, match=r"latents must be finite. Received: latents\[1, 0\]=nan"):
+            estimator(model, data=x[:4], latents=latents)
+    weighted = tf.data.Dataset.from_tensor_slices((x, x, np.ones(12, "float32"))).batch(4)
+    with pytest.raises(ValueError, match=r"data holds \(x, y, sample_weight\) batches.*Received: data with elements of 3"):
+        evaluate.log_likelihood(model, weighted, k=2)
+    with pytest.raises(ValueError, match=r"data holds \(x, y, sample_weight\)"):
+        ais.ais_log_likelihood(model, weighted, num_steps=2, num_chains=2)
 
 
 def test_a_precision_copy_keeps_the_training_loss(x):

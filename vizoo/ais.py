@@ -65,7 +65,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vizoo.evaluate import PROPOSAL_SAMPLES, _ELEMENTS_PER_CHUNK, _fit_gaussian
+from vizoo.evaluate import PROPOSAL_SAMPLES, _ELEMENTS_PER_CHUNK, _fit_gaussian, check_finite_per_example, check_unweighted
 from vizoo.utils import (
     as_seed_generator, check_bool, check_choice, check_non_negative_int, check_positive_int, draw_seed,
 )
@@ -311,9 +311,10 @@ def _chain_statistics(log_w):
     """Per example, from log-weights `[batch, chains]` (float64): logmeanexp, its standard error and the ESS."""
     num_chains = log_w.shape[1]
     top = np.max(log_w, axis=1, keepdims=True)
-    w = np.exp(log_w - top)
-    mean = np.mean(w, axis=1)
-    log_mean = np.log(mean) + top[:, 0]
+    with np.errstate(invalid="ignore"):  # a row of -inf or NaN weights gives NaN here: the callers name it
+        w = np.exp(log_w - top)
+        mean = np.mean(w, axis=1)
+        log_mean = np.log(mean) + top[:, 0]
     # Delta method: sd(log mean w) ~= sd(w) / (sqrt(C) mean w).
     se = np.std(w, axis=1, ddof=1) / (math.sqrt(num_chains) * mean) if num_chains > 1 else np.full_like(mean, np.nan)
     ess = np.sum(w, axis=1) ** 2 / np.sum(w**2, axis=1)
@@ -363,6 +364,7 @@ def _chunk_examples(model, num_chains, batch_size, chunk_elements):
 def _as_array(model, data, name="data"):
     data = model.check_data(data, name)
     if isinstance(data, tf.data.Dataset):
+        check_unweighted(data, name)
         batches = [element[0] if isinstance(element, tuple) else element for element in data]
         data = np.concatenate([np.asarray(b) for b in batches]) if batches else np.zeros((0, model.input_dim))
     data = np.asarray(data, np.float32)
@@ -514,6 +516,7 @@ def ais_log_likelihood(
         progress.bar.update(progress.done, values=[("nll", progress.value)], finalize=True)
     per_example = {key: np.concatenate(value) for key, value in outputs.items()}
     log_px = per_example["log_px"]
+    check_finite_per_example(log_px, "AIS log p(x)", f"the weights of all {num_chains} chains are zero or not a number")
     n = len(log_px)
     return {
         "log_likelihood": float(np.mean(log_px)),
@@ -567,6 +570,9 @@ def _simulated(model, num_examples, data, latents, seed):
             f"latents must have shape [num_examples, latent_dim] = {(len(x), model.latent_dim)}. "
             f"Received: latents.shape={z.shape}"
         )
+    if not np.all(np.isfinite(z)):
+        row, column = np.argwhere(~np.isfinite(z))[0]
+        raise ValueError(f"latents must be finite. Received: latents[{row}, {column}]={z[row, column]}")
     return x, z
 
 
@@ -657,6 +663,8 @@ def bdmc(
     if verbose == 2:
         progress.bar.update(progress.done, values=[("gap", progress.value)], finalize=True)
     lower, upper = np.concatenate(lower), np.concatenate(upper)
+    check_finite_per_example(lower, "BDMC's lower bound", f"the forward weights of all {num_chains} chains are zero or not a number")
+    check_finite_per_example(upper, "BDMC's upper bound", f"the reverse weights of all {num_chains} chains are zero or not a number")
     return {
         "lower": float(np.mean(lower)),
         "upper": float(np.mean(upper)),
@@ -729,6 +737,8 @@ def simulated_sandwich(model, num_examples=100, k=100, data=None, latents=None, 
         lower.append(np.logaddexp.reduce(log_w[:, 1:], axis=1) - math.log(k))
         upper.append(np.logaddexp.reduce(log_w, axis=1) - math.log(k + 1))
     lower, upper = np.concatenate(lower), np.concatenate(upper)
+    check_finite_per_example(lower, "the sandwich's lower bound", f"all its k={k} weights are zero or not a number")
+    check_finite_per_example(upper, "the sandwich's upper bound", "its weights, the exact latent's included, are zero or not a number")
     return {
         "lower": float(np.mean(lower)),
         "upper": float(np.mean(upper)),
@@ -904,6 +914,9 @@ def harmonic_mean_log_likelihood(
         log_ratio = tf.cast(log_r - terms["log_px_z"] - terms["log_pz"], tf.float64).numpy()
         estimates.append(-(np.logaddexp.reduce(log_ratio, axis=1) - math.log(num_samples)))
     estimates = np.concatenate(estimates)
+    check_finite_per_example(
+        estimates, "the harmonic-mean log p(x)", f"its {num_samples} held-out ratios r(z) / p(x, z) are infinite or not a number"
+    )
     return {
         "log_likelihood": float(np.mean(estimates)),
         "nll": -float(np.mean(estimates)),

@@ -216,6 +216,33 @@ class _BatchStatistics:
         }
 
 
+def check_unweighted(dataset, name="data"):
+    """Refuse a dataset of (x, y, sample_weight) batches: the estimators give log p(x) per example, unweighted."""
+    spec = dataset.element_spec
+    if isinstance(spec, tuple) and len(spec) >= 3:
+        raise ValueError(
+            f"{name} holds (x, y, sample_weight) batches, but log p(x) is estimated per example and not weighted: "
+            "give batches of x (or (x, y)), and weight the per-example estimates (return_per_example=True) "
+            f"yourself. Received: {name} with elements of {len(spec)} parts"
+        )
+
+
+def check_finite_per_example(values, what, cause):
+    """Raise a ValueError naming the examples (in data's order) whose estimate `values[i]` is not finite.
+
+    An estimate of -inf or NaN would poison every mean over examples, silently: every estimator of this
+    module and of `vizoo.ais` stops here instead. `cause` says which weights were all zero or NaN.
+    """
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        shown = f"{bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}"
+        raise ValueError(
+            f"{what} is not finite for {len(bad)} example(s) (in data's order: {shown}): {cause}, so the model gives "
+            "those x no probability at its samples. Check the data against the likelihood (its support, its scale) "
+            f"and the model's weights. Received: data with non-finite estimates at examples {bad[:10].tolist()}"
+        )
+
+
 def log_likelihood(
     model,
     data,
@@ -415,6 +442,7 @@ def log_likelihood(
         )
     data = model.check_data(data, "data")
     if isinstance(data, tf.data.Dataset):
+        check_unweighted(data)
         dataset = data.map(lambda *element: element[0]) if isinstance(data.element_spec, tuple) else data
     else:
         dataset = tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
@@ -469,15 +497,7 @@ def log_likelihood(
 
     stats = {key: np.concatenate(values) for key, values in per_example.items()}
     log_px = stats["log_sum_w"] - math.log(k)
-    impossible = np.flatnonzero(~np.isfinite(log_px))
-    if len(impossible):  # every weight zero (or NaN): an estimate of -inf would poison every mean, silently
-        raise ValueError(
-            f"log p(x) is not finite for {len(impossible)} example(s) (in data's order: "
-            f"{impossible[:10].tolist()}{' ...' if len(impossible) > 10 else ''}): every one of the k={k} weights "
-            "p(x, z) / q(z|x) is zero or not a number, so the model gives those x no probability at its samples. "
-            "Check the data against the likelihood (its support, its scale) and the model's weights. "
-            f"Received: data with non-finite log-weights at examples {impossible[:10].tolist()}"
-        )
+    check_finite_per_example(log_px, "log p(x)", f"every one of the k={k} weights p(x, z) / q(z|x) is zero or not a number")
     means = np.concatenate(posterior_means)
     nll = -float(np.mean(log_px))
     result = {
