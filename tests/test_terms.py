@@ -66,15 +66,23 @@ def test_a_term_outside_the_table_is_refused_where_declared():
 
 def test_models_return_every_available_term_as_declared(binary_data):
     x = binary_data[:3]
+    from vizoo.layers import Adversary, HierarchicalPosterior, ImplicitPosterior
+
     vae = VAE(input_dim=64, latent_dim=4, hidden_units=[8], seed=0)
     sbn = SigmoidBeliefNetwork(input_dim=64, latent_dims=[5, 3], baseline_hidden_units=[4], seed=0)
-    for model, latent_dim in ((vae, 4), (sbn, 8)):
+    # The adversary's and adaptive contrast's terms, and the hierarchical posterior's [batch, k, K+1] ones.
+    avb = VAE(64, 4, hidden_units=[8], seed=0, adversary=Adversary(hidden_units=[4], feature_dim=2),
+              posterior=ImplicitPosterior(4, hidden_units=[8], structure="adaptive_contrast", num_bases=2))
+    hierarchical = VAE(64, 4, hidden_units=[8], seed=0, posterior=HierarchicalPosterior(
+        4, aux_dim=2, hidden_units=[4], reverse_hidden_units=[4], num_reverse_samples=3))
+    for model, latent_dim in ((vae, 4), (sbn, 8), (avb, 4), (hierarchical, 4)):
         model.build((None, 64))
         names = model.available_terms + ("z", "kl_weight")
+        assert len(names) > 3, model.available_terms
         values = model.sample_terms(x, 2, terms=names)
         assert set(values) == set(names)
         for name, value in values.items():
-            terms.check_term(name, value, batch=3, k=2, latent_dim=latent_dim)
+            terms.check_term(name, value, batch=3, k=2, latent_dim=latent_dim, K=3)
 
 
 def test_design_doc_term_table_matches_the_specs():

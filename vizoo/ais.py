@@ -548,6 +548,8 @@ def simulate(model, num_examples, seed=None):
     _check_continuous(model, "simulate")
     num_examples = check_positive_int(num_examples, "num_examples")
     seed_generator = as_seed_generator(_check_seed(seed))
+    if not model.built:
+        model.build((None, model.input_dim))
     z = tf.cast(model.sample_prior(num_examples, seed_generator), tf.float32)
     params = model.decode(model.decoder_input(z))
     x = model.likelihood.sample(params, seed=seed_generator)

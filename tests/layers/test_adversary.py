@@ -50,6 +50,14 @@ def test_adversary_serializes_and_computes_in_float32_under_mixed_precision():
     np.testing.assert_array_equal(np.asarray(restored(x, z)), np.asarray(adversary(x, z)))
     mixed = Adversary(hidden_units=[4], feature_dim=2, dtype="mixed_float16")
     assert mixed(x, z).dtype.name == "float32"
+    # Its inputs are not rounded to 16 bits on the way in either: T equals the float32 adversary's.
+    rng = np.random.default_rng(0)
+    x, z = rng.random((4, 3)).astype("float32"), (3.0 * rng.normal(size=(4, 2, 2)) + 0.123456).astype("float32")
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        mixed = Adversary(hidden_units=[4], feature_dim=2, dtype=policy)
+        mixed.build((None, 3), (None, None, 2))
+        mixed.set_weights(adversary.get_weights())
+        np.testing.assert_allclose(np.asarray(mixed(x, z)), np.asarray(adversary(x, z)), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -231,6 +231,16 @@ def test_evaluation_of_an_implicit_q_against_exact_ppca():
     assert abs(result["adversary_kl"] - direct) < 0.05, (result["adversary_kl"], direct)
 
 
+def test_diagnostics_are_weighted_like_the_loss(binary_data):
+    model = avb_vae(structure="concat")
+    model.compile(optimizer="adam", loss=AVBLoss())
+    x = binary_data[:16]
+    logs = model.evaluate(x, sample_weight=np.zeros(16, "float32"), batch_size=8, verbose=0, return_dict=True)
+    assert logs == {"loss": 0.0, "adversary_loss": 0.0, "adversary_accuracy": 0.0, "adversary_max_logit": 0.0}
+    unweighted = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
+    assert unweighted["adversary_loss"] > 0 and unweighted["adversary_max_logit"] > 0
+
+
 def test_measuring_the_training_estimate_leaves_log_px_as_it_is():
     # The estimate's samples come from a seed generator of their own: with k = 250 in chunks of 100 (a remainder
     # pass) and two batches, the compiled model's log p(x) is the uncompiled one's, bit for bit (was 0.37 nats off).

@@ -125,6 +125,15 @@ def test_arguments_are_checked(kwargs, message):
         SigmoidBeliefNetwork(input_dim=8, **kwargs)
 
 
+def test_an_unbuilt_model_samples_and_bounds_and_numpy_numbers_are_accepted(binary_data):
+    # sample_terms and bound build the model as a call does (its prior logits exist only once built).
+    model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[3, 2], seed=0, baseline_decay=np.float32(0.5))
+    assert model.baseline_decay == 0.5
+    assert model.sample_terms(binary_data[:3], 2, terms=("log_pz",))["log_pz"].shape == (3, 2)
+    other = SigmoidBeliefNetwork(input_dim=64, latent_dims=[3, 2], seed=0)
+    assert other.bound(binary_data[:3], loss=VIMCOLoss(k=2)).shape == (3,)
+
+
 def test_reparameterization_losses_are_refused():
     model = SigmoidBeliefNetwork(input_dim=8, latent_dims=[2])
     with pytest.raises(ValueError, match="IWAELoss differentiates through the samples z, but BernoulliPosterior"):

@@ -248,11 +248,29 @@ def test_every_posterior_and_prior_trains_with_every_bound(posterior, prior, bin
     assert np.asarray(model.generate(3, seed=0)).shape == (3, 64)
 
 
-def test_posterior_latent_dim_must_match_the_model():
+def test_posterior_latent_dim_and_likelihood_output_dim_must_match_the_model():
     from vizoo.layers import IAFPosterior
 
     with pytest.raises(ValueError, match="Received: posterior.latent_dim=3"):
         small_vae(posterior=IAFPosterior(3))
+    with pytest.raises(ValueError, match=r"output_dim must be the model's input_dim \(64\). Received: likelihood.output_dim=7"):
+        small_vae(likelihood=GaussianLikelihood(7))
+
+
+def test_sample_terms_and_joint_terms_take_what_users_pass(binary_data):
+    x = binary_data[:4]
+    model = small_vae()  # not built: sample_terms builds it (as call does)
+    latent_dim = model.latent_dim
+    noise = np.random.default_rng(0).normal(size=(4, 2, latent_dim))  # NumPy's float64
+    values = model.sample_terms(x, terms=("log_px_z", "log_qz"), noise=noise)
+    assert values["log_qz"].shape == (4, 2) and values["log_qz"].dtype == "float32"
+    # Noise of unknown k in a traced function, with num_samples given.
+    traced = tf.function(lambda x, eps: model.sample_terms(x, 2, terms=("log_qz",), noise=eps)["log_qz"],
+                         input_signature=[tf.TensorSpec([None, 64]), tf.TensorSpec([None, None, latent_dim])])
+    assert traced(x, noise.astype("float32")).shape == (4, 2)
+    # z without its k axis would broadcast examples against each other ([4, 4] terms): named instead.
+    with pytest.raises(ValueError, match=rf"z of shape \[batch, k, latent_dim\] = \[4, k, {latent_dim}\]. Received: z.shape=\(4, {latent_dim}\)"):
+        model.joint_terms(x, noise[:, 0].astype("float32"))
 
 
 @pytest.mark.slow  # a fresh interpreter

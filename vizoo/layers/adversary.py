@@ -69,6 +69,12 @@ class Adversary(keras.layers.Layer):
         self.x_term = keras.layers.Dense(1, name="x_term", dtype=dtype)
         self.z_term = keras.layers.Dense(1, name="z_term", dtype=dtype)
 
+    @property
+    def input_dtype(self):
+        # Keras casts a layer's inputs to its compute dtype before `call`: under a mixed policy x and z
+        # would reach the full-precision networks rounded to 16 bits (T off by up to 0.06 nats).
+        return self.variable_dtype
+
     def build(self, x_shape, z_shape):
         for layers, heads, width in (
             (self.x_layers, (self.x_features, self.x_term), int(x_shape[-1])),

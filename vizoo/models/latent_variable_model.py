@@ -235,6 +235,17 @@ class LatentVariableModel(keras.Model):
 
         Evaluation scores the samples of a proposal other than q with it (a posterior with no density).
         """
+        shape = tuple(getattr(z, "shape", np.shape(z)))
+        batch = tuple(getattr(x, "shape", np.shape(x)))[:1]
+        if (
+            len(shape) != 3
+            or None not in (shape[2], self.latent_dim) and shape[2] != self.latent_dim
+            or (batch and None not in (batch[0], shape[0]) and batch[0] != shape[0])
+        ):
+            raise ValueError(
+                f"joint_terms expects z of shape [batch, k, latent_dim] = [{batch[0] if batch else 'batch'}, k, "
+                f"{self.latent_dim}]. Received: z.shape={shape}"
+            )
         return {"log_px_z": self.likelihood.log_prob(x, self.decode(self.decoder_input(z))), "log_pz": self.log_prior(z)}
 
     def _sample_terms(self, x, num_samples, seed, terms, encoding, noise, **sampler_options):
@@ -620,13 +631,14 @@ class LatentVariableModel(keras.Model):
         holder = getattr(self, "_diagnostics", None)
         return list(holder.value) if holder is not None else []
 
-    def _track_diagnostics(self, terms):
-        # The compiled loss's per-example diagnostics (e.g. AVB's adversary loss and accuracy), averaged per epoch.
+    def _track_diagnostics(self, terms, sample_weight=None):
+        # The compiled loss's per-example diagnostics (e.g. AVB's adversary loss and accuracy), averaged per epoch
+        # (weighted by the examples' sample_weight, as the loss is).
         if not self.diagnostic_trackers:
             return
         values = self._compiled_bound().diagnostics(terms)
         for tracker in self.diagnostic_trackers:
-            tracker.update_state(values[tracker.name])
+            tracker.update_state(values[tracker.name], sample_weight=sample_weight)
 
     def _group_only_steps(self, x, sample_weight):
         # The extra updates of groups that take several per step (the loss's `group_steps`, e.g. AVB's
@@ -660,7 +672,7 @@ class LatentVariableModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred, loss = self.gradient_step(x, y, sample_weight)
         self._track_loss(loss, x)
-        self._track_diagnostics(y_pred)
+        self._track_diagnostics(y_pred, sample_weight)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def gradient_step(self, x, y=None, sample_weight=None):
@@ -731,7 +743,7 @@ class LatentVariableModel(keras.Model):
         y_pred = self(x, training=False)
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
         self._track_loss(loss, x)
-        self._track_diagnostics(y_pred)
+        self._track_diagnostics(y_pred, sample_weight)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _optimizer_of(self, group):
@@ -806,10 +818,13 @@ class LatentVariableModel(keras.Model):
             num_samples = check_positive_int(num_samples, "num_samples")
         if noise is not None:
             self._check_noise(x, noise)
-        if noise is not None and num_samples not in (None, noise.shape[1]):
-            raise ValueError(
-                f"num_samples must match the noise's second axis ({noise.shape[1]}). Received: num_samples={num_samples}"
-            )
+            # (NumPy's float64 noise would meet float32 weights in a TensorFlow op: a raw dtype error.)
+            noise = ops.cast(noise, self.variable_dtype)
+            if num_samples is not None and noise.shape[1] is not None and num_samples != noise.shape[1]:
+                raise ValueError(
+                    f"num_samples must match the noise's second axis ({noise.shape[1]}). Received: num_samples={num_samples}"
+                )
+        self._build_before_tracing()  # (an unbuilt model: its priors and heads get their variables here)
         posterior = self.posterior
         accepted = posterior.sampler_options
         unknown = sorted(set(sampler_options) - set(accepted))

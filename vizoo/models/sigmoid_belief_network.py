@@ -1,4 +1,7 @@
+import numbers
+
 import keras
+import numpy as np
 from keras import ops
 
 from vizoo.layers import BernoulliLikelihood
@@ -37,8 +40,10 @@ class SigmoidBeliefNetwork(LatentVariableModel):
       of the residual learning signal r = log w - b(x). A training call that
       computes the `baseline` or `signal_scale` term updates them after
       reading them: c <- a c + (1 - a) mean(r), v <- a v + (1 - a) var(r)
-      over the batch and samples (a = `baseline_decay`). They are saved in
-      `.keras` files with the weights.
+      over the batch and samples (a = `baseline_decay`), unweighted: a
+      `sample_weight` weights the loss, not these moments (they centre and
+      scale the learning signal, so its gradient stays unbiased whatever they
+      are). They are saved in `.keras` files with the weights.
 
     Args:
         input_dim: int, data dimension D (784 for MNIST).
@@ -120,7 +125,7 @@ class SigmoidBeliefNetwork(LatentVariableModel):
         self.baseline_hidden_units = (
             None if baseline_hidden_units is None else check_hidden_units(baseline_hidden_units, "baseline_hidden_units")
         )
-        if isinstance(baseline_decay, bool) or not isinstance(baseline_decay, (int, float)) or not 0 <= baseline_decay < 1:
+        if isinstance(baseline_decay, (bool, np.bool_)) or not isinstance(baseline_decay, numbers.Real) or not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must be a number in [0, 1). Received: baseline_decay={baseline_decay!r}")
         self.baseline_decay = float(baseline_decay)
 

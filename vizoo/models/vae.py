@@ -142,6 +142,11 @@ class VAE(LatentVariableModel):
                 f"The posterior's latent_dim must be the model's ({self.latent_dim}). "
                 f"Received: posterior.latent_dim={self.posterior.latent_dim}"
             )
+        if self.likelihood.output_dim != self.input_dim:
+            raise ValueError(
+                f"The likelihood's output_dim must be the model's input_dim ({self.input_dim}). "
+                f"Received: likelihood.output_dim={self.likelihood.output_dim}"
+            )
         self.prior.bind(self)
         self._init_seed_generator()
 
