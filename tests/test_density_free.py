@@ -45,7 +45,7 @@ class GaussianSampler(DiagonalGaussianPosterior):
 
 
 def test_implicit_posterior_passes_the_shared_posterior_checks():
-    run_posterior_test(lambda **kwargs: ImplicitPosterior(3, noise_dim=2, hidden_units=[5], **kwargs))
+    run_posterior_test(lambda **kwargs: ImplicitPosterior(3, noise_dim=4, hidden_units=[5], **kwargs))
     assert POSTERIORS["implicit"] is ImplicitPosterior
     assert not ImplicitPosterior.has_density and ImplicitPosterior.reparameterized
 

@@ -1,5 +1,7 @@
 """ImplicitPosterior's structures: noise injected in every layer, and the adaptive-contrast sampler with its moments."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -12,12 +14,12 @@ from vizoo.layers import ImplicitPosterior
 @pytest.mark.slow
 def test_noise_injected_in_every_layer_passes_the_shared_posterior_checks():
     posterior, _ = run_posterior_test(
-        lambda **kwargs: ImplicitPosterior(3, noise_dim=2, hidden_units=[5, 4], structure="inject", **kwargs)
+        lambda **kwargs: ImplicitPosterior(3, noise_dim=4, hidden_units=[5, 4], structure="inject", **kwargs)
     )
     # Each hidden layer and the output read [h_l, eps]: widths F + m, 5 + m, 4 + m.
     widths = [layer.kernel.shape[0] for layer in posterior.hidden_layers + [posterior.output_layer]]
-    assert widths == [FEATURES + 2, 5 + 2, 4 + 2]
-    assert not posterior.has_moments and posterior.noise_shape == (2,)
+    assert widths == [FEATURES + 4, 5 + 4, 4 + 4]
+    assert not posterior.has_moments and posterior.noise_shape == (4,)
 
 
 def test_adaptive_contrast_sampler_passes_the_shared_posterior_checks():
@@ -104,3 +106,17 @@ def test_moments_of_a_sampler_without_them_are_refused():
     concat.build((None, FEATURES))
     with pytest.raises(NotImplementedError, match="gives no per-example moments of z"):
         concat.moments(concat(tf.zeros((1, FEATURES))), None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, received",
+    [({"noise_dim": 2}, "noise_dim=2"), ({"noise_dim": 1, "structure": "adaptive_contrast", "num_bases": 2},
+                                         "noise_dim=1, num_bases=2")],
+)
+def test_fewer_noise_than_latent_dimensions_warns(kwargs, received):
+    # q(z|x) on a surface of lower dimension has no density: KL(q || p) is infinite.
+    with pytest.warns(UserWarning, match=rf"has no density, so KL\(q \|\| p\) is infinite.*Received: {received}$"):
+        ImplicitPosterior(3, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImplicitPosterior(3, noise_dim=1, structure="adaptive_contrast", num_bases=3)  # 3 bases of 1: enough

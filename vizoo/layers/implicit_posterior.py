@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 from keras import ops
 
@@ -122,6 +124,16 @@ class ImplicitPosterior(Posterior):
         self.basis_hidden_units = check_hidden_units(basis_hidden_units, "basis_hidden_units")
         # Declared per instance: only the adaptive-contrast sampler knows its moments.
         self.has_moments = self.structure == "adaptive_contrast"
+        noise_total = self.num_bases * self.noise_dim if self.has_moments else self.noise_dim
+        if noise_total < self.latent_dim:
+            warnings.warn(
+                f"ImplicitPosterior draws {noise_total} noise dimensions for {self.latent_dim} latent dimensions: "
+                f"q(z|x) lies on a surface of at most {noise_total} dimensions and has no density, so KL(q || p) is "
+                "infinite and neither the adversary's estimate of it nor evaluation's Gaussian proposal fitted to q's "
+                f"samples (too narrow across the surface) can be trusted. Received: noise_dim={noise_dim}"
+                + (f", num_bases={num_bases}" if self.has_moments else ""),
+                stacklevel=2,
+            )
         # Full precision (like every probabilistic head): z enters log p(x|z) and log p(z).
         dtype = self.variable_dtype
         self.hidden_layers = [
