@@ -59,6 +59,8 @@ ORDERINGS = [
     ("iwae50", "iwae5", "IWAE k=50 over IWAE k=5 (Burda et al. 2016, table 1)"),
     ("iwae50_dreg", "iwae50", "DReG over the plain IWAE-50 gradient (Tucker et al. 2019)"),
     ("vae_iaf", "vae", "IAF over the diagonal posterior (Kingma et al. 2016)"),
+    ("vae_vamp", "vae", "VampPrior over the N(0, I) prior (Tomczak & Welling 2018)"),
+    ("avb", "vae", "AVB with adaptive contrast over the Gaussian VAE (Mescheder et al. 2017)"),
     ("iwhvi50", "hvm", "IWHVI over HVM (Sobolev & Vetrov 2019)"),
     ("iwhvi50", "sivi50", "IWHVI over SIVI (Sobolev & Vetrov 2019)"),
     ("sbn_vimco5", "sbn_nvil", "VIMCO over NVIL (Mnih & Rezende 2016)"),
