@@ -80,10 +80,11 @@ def main(argv=None):
         for name, data, options in (
             ("jit", tf.data.Dataset.from_tensor_slices(x).batch(32), {"jit_compile": True}),
             ("tiny_batch", tf.data.Dataset.from_tensor_slices(x[:3]).batch(2), {}),  # batches of 2, then 1
+            ("tiny_static", tf.data.Dataset.from_tensor_slices(x[:3]).batch(1, drop_remainder=True), {}),
             ("tiny_validation", tf.data.Dataset.from_tensor_slices(x).batch(32),
              {"validation_data": tf.data.Dataset.from_tensor_slices(x[:3]).batch(2)}),
         ):
-            try:  # refused before training, with a ValueError (not TensorFlow's error after an epoch)
+            try:  # refused with a ValueError, not TensorFlow's error (tiny_batch's in its step: not read ahead)
                 vizoo.distribute.train(exact_model, data, 1, strategy=strategy, verbose=0, **options)
             except ValueError as error:
                 refusals[name] = str(error)

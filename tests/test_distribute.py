@@ -69,6 +69,17 @@ replica_values = [v.numpy().tolist() for v in variable.value.values]
 result = {"replicas": strategy.num_replicas_in_sync, "exact": exact, "single": single_loss,
           "distributed": loss, "history": history, "adam": replica_values, "penalized": penalized}
 
+# The loop under two replicas draws the data order fit would: it reads no pass of a reshuffling pipeline ahead.
+from vizoo.distribute import _iterators_per_epoch, train
+looped, untouched = (tf.data.Dataset.from_tensor_slices(x).shuffle(64, seed=1).batch(32) for _ in range(2))
+with strategy.scope():
+    loop_model = ppca.ppca_vae(weights, bias)
+    loop_model.compile(optimizer="sgd", loss=IWAELoss(k=2))
+train(loop_model, looped, 1, strategy=strategy, verbose=0)
+for _ in range(_iterators_per_epoch(untouched)):
+    iter(untouched)  # one epoch's iterators, as fit draws them
+result["loop_data_order"] = bool(np.array_equal(next(iter(looped)).numpy(), next(iter(untouched)).numpy()))
+
 # Group optimizers: each optimizer all-reduces its own group's gradients; the frozen group stays put.
 from vizoo.losses import NVILLoss
 from vizoo.models import SigmoidBeliefNetwork
@@ -99,6 +110,7 @@ print(json.dumps(result))
 
 def check(result, replicas):
     assert result["replicas"] == replicas
+    assert result["loop_data_order"]
     assert abs(result["single"] - result["exact"]) < 1e-5
     assert abs(result["distributed"] - result["single"]) < 1e-5
     assert all(abs(value - result["exact"]) < 1e-3 for value in result["history"])  # trains, still at the optimum

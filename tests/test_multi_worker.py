@@ -329,6 +329,11 @@ def test_a_worker_that_cannot_reach_its_peers_fails_within_the_timeout_naming_th
 def test_two_replicas_refuse_xla_and_batches_smaller_than_the_replicas(job):
     refusals = job["reference"]["refusals"]
     assert "Received: jit_compile=True, replicas=2" in refusals["jit"]
+    # Training data is not read ahead (that would move a random pipeline on by an epoch): a batch size fixed in its
+    # spec is checked before training, any other in the step that meets it.
     assert "every batch of train_data needs at least one example per replica (2 replicas), but one has 1: batch it " \
-        "with drop_remainder=True" in refusals["tiny_batch"]
+        "with drop_remainder=True" in refusals["tiny_static"]
+    assert "every batch of train_data needs at least one example per replica (2 replicas), but one has fewer than 2 " \
+        "(epoch 1, batches 2-2; the last finished epoch's backup stays): batch it with drop_remainder=True" \
+        in refusals["tiny_batch"]
     assert "every batch of validation_data needs at least one example per replica" in refusals["tiny_validation"]

@@ -677,13 +677,23 @@ def test_finishing_a_run_removes_only_what_vizoo_wrote(tmp_path):
     (backup / "sub").mkdir(parents=True)
     checkpoint.mkdir()
     written = [checkpoint / "state.json", checkpoint / "epoch-2.weights.h5", backup / "checkpoint",
-               backup / "ckpt-3.index", backup / "ckpt-3.data-00000-of-00001"]
+               backup / "vizoo-backup-3.index", backup / "vizoo-backup-3.data-00000-of-00001"]
     mine = [checkpoint / "notes.txt", backup / "sub" / "thesis.tex"]
     for path in written + mine:
-        path.write_text("x")
+        path.write_text('model_checkpoint_path: "vizoo-backup-3"' if path.name == "checkpoint" else "x")
     runs.finish_run(str(tmp_path))
     assert not any(path.exists() for path in written)
     assert all(path.read_text() == "x" for path in mine)  # the user's files, and so their directories, stay
+    # A TensorFlow checkpoint of the user's own in backup/ (TensorFlow's default names) is not vizoo's backup:
+    # it is neither read as one nor removed.
+    import tensorflow as tf
+
+    own = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), str(backup), max_to_keep=1)
+    own.save(checkpoint_number=7)
+    files = sorted(p.name for p in backup.iterdir())
+    assert runs.backup_epoch(str(tmp_path)) is None
+    runs.finish_run(str(tmp_path))
+    assert sorted(p.name for p in backup.iterdir()) == files
     (checkpoint / "notes.txt").unlink()
     (checkpoint / "state.json").write_text("x")
     runs.finish_run(str(tmp_path))

@@ -288,7 +288,7 @@ def _replica_share(x):
     check = tf.debugging.assert_greater_equal(
         size,
         replicas,
-        message=f"every global batch needs at least one example per replica ({replicas} replicas): batch the "
+        message=f"every global batch {_ROWS_CHECK} ({replicas} replicas): batch the "
         "training data with drop_remainder=True, or use fewer workers",
     )
     with tf.control_dependencies([check]):
@@ -321,21 +321,38 @@ def _check_batches(dataset, name):
 
 
 def _check_rows_per_replica(dataset, name, replicas):
-    """Every batch of `dataset` has at least one row per replica (read before training: found in the step, it
-    would stop the run after a whole epoch with TensorFlow's own error)."""
+    """Every batch of `dataset` has at least one row per replica (read before evaluating: found in the step, it
+    would stop with TensorFlow's own error). Not for training data: reading it moves its random pipeline on."""
     import tensorflow as tf
 
     sizes = dataset.map(lambda x: tf.shape(x)[0])
     smallest = min(int(size) for size in sizes)
     if smallest < replicas:
-        remedy = (
-            "batch it with drop_remainder=True, or use fewer workers" if name == "train_data"
-            else "choose a batch size whose last batch holds as many examples (a validation set should drop none)"
-        )
-        raise ValueError(
-            f"every batch of {name} needs at least one example per replica ({replicas} replicas), but one has "
-            f"{smallest}: {remedy}. Received: {name} with a batch of {smallest} rows"
-        )
+        raise _too_few_rows(name, replicas, smallest)
+
+
+def _static_rows(dataset):
+    """The batch size of every batch of `dataset` where its spec fixes it (drop_remainder=True), else None."""
+    spec = dataset.element_spec
+    shape = getattr(spec, "shape", None)
+    return None if shape is None or shape.rank is None or shape.rank == 0 or shape[0] is None else int(shape[0])
+
+
+# The in-step check's message (`_replica_share`), recognised in TensorFlow's error to raise `_too_few_rows`.
+_ROWS_CHECK = "needs at least one example per replica"
+
+
+def _too_few_rows(name, replicas, found=None, where=""):
+    """The ValueError for a batch of `found` rows (None: fewer than `replicas`, found in a training step at `where`)."""
+    remedy = (
+        "batch it with drop_remainder=True, or use fewer workers" if name == "train_data"
+        else "choose a batch size whose last batch holds as many examples (a validation set should drop none)"
+    )
+    rows = f"{found}" if found is not None else f"fewer than {replicas}"
+    return ValueError(
+        f"every batch of {name} needs at least one example per replica ({replicas} replicas), but one has "
+        f"{rows}{where}: {remedy}. Received: {name} with a batch of {rows} rows"
+    )
 
 
 class _Steps:
@@ -423,6 +440,8 @@ def evaluate(model, data, strategy=None):
 
     strategy = strategy or tf.distribute.get_strategy()
     _check_batches(data, "data")
+    if strategy.num_replicas_in_sync > 1:
+        _check_rows_per_replica(data, "data", strategy.num_replicas_in_sync)
     return _evaluate(_compiled_steps(model, strategy, 1, False), data)
 
 
@@ -474,11 +493,16 @@ class _Backup:
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **state)
         self.write_dir = worker_path(self.directory, strategy)
         self.chief = self.write_dir == self.directory
-        self.read_manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=1)
+        # Named vizoo's own (not TensorFlow's default "ckpt"): finishing a run removes these files and no others.
+        self.read_manager = tf.train.CheckpointManager(
+            self.checkpoint, self.directory, max_to_keep=1, checkpoint_name=BACKUP_NAME
+        )
         if self.chief:
             self.write_manager = self.read_manager
         else:
-            self.write_manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir, max_to_keep=1)
+            self.write_manager = tf.train.CheckpointManager(
+                self.checkpoint, self.write_dir, max_to_keep=1, checkpoint_name=BACKUP_NAME
+            )
 
     def restore(self):
         """Restore the latest backup, if any; return the finished epochs (0 without one)."""
@@ -535,16 +559,31 @@ class _Backup:
                                       free_in=self.write_dir)
 
 
+# The file prefix of the loop's backups (`<BACKUP_NAME>-<epochs>.index` and `.data-*`).
+BACKUP_NAME = "vizoo-backup"
+
+
+def _is_vizoo_backup(path):
+    return os.path.basename(path).startswith(BACKUP_NAME + "-")
+
+
 def delete_backup_files(directory):
-    """Remove the files of a backup in `directory` (a `tf.train.CheckpointManager`'s: its state file and its
-    `ckpt-*` files), then the directory if nothing else is in it."""
+    """Remove the files of vizoo's backup in `directory` (its `vizoo-backup-*` files, and the manager's state
+    file `checkpoint` when it names vizoo's backup), then the directory if nothing else is in it. A
+    TensorFlow checkpoint of the user's own there (its default `ckpt-*` names) stays."""
     from vizoo.callbacks import remove_written
 
-    remove_written(directory, ["checkpoint", "ckpt-*"])
+    try:
+        with open(os.path.join(directory, "checkpoint"), errors="replace") as f:
+            ours = f'"{BACKUP_NAME}-' in f.read()  # (a text proto: model_checkpoint_path: "vizoo-backup-3")
+    except OSError:
+        ours = False
+    remove_written(directory, (["checkpoint"] if ours else []) + [BACKUP_NAME + "-*"])
 
 
 def backup_epoch_in(directory):
-    """Finished epochs of the latest backup in `directory` (a `tf.train.CheckpointManager`'s), or None."""
+    """Finished epochs of vizoo's latest backup in `directory` (a `tf.train.CheckpointManager`'s), or None
+    (also when the directory holds another program's TensorFlow checkpoint)."""
     import tensorflow as tf
 
     latest = tf.train.latest_checkpoint(directory)
@@ -554,7 +593,7 @@ def backup_epoch_in(directory):
             f"The backup in {directory} is damaged: its state file 'checkpoint' names no backup. Delete that "
             f"directory to start the run over. Received: backup_dir={str(directory)!r}"
         )
-    return None if latest is None else int(latest.rsplit("-", 1)[-1])
+    return None if latest is None or not _is_vizoo_backup(latest) else int(latest.rsplit("-", 1)[-1])
 
 
 def train(
@@ -627,9 +666,13 @@ def train(
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         raise ValueError(f"callbacks must be a list of Keras callbacks. Received: callbacks={callbacks!r}")
     if strategy.num_replicas_in_sync > 1:
-        for data, name in ((train_data, "train_data"), (validation_data, "validation_data")):
-            if data is not None:
-                _check_rows_per_replica(data, name, strategy.num_replicas_in_sync)
+        # train_data is not read ahead: a pipeline that reshuffles or re-binarizes on every pass would give each
+        # epoch the next one's order (not fit's). Its batches' size is checked where static, else in the step.
+        rows = _static_rows(train_data)
+        if rows is not None and rows < strategy.num_replicas_in_sync:
+            raise _too_few_rows("train_data", strategy.num_replicas_in_sync, rows)
+        if validation_data is not None:
+            _check_rows_per_replica(validation_data, "validation_data", strategy.num_replicas_in_sync)
         if jit_compile:
             raise ValueError(
                 "jit_compile compiles the steps of one replica: with several replicas TensorFlow's XLA cannot "
@@ -671,7 +714,15 @@ def train(
             total, count, done = 0.0, 0.0, 0
             while done < batches:
                 n = min(steps_per_execution, batches - done)
-                value, rows = steps.train_function(n)(iterator)
+                try:
+                    value, rows = steps.train_function(n)(iterator)
+                except tf.errors.InvalidArgumentError as error:
+                    if _ROWS_CHECK not in str(error):
+                        raise
+                    raise _too_few_rows(
+                        "train_data", strategy.num_replicas_in_sync,
+                        where=f" (epoch {epoch + 1}, batches {done + 1}-{done + n}; the last finished epoch's backup stays)",
+                    ) from None
                 total, count, done = total + float(value), count + float(rows), done + n
                 callback_list.on_train_batch_end(done - 1, {"loss": total / count})
             for _ in range(_iterators_per_epoch(train_data) - 1):
