@@ -48,6 +48,25 @@ def test_plot_run_writes_valid_pngs(trained_run):
         assert_png(path)
 
 
+def test_a_failed_picture_write_keeps_the_picture_that_was_there(trained_run, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    _, model, _ = trained_run
+    path = str(tmp_path / "samples.png")
+    plots.plot_samples(model, path)
+    before = open(path, "rb").read()
+
+    def disk_full(self, target, **kwargs):
+        with open(target, "wb") as f:
+            f.write(PNG_SIGNATURE)  # a few bytes, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        plots.plot_samples(model, path, seed=1)
+    assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["samples.png"]
+
+
 def test_posterior_grids_match_an_exact_posterior():
     """pPCA with q set to the exact posterior: the numerically normalized p(z|x) grid equals q's."""
     weights, bias = ppca.ppca_parameters()

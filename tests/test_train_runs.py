@@ -152,6 +152,60 @@ def test_history_rows_after_the_checkpoint_are_dropped_and_best_threshold_kept(t
     assert os.path.getmtime(os.path.join(out, "best.keras")) == best_mtime
 
 
+def test_a_refused_fit_run_leaves_a_finished_runs_outputs_and_a_users_warmup_is_logged(tmp_path):
+    import tensorflow as tf
+
+    from vizoo.callbacks import KLWarmup
+
+    model, splits = digits_vae(steps_per_execution=1)
+    out = str(tmp_path / "run")
+    runs.fit_run(model, splits.train.take(2), out, 1, splits.validation.take(1), verbose=0)
+    runs.finish_run(out)
+    before = {name: os.path.getmtime(os.path.join(out, name)) for name in ("history.csv", "best.keras")}
+    wrong = tf.data.Dataset.from_tensor_slices(np.zeros((4, 63), "float32")).batch(2)
+    for kwargs, message in [(dict(callbacks=keras.callbacks.History()), "callbacks must be a list"),
+                            (dict(validation_data=wrong), "validation_data")]:
+        model, splits = digits_vae(steps_per_execution=1)
+        with pytest.raises(ValueError, match=message):
+            runs.fit_run(model, splits.train.take(2), out, 1, **{"validation_data": splits.validation.take(1), **kwargs})
+        assert {name: os.path.getmtime(os.path.join(out, name)) for name in before} == before
+    # A warm-up the user passes, after other callbacks, still logs the epoch's kl_weight in history.csv.
+    model, splits = digits_vae(steps_per_execution=1)
+    runs.fit_run(model, splits.train.take(2), out, 2, verbose=0, callbacks=[keras.callbacks.History(), KLWarmup(4)])
+    assert [row["kl_weight"] for row in _history(out)] == ["0.0", "0.25"]
+    assert not os.path.exists(os.path.join(out, "best.keras"))  # the new run has no validation data: removed
+
+
+def test_an_epoch_cut_short_is_not_checkpointed_as_finished(tmp_path, capsys):
+    import tensorflow as tf
+
+    from vizoo.losses import ELBOLoss
+    from vizoo.models import VAE
+
+    x = (np.random.default_rng(0).random((100, 16)) < 0.5).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices(x).batch(20)  # 5 batches an epoch
+
+    def make():
+        model = VAE(16, 2, hidden_units=[4], seed=0)
+        model.compile(optimizer="adam", loss=ELBOLoss())
+        return model
+
+    class StopAtStep7(keras.callbacks.Callback):  # e.g. a wall-clock limit, in epoch 2
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) == 7:
+                self.model.stop_training = True
+
+    out = str(tmp_path / "run")
+    runs.fit_run(make(), data, out, 3, verbose=0, callbacks=[StopAtStep7()])
+    assert runs.checkpoint_epoch(out) == 1
+    assert "epoch 2 stopped after 2 of 5 batches: not checkpointed as finished (the checkpoint after epoch 1 stays)" \
+        in capsys.readouterr().out
+    resumed = make()
+    runs.fit_run(resumed, data, out, 3, verbose=0)
+    assert int(resumed.optimizer.iterations) == 15  # epochs 2 and 3 whole, after epoch 1's 5 steps
+    assert [row["epoch"] for row in _history(out)] == ["0", "1", "2"]
+
+
 def test_corrupt_checkpoint_is_a_named_error(tmp_path, capsys):
     out = tmp_path / "run"
     checkpoint = out / runs.CHECKPOINT_DIR

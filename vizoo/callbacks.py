@@ -160,7 +160,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
       resumed run sees the data the uninterrupted run would have seen.
 
     A run killed after epoch e and restarted with the same data, model and
-    seeds gives the weights of an uninterrupted run (tested).
+    seeds gives the weights of an uninterrupted run (tested). An epoch that a
+    callback cut short (`model.stop_training` set mid-epoch, e.g. a time limit)
+    is not checkpointed as finished: the checkpoint of the epoch before stays,
+    and a resumed run trains the cut epoch again, whole.
 
     Before writing, the free space of the directory (`shutil.disk_usage`) is
     compared with the size of the last checkpoint's weights file (or, for the
@@ -285,7 +288,23 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         except ValueError:
             return None
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._batches_done = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches_done = batch + 1  # (the last batch of the training call: steps_per_execution too)
+
     def on_epoch_end(self, epoch, logs=None):
+        steps = (self.params or {}).get("steps")
+        done = getattr(self, "_batches_done", None)
+        if steps and done is not None and done < steps:
+            saved = self.saved_epoch_or_none()
+            print(
+                f"epoch {epoch + 1} stopped after {done} of {steps} batches: not checkpointed as finished "
+                + (f"(the checkpoint after epoch {saved} stays)" if saved else "(no checkpoint yet)"),
+                flush=True,
+            )
+            return
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as error:

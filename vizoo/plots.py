@@ -35,6 +35,17 @@ MAX_POSTERIOR_EXAMPLES = 16  # test examples a run's pictures draw (reconstructi
 PICTURES = (SAMPLES_FILE, RECONSTRUCTIONS_FILE, CURVES_FILE, POSTERIORS_FILE)  # what plot_run may draw
 
 
+def _save(fig, path):
+    """Write the figure as a PNG atomically (an interrupted or failed write leaves the picture that was there),
+    then close it."""
+    from vizoo.callbacks import _write_atomically
+
+    try:
+        _write_atomically(os.fspath(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    finally:
+        _pyplot().close(fig)
+
+
 def _pyplot():
     import matplotlib
 
@@ -95,8 +106,7 @@ def plot_samples(model, path, num_samples=64, seed=0):
     ax.imshow(_tile(images, side, columns), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title("samples: mean of p(x|z), z ~ p(z)")
     ax.axis("off")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -127,8 +137,7 @@ def plot_reconstructions(model, x, path, num_examples=16):
     ax.imshow(_tile(np.asarray(pairs), side, columns), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title("data (upper rows) and reconstructions (lower rows)")
     ax.axis("off")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -168,8 +177,7 @@ def plot_history(history_csv, path, value_name="bound"):
     ax.legend(loc="upper left" if beta is not None else "best")
     ax.grid(alpha=0.3)
     ax.set_title("training curves")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -261,8 +269,7 @@ def plot_posteriors(models, x, path, grid_size=80, extent=3.5):
                 if i == 0:
                     ax.set_title(f"{label}\n{name}" if label else name, fontsize=9)
     fig.suptitle(f"true posterior vs q(z|x) on [-{extent}, {extent}]^2", fontsize=10)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 

@@ -30,7 +30,7 @@ import time
 
 import keras
 
-from vizoo.callbacks import StopOnNonFinite, TrainingCheckpoint, TrainingDiverged, _write_text_atomically
+from vizoo.callbacks import KLWarmup, StopOnNonFinite, TrainingCheckpoint, TrainingDiverged, _write_text_atomically
 from vizoo.utils import check_positive_int
 
 CHECKPOINT_DIR = "checkpoint"
@@ -97,19 +97,26 @@ def _output_callbacks(history_path, best_path, tensorboard_dir, resumed_epoch, v
                       callbacks, writer=True):
     """The callbacks that write a run's outputs (fit_run's and train_run's), then the caller's.
 
-    A fresh run (`resumed_epoch` None) first removes `history.csv` and `best.keras` left by an earlier,
-    finished run in the same directory; a resumed one continues the history, and `best.keras` keeps
-    its threshold. `writer` False (a worker other than the chief) writes temporary copies and reads
-    no history.
+    A fresh run (`resumed_epoch` None) removes `history.csv` and `best.keras` left by an earlier,
+    finished run in the same directory when training begins (after the arguments and data are checked:
+    a refused call leaves them); a resumed one continues the history, and `best.keras` keeps its
+    threshold. `writer` False (a worker other than the chief) writes temporary copies and reads no
+    history. A `KLWarmup` among `callbacks` goes first, so that the epoch's `kl_weight` reaches the history.
     """
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"callbacks must be a list of Keras callbacks. Received: callbacks={callbacks!r}")
+    callbacks = list(callbacks or [])
+    warmups = [callback for callback in callbacks if isinstance(callback, KLWarmup)]
+    callbacks = warmups + [callback for callback in callbacks if not isinstance(callback, KLWarmup)]
+    run_callbacks = []
     if resumed_epoch is None:
         rows = []
-        for stale in (history_path, best_path):
-            if writer and os.path.exists(stale):
-                os.remove(stale)
+        if writer:
+            run_callbacks.append(_RemoveStale([history_path, best_path]))
     else:
         rows = _continue_history(history_path, resumed_epoch) if writer else []
-    run_callbacks = [StopOnNonFinite()] if stop_on_non_finite else []  # first: nothing of a diverged epoch is written
+    if stop_on_non_finite:
+        run_callbacks.append(StopOnNonFinite())  # before the writers: nothing of a diverged epoch is written
     run_callbacks.append(keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None))
     if validation_data is not None:
         run_callbacks.append(
@@ -119,7 +126,20 @@ def _output_callbacks(history_path, best_path, tensorboard_dir, resumed_epoch, v
         )
     if tensorboard_dir:
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=tensorboard_dir))
-    return run_callbacks + list(callbacks or [])
+    return warmups + run_callbacks + callbacks[len(warmups):]
+
+
+class _RemoveStale(keras.callbacks.Callback):
+    """Removes an earlier, finished run's files that this run writes anew, once training begins."""
+
+    def __init__(self, paths):
+        super().__init__()
+        self.paths = paths
+
+    def on_train_begin(self, logs=None):
+        for path in self.paths:
+            if os.path.exists(path):
+                os.remove(path)
 
 
 def _close_history(run_callbacks):

@@ -230,7 +230,12 @@ def reduce_weighted(values, sample_weight=None, reduction="sum_over_batch_size",
     sum_i(values_i * sample_weight_i) / batch_size, divided by the number of
     replicas in sync under a `tf.distribute` strategy (each replica reduces its
     share of the global batch; the replicas' gradients are summed), so that the
-    sum over replicas is the global batch mean. `"mean"` is the same;
+    sum over replicas is the global batch mean when the replicas' shares are
+    equal. (Keras's convention. A global batch split unevenly, e.g. a last
+    batch of 97 rows as 49 and 48, gives `fit` the mean of the replicas' means,
+    weighting the rows by 1/(R b_r) rather than 1/B; the reported loss is still
+    the batch mean, and `vizoo.distribute.train` weights each row 1/B exactly.)
+    `"mean"` is the same;
     `"mean_with_sample_weight"` divides by the sum of the weights instead;
     `"sum"` sums (no replica scaling); `None`/`"none"` returns the weighted values.
 

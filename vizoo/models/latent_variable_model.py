@@ -1017,13 +1017,17 @@ class LatentVariableModel(keras.Model):
             kwargs.setdefault("shuffle", False)
         loss = getattr(self, "loss", None)  # None before compile
         warmup_epochs = loss.kl_warmup_epochs if isinstance(loss, BoundLoss) else 0
-        if warmup_epochs and len(args) < 4:  # callbacks not given positionally (x, y, batch_size, epochs, verbose, ...)
+        if len(args) < 4 and isinstance(kwargs.get("callbacks"), (list, tuple, type(None))):
+            # (callbacks not given positionally: x, y, batch_size, epochs, verbose, callbacks, ...)
             from vizoo.callbacks import KLWarmup
 
             callbacks = list(kwargs.get("callbacks") or [])
-            if not any(isinstance(callback, KLWarmup) for callback in callbacks):
-                # First, so that callbacks after it (CSVLogger) log the epoch's kl_weight.
-                kwargs["callbacks"] = [KLWarmup(warmup_epochs)] + callbacks
+            warmups = [callback for callback in callbacks if isinstance(callback, KLWarmup)]
+            if warmup_epochs and not warmups:
+                warmups = [KLWarmup(warmup_epochs)]
+            # First, so that callbacks after it (CSVLogger) log the epoch's kl_weight.
+            if warmups:
+                kwargs["callbacks"] = warmups + [callback for callback in callbacks if callback not in warmups]
         if len(args) < 4:  # first: an epoch without batches is refused before any callback saves it
             kwargs["callbacks"] = [NoBatchesCheck("x")] + list(kwargs.get("callbacks") or [])
         self._build_for_training()
