@@ -4,7 +4,7 @@ The IWAE paper's architecture (784-200-200-50 tanh MLPs, diagonal Gaussian q,
 Bernoulli p(x|z); batch 100, Adam 1e-3), trained for the same number of epochs
 with each bound, then evaluated on the test set with k=5000 importance samples:
 
-    python benchmarks/benchmark.py --epochs 10                  # vae, iwae5, iwae50
+    python benchmarks/benchmark.py --epochs 10 --models vae,iwae5,iwae50   # (no --models: every row)
     python benchmarks/benchmark.py --epochs 10 --models iwae5   # one model
     python benchmarks/benchmark.py --epochs 5 --num-test 2000 --models posteriors \
         --results-dir benchmarks/results/posteriors --output docs/benchmarks_posteriors.md
