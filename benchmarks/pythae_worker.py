@@ -19,10 +19,14 @@ For `benchmarks/vs_pythae_quality.py` (which model trains better, not which is f
   grey-level training images of the `.npz` (binarized afresh every epoch, seeded);
 - `{"op": "train_epochs", "epochs": N}`: N more epochs (shuffled, dynamically binarized);
 - `{"op": "save_weights", "path": PATH}`: the weights in vizoo's layout (Keras `[in, out]` kernels,
-  the variance head as log sigma).
+  the variance head as log sigma);
+- `{"op": "save_state", "path": PATH}` and `{"op": "load_state", "path": PATH}`: the whole training state
+  after `setup_fresh` (weights, Adam's state, the data generator's and torch's random states, the epochs
+  done), so that a run stopped between epochs continues as it would have.
 """
 
 import copy
+import os
 import time
 
 import numpy as np
@@ -127,6 +131,22 @@ class Worker:
             losses.append(total / len(order))
             self.epochs += 1
         return {"epochs": self.epochs, "losses": losses}
+
+    def save_state(self, path):
+        state = {"model": self.fresh.state_dict(), "optimizer": self.optimizer.state_dict(), "epochs": self.epochs,
+                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+        torch.save(state, path + ".tmp")
+        os.replace(path + ".tmp", path)  # a kill while saving leaves the last state whole
+        return {"path": path, "epochs": self.epochs}
+
+    def load_state(self, path):
+        state = torch.load(path, weights_only=False)
+        self.fresh.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epochs = state["epochs"]
+        return {"epochs": self.epochs}
 
     def save_weights(self, path):
         def kernel_bias(linear, scale=1.0):

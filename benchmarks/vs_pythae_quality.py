@@ -24,15 +24,19 @@ or `zero_output_bias` (the output bias left at zero). (The variance heads differ
 pythae's linear head gives log sigma^2, vizoo's log sigma, so the same functions are reachable;
 under `torch_init` vizoo's log-sigma head starts at twice the spread of pythae's.)
 
-Results are kept per (variant, seed, epochs) in `--results-dir` (JSON); a seed whose budgets all
-have results is skipped, so the command can be run again after an interruption (a seed that was
-interrupted restarts from its first epoch), and a seed trained towards a new budget passes the budgets
-it has results for without evaluating them again.
+Results are kept per (variant, seed, epochs) in `--results-dir` (JSON), each written as soon as
+it is measured; a seed whose budgets all have results is skipped, and a seed trained towards a new
+budget passes the budgets it has results for without evaluating them again. Training state is kept
+too, in `--results-dir`/state/ (every epoch for vizoo, its `TrainingCheckpoint`; every
+`--checkpoint-every` epochs for pythae, its weights, Adam and random states): running the command
+again after an interruption continues each program where its state stopped, and the state is
+removed once the seed's last budget is evaluated.
 """
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -60,6 +64,7 @@ def build_parser():
     parser.add_argument("--eval-k", type=int, default=5000)
     parser.add_argument("--num-test", type=int, default=None, help="the first N test examples (default all)")
     parser.add_argument("--vizoo-variant", choices=VARIANTS, default="defaults")
+    parser.add_argument("--checkpoint-every", type=int, default=10, help="epochs between the saved training states")
     parser.add_argument("--results-dir", default=os.path.join(HERE, "results", "vs_pythae_quality"))
     return parser
 
@@ -102,18 +107,25 @@ def load_vizoo_layout(model, path):
     model.likelihood.logits_layer.set_weights([a["logits_kernel"], a["logits_bias"]])
 
 
-def run_seed(seed, budgets, args, pythae, evaluated=()):
+def run_seed(seed, budgets, args, pythae, evaluated=(), record=None):
     """Train both programs to each budget, evaluating both at each but those in `evaluated` (whose results
-    exist: training passes through them); returns {epochs: result}."""
+    exist: training passes through them); each result goes to `record(epochs, result)` as it is measured.
+
+    Both programs continue from the seed's saved training state when there is one (`state_dir`), and
+    save theirs as they go (vizoo every epoch, pythae every `--checkpoint-every` epochs and at each budget).
+    """
     import vizoo  # first: it filters TensorFlow's start-up notices
 
     import keras
     import numpy as np
 
-    splits = vizoo.data.load(args.dataset, batch_size=100, binarization="dynamic", seed=seed, data_dir=args.data_dir,
-                             validation_size=0)
-    grey = vizoo.data.load(args.dataset, batch_size=100, binarization="none", seed=seed, data_dir=args.data_dir,
-                           validation_size=0)
+    from vizoo.callbacks import TrainingCheckpoint
+
+    def load(binarization):
+        return vizoo.data.load(args.dataset, batch_size=100, binarization=binarization, seed=seed,
+                               data_dir=args.data_dir, validation_size=0)
+
+    splits, grey = load("dynamic"), load("none")
     test = splits.test
     if args.num_test:
         test = test.unbatch().take(args.num_test).batch(100)
@@ -129,36 +141,63 @@ def run_seed(seed, budgets, args, pythae, evaluated=()):
                   steps_per_execution=10)
     twin = vizoo.models.VAE(INPUT_DIM, LATENT_DIM, list(HIDDEN), seed=seed)  # pythae's weights, evaluated by vizoo
     twin.build((None, INPUT_DIM))
+    state = state_dir(args, seed)
+    os.makedirs(state, exist_ok=True)
+    pythae_state = os.path.join(state, "pythae.pt")
+    targets = sorted(set(range(args.checkpoint_every, budgets[-1], args.checkpoint_every)) | set(budgets))
 
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         arrays = os.path.join(tmp, "train.npz")
         np.savez(arrays, train=np.concatenate([np.asarray(x) for x in grey.train]))
         pythae.ask(op="setup_fresh", arrays=arrays, batch_size=100, k=args.k, seed=seed,
                    hidden_units=list(HIDDEN), latent_dim=LATENT_DIM)
-        results, done = {}, 0
-        for epochs in budgets:
+        pythae_done = pythae.ask(op="load_state", path=pythae_state)["epochs"] if os.path.exists(pythae_state) else 0
+        seconds = {"vizoo": 0.0, "pythae": 0.0}  # this process's training time towards the next budget
+        last_loss = {"vizoo": None, "pythae": None}
+        for target in targets:
+            # A fresh pipeline each time: the checkpoint restores the model (the same weights in this process) and
+            # advances the pipeline by the finished epochs, as for a run resumed in a new process.
+            train = load("dynamic").train
             start = time.perf_counter()
-            history = model.fit(splits.train, initial_epoch=done, epochs=epochs, verbose=0)
-            vizoo_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            trained = pythae.ask(op="train_epochs", epochs=epochs - done)
-            pythae_seconds = time.perf_counter() - start
-            done = epochs
-            if epochs in evaluated:
+            history = model.fit(train, epochs=target, verbose=0,
+                                callbacks=[TrainingCheckpoint(os.path.join(state, "vizoo"), train_data=train)])
+            seconds["vizoo"] += time.perf_counter() - start
+            last_loss["vizoo"] = history.history["loss"][-1] if history.history.get("loss") else last_loss["vizoo"]
+            if pythae_done < target:
+                start = time.perf_counter()
+                trained = pythae.ask(op="train_epochs", epochs=target - pythae_done)
+                seconds["pythae"] += time.perf_counter() - start
+                last_loss["pythae"], pythae_done = trained["losses"][-1], target
+                pythae.ask(op="save_state", path=pythae_state)
+            if target not in budgets or target in evaluated:
                 continue
             load_vizoo_layout(twin, pythae.ask(op="save_weights", path=os.path.join(tmp, "pythae.npz"))["path"])
             nll = {name: vizoo.evaluate.log_likelihood(m, test, k=args.eval_k, seed=seed)
                    for name, m in (("vizoo", model), ("pythae", twin))}
-            results[epochs] = {
-                "seed": seed, "epochs": epochs, "variant": args.vizoo_variant, "eval_k": args.eval_k,
+            results[target] = {
+                "seed": seed, "epochs": target, "variant": args.vizoo_variant, "eval_k": args.eval_k,
                 "num_test": nll["vizoo"]["num_examples"],
                 **{f"{name}_{key}": value[key] for name, value in nll.items() for key in ("nll", "elbo", "kl", "active_units")},
-                "vizoo_last_train_loss": history.history["loss"][-1], "pythae_last_train_loss": trained["losses"][-1],
-                "vizoo_train_seconds": vizoo_seconds, "pythae_train_seconds": pythae_seconds,
+                "vizoo_last_train_loss": last_loss["vizoo"], "pythae_last_train_loss": last_loss["pythae"],
+                "vizoo_train_seconds": seconds["vizoo"], "pythae_train_seconds": seconds["pythae"],
             }
-            print(f"seed {seed}, {epochs} epochs: NLL vizoo {nll['vizoo']['nll']:.2f}, pythae {nll['pythae']['nll']:.2f}",
+            seconds = {"vizoo": 0.0, "pythae": 0.0}
+            if record is not None:
+                record(target, results[target])
+            print(f"seed {seed}, {target} epochs: NLL vizoo {nll['vizoo']['nll']:.2f}, pythae {nll['pythae']['nll']:.2f}",
                   flush=True)
+    shutil.rmtree(state, ignore_errors=True)  # every budget of the seed is evaluated: its state is done with
+    try:
+        os.rmdir(os.path.dirname(state))  # state/ itself, once no other seed's is there
+    except OSError:
+        pass
     return results
+
+
+def state_dir(args, seed):
+    """Where the training state of (variant, seed) is kept until the seed's last budget is evaluated."""
+    return os.path.join(args.results_dir, "state", f"{args.vizoo_variant}_seed{seed}")
 
 
 def report(results):
@@ -186,7 +225,8 @@ def main(argv=None):
     if not args.pythae_python:
         raise SystemExit("--pythae-python must name a Python with torch and pythae (see the docstring). Received: none")
     seeds, budgets = _integers(args.seeds, "seeds"), sorted(set(_integers(args.epochs, "epochs")))
-    for flag, value in (("eval-k", args.eval_k), ("k", args.k), ("num-test", 1 if args.num_test is None else args.num_test)):
+    for flag, value in (("eval-k", args.eval_k), ("k", args.k), ("num-test", 1 if args.num_test is None else args.num_test),
+                        ("checkpoint-every", args.checkpoint_every)):
         if value < 1:
             raise SystemExit(f"--{flag} must be a positive integer. Received: {value}")
     os.makedirs(args.results_dir, exist_ok=True)
@@ -202,9 +242,13 @@ def main(argv=None):
                 continue
             pythae = pythae or Program([args.pythae_python, os.path.join(HERE, "pythae_worker.py")])
             evaluated = [e for e in budgets if os.path.exists(path(seed, e))]
-            for epochs, result in run_seed(seed, budgets, args, pythae, evaluated).items():
-                with open(path(seed, epochs), "w") as f:
+
+            def record(epochs, result, seed=seed):
+                with open(path(seed, epochs) + ".tmp", "w") as f:
                     json.dump(result, f, indent=2)
+                os.replace(path(seed, epochs) + ".tmp", path(seed, epochs))
+
+            run_seed(seed, budgets, args, pythae, evaluated, record)
     finally:
         if pythae:
             pythae.close()

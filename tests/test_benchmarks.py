@@ -255,6 +255,8 @@ def test_vs_pythae_quality_checks_its_flags_and_reads_pythae_weights_in_vizoo_la
         quality.main(["--pythae-python", ""])
     with pytest.raises(SystemExit, match="--epochs must be.*positive.*Received: '10,0'"):
         quality.main(["--pythae-python", "python", "--epochs", "10,0"])
+    with pytest.raises(SystemExit, match="--checkpoint-every must be a positive integer. Received: 0"):
+        quality.main(["--pythae-python", "python", "--checkpoint-every", "0", "--results-dir", str(tmp_path)])
 
     # A model written in the worker's layout (Keras [in, out] kernels, log sigma) loads into a twin unchanged.
     source, twin = (vizoo.models.VAE(6, 2, [5, 4], seed=s) for s in (1, 2))
