@@ -301,6 +301,10 @@ def test_fit_run_checks_its_arguments(tmp_path):
             runs.fit_run(model, splits.train, str(tmp_path / "a"), epochs, verbose=0)
     with pytest.raises(ValueError, match="out_dir must be a directory path. Received: out_dir=None"):
         runs.fit_run(model, splits.train, None, 1, verbose=0)
+    for run in (runs.fit_run, runs.train_run):  # arrays would never be shuffled (fit_run passes shuffle=False)
+        with pytest.raises(ValueError, match="train_data must be a batched tf.data.Dataset.*Received: train_data of type ndarray"):
+            run(model, np.zeros((4, 16), "float32"), str(tmp_path / "c"), 1, verbose=0)
+    assert not (tmp_path / "c").exists()
     runs.fit_run(model, splits.train, str(tmp_path / "b"), 2, verbose=0)  # checkpoint of epoch 2 kept (no finish_run)
     model, splits = _tiny(steps_per_execution=1)
     with pytest.raises(ValueError, match=r"after epoch 2, beyond epochs=1.*Received: epochs=1"):
@@ -640,6 +644,14 @@ def test_ctrl_c_in_train_run_saves_the_weights_and_says_how_to_resume(tmp_path):
     assert result["resumed_epoch"] == 1
     with open(os.path.join(out, "history.csv")) as f:
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0", "1", "2"]
+    # Stopped in the first epoch: nothing to resume, and the message says the run starts over.
+    class EarlyCtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    model, splits = _tiny(steps_per_execution=1)
+    with pytest.raises(runs.RunInterrupted, match=r"no epoch finished; .*Running the same command again starts it over\.$"):
+        runs.fit_run(model, splits.train, str(tmp_path / "early"), 2, verbose=0, callbacks=[EarlyCtrlC()])
 
 
 def test_too_little_free_space_for_train_runs_backup_stops_and_keeps_the_last_backup(tmp_path, monkeypatch):

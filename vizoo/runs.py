@@ -184,12 +184,21 @@ def _run_stops(model, run_callbacks, saved_epoch, kind, directory, model_path):
         saved = saved_epoch()
         model.save(model_path)
         done = f"the {kind} after epoch {saved} is in {directory}" if saved else "no epoch finished"
-        raise RunInterrupted(
-            f"interrupted during training; {done}; the current weights are in {model_path}. "
-            "Run the same command again to resume."
-        ) from None
+        again = "Run the same command again to resume." if saved else "Running the same command again starts it over."
+        raise RunInterrupted(f"interrupted during training; {done}; the current weights are in {model_path}. {again}") from None
     finally:
         model._initial_epoch = None  # (set by a checkpoint's resume: a later plain fit starts at 0, as Keras's)
+
+
+def _check_dataset(data, name):
+    """A run trains on a `tf.data.Dataset`, which shuffles (and re-binarizes) itself in a seeded, resumable order."""
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset):
+        raise ValueError(
+            f"{name} must be a batched tf.data.Dataset (e.g. vizoo.data.load(...).train): a run resumes a dataset's "
+            f"seeded order, and arrays would never be shuffled. Received: {name} of type {type(data).__name__}"
+        )
 
 
 def checkpoint_epoch(out_dir):
@@ -243,6 +252,7 @@ def fit_run(
         >>> vizoo.runs.finish_run("runs/a")  # outputs written: the checkpoint is no longer needed
     """
     epochs = check_positive_int(epochs, "epochs")
+    _check_dataset(train_data, "train_data")
     prepare_out_dir(out_dir)
     if not model.built and model.input_dim:
         model.build((None, model.input_dim))  # a checkpoint restores into built variables
@@ -319,6 +329,7 @@ def train_run(
     """
     from vizoo import distribute
 
+    _check_dataset(train_data, "train_data")
     chief = distribute.is_chief(strategy)
     if chief:
         prepare_out_dir(out_dir)
