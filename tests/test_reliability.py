@@ -690,7 +690,8 @@ def test_finishing_a_run_removes_only_what_vizoo_wrote(tmp_path):
     checkpoint.mkdir()
     written = [checkpoint / "state.json", checkpoint / "epoch-2.weights.h5", backup / "checkpoint",
                backup / "vizoo-backup-3.index", backup / "vizoo-backup-3.data-00000-of-00001"]
-    mine = [checkpoint / "notes.txt", backup / "sub" / "thesis.tex"]
+    written += [tmp_path / "tmp-4242-best.keras", tmp_path / "tmp-17-history.csv"]  # a kill during an atomic write
+    mine = [checkpoint / "notes.txt", backup / "sub" / "thesis.tex", tmp_path / "tmp-notes-history.csv"]
     for path in written + mine:
         path.write_text('model_checkpoint_path: "vizoo-backup-3"' if path.name == "checkpoint" else "x")
     runs.finish_run(str(tmp_path))

@@ -291,12 +291,25 @@ def fit_run(
     return {"resumed_epoch": resumed_epoch, "train_seconds": train_seconds, "history": history}
 
 
+# The run directory's files that vizoo writes atomically, through a `tmp-<pid>-<name>` file beside them.
+_ATOMIC_OUTPUTS = ("history.csv", "best.keras", "model.keras", "metrics.json", "config.json", "command.txt")
+
+
 def finish_run(out_dir):
-    """Remove the run directory's checkpoint (and `train_run`'s backup): the run is complete, a new one starts afresh."""
+    """Remove the run directory's checkpoint (and `train_run`'s backup): the run is complete, a new one starts afresh.
+
+    Also removes the temporary files of an atomic write that a kill interrupted (`tmp-<pid>-history.csv`, ...).
+    """
+    import glob
+
     TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).delete()
     from vizoo.distribute import delete_backup_files
 
     delete_backup_files(os.path.join(out_dir, BACKUP_DIR))
+    for name in _ATOMIC_OUTPUTS:
+        for path in glob.glob(os.path.join(glob.escape(os.fspath(out_dir)), f"tmp-[0-9]*-{name}")):
+            if os.path.isfile(path):
+                os.remove(path)
 
 
 BACKUP_DIR = "backup"
