@@ -331,3 +331,12 @@ def test_active_units_table_reads_the_per_epoch_csvs(tmp_path):
         ["hvm", "5", "-245.00", "13.00", "45/50", "7", "0.500"],
         ["hvm", "6", "-244.00", "13.00", "44/50", "6", "0.500"],
     ]
+
+
+def test_avb_settings_checks_its_flags():
+    script = load_script("avb_settings")
+    with pytest.raises(SystemExit, match=r"--variants must name some of .*Received: 'paper_lr,nope'"):
+        script.main(["--variants", "paper_lr,nope"])
+    with pytest.raises(SystemExit, match="--curve-every must be a positive integer. Received: 0"):
+        script.main(["--curve-every", "0"])
+    assert set(script.VARIANTS) == {"long_run", "paper_lr", "two_adversary_steps"}
