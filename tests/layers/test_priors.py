@@ -95,6 +95,24 @@ def test_vamp_prior_is_the_mean_of_its_components(dim, posterior):
     np.testing.assert_allclose(prior.log_prob(z), expected, rtol=1e-5)
 
 
+def test_the_diagonal_mixture_log_prob_is_the_broadcast_one_without_cancellation():
+    # The VampPrior's fast path (two matmuls in float64) against log_prob broadcast over the components, with
+    # sharp components (sigma down to 0.01) far from zero, where the expanded quadratic's terms reach 1e6.
+    from vizoo.layers import DiagonalGaussianPosterior
+
+    posterior = DiagonalGaussianPosterior(3)
+    rng = np.random.default_rng(5)
+    params = {"loc": (rng.normal(size=(7, 3)) * 4).astype("float32"),
+              "log_scale": rng.uniform(np.log(0.01), np.log(2.0), size=(7, 3)).astype("float32")}
+    z = (params["loc"][rng.integers(0, 7, size=(2, 5))] + 0.02 * rng.normal(size=(2, 5, 3))).astype("float32")
+    fast = np.asarray(posterior.mixture_log_prob(z, params))
+    loc, log_scale = (params[key].astype("float64") for key in ("loc", "log_scale"))
+    exact = np.sum(-0.5 * ((z.astype("float64")[..., None, :] - loc) / np.exp(log_scale)) ** 2
+                   - 0.5 * np.log(2 * np.pi) - log_scale, axis=-1)
+    assert fast.shape == (2, 5, 7) and fast.dtype == np.float32
+    np.testing.assert_allclose(fast, exact, rtol=1e-6, atol=1e-4)
+
+
 def test_vamp_prior_follows_the_encoder_and_trains_its_pseudo_inputs():
     model = vamp_model(2)
     z = np.zeros((1, 2), "float32")

@@ -158,6 +158,11 @@ class Posterior(keras.layers.Layer):
             "through transform). Use a Gaussian posterior (diagonal or full_covariance) where one is needed."
         )
 
+    def mixture_log_prob(self, z, params):
+        """log q(z | params_j) of z `[..., latent_dim]` under each of J parameter sets `params` (each `[J, ...]`),
+        `[..., J]`: a mixture of posteriors' components (the VampPrior's). By default `log_prob` broadcast."""
+        return self.log_prob(z[..., None, :], params)
+
     def get_config(self):
         config = super().get_config()
         config["latent_dim"] = self.latent_dim

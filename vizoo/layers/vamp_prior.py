@@ -120,8 +120,8 @@ class VampPrior(Prior):
 
     def log_prob(self, z):
         model = self._owner()
-        # [..., 1, d] against each component's [K, d]: log q(z | u_k), [..., K].
-        component = model.posterior.log_prob(ops.cast(z, self.variable_dtype)[..., None, :], self.components())
+        # z [..., d] against each component's [K, d]: log q(z | u_k), [..., K].
+        component = model.posterior.mixture_log_prob(ops.cast(z, self.variable_dtype), self.components())
         return ops.logsumexp(component, axis=-1) - math.log(self.num_components)
 
     def sample(self, num_examples, seed=None):
