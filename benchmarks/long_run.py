@@ -223,6 +223,10 @@ def train_one(name, seed, epochs, args):
         "test_kl": metrics["kl"],
         "active_units": metrics["active_units"],
         "latent_units": metrics["latent_units"],
+        # Whether importance sampling worked (vizoo.diagnostics), and a density-free row's own estimate (AVB's).
+        **{key: metrics[key] for key in ("ess_mean", "pareto_k_max", "pareto_k_exceeded_fraction", "pareto_k_threshold",
+                                         "proposal", "training_estimate", "training_estimate_gap",
+                                         "training_estimate_gap_se", "adversary_kl") if key in metrics},
         "train_hours": sum(float(r["epoch_seconds"]) for r in rows) / 3600,
         "eval_seconds": time.perf_counter() - start,
         "machine": benchmark.machine_description(),
