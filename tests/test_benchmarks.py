@@ -340,3 +340,8 @@ def test_avb_settings_checks_its_flags():
     with pytest.raises(SystemExit, match="--curve-every must be a positive integer. Received: 0"):
         script.main(["--curve-every", "0"])
     assert set(script.VARIANTS) == {"long_run", "paper_lr", "two_adversary_steps"}
+
+
+def test_long_ais_checks_its_flags():
+    with pytest.raises(SystemExit, match="--chains must be a positive integer. Received: 0"):
+        load_script("long_ais").main(["--chains", "0"])

@@ -1,0 +1,61 @@
+"""AIS beside importance sampling for trained long-run rows, where importance sampling's diagnostics flag it.
+
+Loads `<results-dir>/e<epochs>/<row>/seed<seed>/model.keras` (benchmarks/long_run.py's runs) and
+estimates log p(x) on the first `--examples` test examples (the long runs' test binarization, seed
+`--seed`) twice: annealed importance sampling (`vizoo.evaluate.ais_log_likelihood`, from q or, for a
+posterior without a density, from the Gaussian fitted to q's samples) and importance sampling with
+k=`--k` (`vizoo.evaluate.log_likelihood`, with its ESS and Pareto k-hat). One line of JSON per row:
+
+    nice -n 19 python benchmarks/long_ais.py --models avb,vae --examples 100 --steps 500 --chains 8
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.dirname(HERE) not in sys.path:
+    sys.path.insert(0, os.path.dirname(HERE))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="avb,vae")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--examples", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--chains", type=int, default=8)
+    parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--results-dir", default=os.path.join(HERE, "results", "long"))
+    args = parser.parse_args(argv)
+    for flag in ("epochs", "examples", "steps", "chains", "k"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag} must be a positive integer. Received: {getattr(args, flag)}")
+
+    import vizoo
+    from vizoo import evaluate
+
+    splits = vizoo.data.load(args.dataset, batch_size=100, binarization="dynamic", seed=args.seed)
+    test = splits.test.unbatch().take(args.examples).batch(100)
+    for name in [m for m in args.models.split(",") if m]:
+        path = os.path.join(args.results_dir, f"e{args.epochs}", name, f"seed{args.seed}", "model.keras")
+        model = vizoo.saving.load_model(path)
+        start = time.perf_counter()
+        ais = evaluate.ais_log_likelihood(model, test, num_steps=args.steps, num_chains=args.chains, seed=args.seed)
+        importance = evaluate.log_likelihood(model, test, k=args.k, seed=args.seed)
+        print(json.dumps({
+            "model": name, "examples": args.examples, "ais_steps": args.steps, "ais_chains": args.chains,
+            "ais_nll": ais["nll"], "ais_standard_error": ais["standard_error"], "ais_proposal": ais["proposal"],
+            "acceptance": ais["acceptance"], "is_k": args.k, "is_nll": importance["nll"],
+            "is_ess_mean": importance["ess_mean"], "is_pareto_k_exceeded_fraction": importance["pareto_k_exceeded_fraction"],
+            "seconds": round(time.perf_counter() - start, 1),
+        }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
