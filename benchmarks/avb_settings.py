@@ -52,24 +52,15 @@ def build_parser():
 
 
 def train_variant(name, args):
-    import keras
-
     import vizoo
     from vizoo import evaluate
-    from vizoo.losses import AVBLoss
 
     learning_rate, adversary_steps, _ = VARIANTS[name]
     splits = vizoo.data.load(args.dataset, batch_size=benchmark.BATCH_SIZE, binarization="dynamic", seed=args.seed,
                              data_dir=args.data_dir)
-    benchmark.LEARNING_RATE = learning_rate  # build_model reads it (the adversary's: times ADVERSARY_LR_FACTOR)
-    model = benchmark.build_model("avb", splits, args.seed)
-    if adversary_steps != 1:
-        # The adversary's extra updates need its own optimizer (the model's already has it) and the loss's count.
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss=AVBLoss(k=1, adaptive_contrast=True, adversary_steps=adversary_steps),
-                      group_optimizers={"adversary": keras.optimizers.Adam(
-                          benchmark.ADVERSARY_LR_FACTOR * learning_rate, beta_1=benchmark.ADVERSARY_BETA_1)},
-                      steps_per_execution=benchmark.STEPS_PER_EXECUTION)
+    # The row's model, loss and adversary optimizer (ADVERSARY_LR_FACTOR times the learning rate).
+    model = benchmark.build_model("avb", splits, args.seed, learning_rate=learning_rate,
+                                  extra_loss_options={"adversary_steps": adversary_steps})
     curve_data = splits.test.unbatch().take(args.curve_examples).batch(benchmark.BATCH_SIZE)
     path = os.path.join(args.output_dir, f"{name}.csv")
     rows = []

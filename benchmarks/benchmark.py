@@ -189,14 +189,20 @@ def matmul_gflops(rows, input_dim, repeats=30):
     return 2 * rows * HIDDEN[0] * input_dim / seconds / 1e9
 
 
-def build_model(name, splits, seed):
-    """The row's model, seeded, its output bias at the data's logits, compiled with the row's loss."""
+def build_model(name, splits, seed, learning_rate=None, extra_loss_options=None):
+    """The row's model, seeded, its output bias at the data's logits, compiled with the row's loss.
+
+    `learning_rate` (default LEARNING_RATE; an adversary's is ADVERSARY_LR_FACTOR times it) and
+    `extra_loss_options` (over the row's) give a variant of the row (benchmarks/avb_settings.py).
+    """
     import keras
 
     from vizoo.layers import POSTERIORS
     from vizoo.models import MODELS as FAMILIES
 
     family, loss_name, k, posterior_name, loss_options = MODELS[name]
+    loss_options = {**loss_options, **(extra_loss_options or {})}
+    learning_rate = LEARNING_RATE if learning_rate is None else learning_rate
     model_cls = FAMILIES[family]
     options = dict(FAMILY_OPTIONS.get(family, {}))
     keras.utils.set_random_seed(seed)
@@ -211,10 +217,10 @@ def build_model(name, splits, seed):
         import vizoo
 
         options["adversary"] = vizoo.layers.Adversary(name="adversary", **POSTERIOR_OPTIONS["adversary"])
-        group_optimizers["adversary"] = keras.optimizers.Adam(ADVERSARY_LR_FACTOR * LEARNING_RATE, beta_1=ADVERSARY_BETA_1)
+        group_optimizers["adversary"] = keras.optimizers.Adam(ADVERSARY_LR_FACTOR * learning_rate, beta_1=ADVERSARY_BETA_1)
     model = model_cls(input_dim=splits.input_dim, seed=seed, **options)
     model.initialize_output_bias(splits.train_mean)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=LOSSES[loss_name](k=k, **loss_options),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSSES[loss_name](k=k, **loss_options),
                   group_optimizers=group_optimizers, steps_per_execution=STEPS_PER_EXECUTION)
     return model
 

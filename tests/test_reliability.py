@@ -711,3 +711,9 @@ def test_finishing_a_run_removes_only_what_vizoo_wrote(tmp_path):
     (checkpoint / "state.json").write_text("x")
     runs.finish_run(str(tmp_path))
     assert not checkpoint.exists()  # nothing else in it: removed
+    # The run directory itself stays, even when an interrupted write's temporary file was all it held.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "tmp-99-config.json").write_text("x")
+    runs.finish_run(str(fresh))
+    assert fresh.is_dir() and not any(fresh.iterdir())

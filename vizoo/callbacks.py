@@ -349,15 +349,19 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         )
 
 
-def remove_written(directory, patterns):
-    """Remove the files of `directory` matching `patterns` (globs, in order), then the directory if it is empty.
+def remove_written(directory, patterns, keep_directory=False):
+    """Remove the files of `directory` matching `patterns` (globs, in order), then the directory if it is empty
+    (unless `keep_directory`).
 
-    How vizoo deletes what it wrote (a checkpoint, a backup): never a file it did not write.
+    How vizoo deletes what it wrote (a checkpoint, a backup, an interrupted write's temporary file): never a
+    file it did not write.
     """
     for pattern in patterns:
         for path in sorted(glob.glob(os.path.join(glob.escape(os.fspath(directory)), pattern))):
             if os.path.isfile(path):
                 os.remove(path)
+    if keep_directory:
+        return
     try:
         os.rmdir(directory)
     except OSError:  # absent, or holding something vizoo did not write
@@ -476,9 +480,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
             except (TypeError, ValueError):
                 continue
             if not math.isfinite(value):
-                kind = _logged_kind(name, diagnostics)
-                meaning = diagnostics.get(name[len("val_"):] if name.startswith("val_") else name)
-                self._stop(batch, kind, name, _describe(value), meaning if kind == "diagnostic" else None)
+                kind, meaning = _logged_kind(name, diagnostics)
+                self._stop(batch, kind, name, _describe(value), meaning)
 
     def on_train_batch_end(self, batch, logs=None):
         for name, meaning in self._diagnostic_meanings().items():
@@ -499,12 +502,13 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 def _logged_kind(name, diagnostics):
-    """`diverged["what"]` of a logged value: "loss", "val_loss", "diagnostic" (the loss's declared ones,
-    validation or not) or "metric" (any other logged value: a metric, a callback's entry)."""
+    """`(diverged["what"], meaning)` of a logged value: "loss", "val_loss", "diagnostic" (the loss's declared
+    ones, validation or not, with their meaning) or "metric" (any other logged value: a metric, a callback's
+    entry); the meaning is None but for a diagnostic."""
     if name in ("loss", "val_loss"):
-        return name
+        return name, None
     base = name[len("val_"):] if name.startswith("val_") else name
-    return "diagnostic" if base in diagnostics else "metric"
+    return ("diagnostic", diagnostics[base]) if base in diagnostics else ("metric", None)
 
 
 class KLWarmup(keras.callbacks.Callback):

@@ -30,7 +30,9 @@ import time
 
 import keras
 
-from vizoo.callbacks import KLWarmup, StopOnNonFinite, TrainingCheckpoint, TrainingDiverged, _write_text_atomically
+from vizoo.callbacks import (
+    KLWarmup, StopOnNonFinite, TrainingCheckpoint, TrainingDiverged, _write_text_atomically, remove_written,
+)
 from vizoo.utils import check_positive_int
 
 CHECKPOINT_DIR = "checkpoint"
@@ -300,16 +302,12 @@ def finish_run(out_dir):
 
     Also removes the temporary files of an atomic write that a kill interrupted (`tmp-<pid>-history.csv`, ...).
     """
-    import glob
-
     TrainingCheckpoint(os.path.join(out_dir, CHECKPOINT_DIR)).delete()
     from vizoo.distribute import delete_backup_files
 
     delete_backup_files(os.path.join(out_dir, BACKUP_DIR))
-    for name in _ATOMIC_OUTPUTS:
-        for path in glob.glob(os.path.join(glob.escape(os.fspath(out_dir)), f"tmp-[0-9]*-{name}")):
-            if os.path.isfile(path):
-                os.remove(path)
+    # (The run directory itself stays, even if nothing else is in it: a restarted run writes there next.)
+    remove_written(out_dir, [f"tmp-[0-9]*-{name}" for name in _ATOMIC_OUTPUTS], keep_directory=True)
 
 
 BACKUP_DIR = "backup"
