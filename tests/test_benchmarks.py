@@ -345,3 +345,8 @@ def test_avb_settings_checks_its_flags():
 def test_long_ais_checks_its_flags():
     with pytest.raises(SystemExit, match="--chains must be a positive integer. Received: 0"):
         load_script("long_ais").main(["--chains", "0"])
+
+
+def test_vamp_prior_speed_checks_its_flags():
+    with pytest.raises(SystemExit, match="--components must be a positive integer. Received: 0"):
+        load_script("vamp_prior_speed").main(["--components", "0"])
