@@ -138,6 +138,23 @@ def test_sample_groups_and_chunks_are_consistent(reference):
         assert chunked[key] == pytest.approx(whole[key], abs=0.02), key
 
 
+def test_a_larger_later_batch_gets_smaller_chunks(reference):
+    weights, bias, x, log_px = reference
+    model = ppca.ppca_vae(weights, bias, loc_offset=0.2)
+    # A first batch of 3 examples, then one of 40: chunks sized from the first batch alone would hold
+    # 13x the budget's floats for the second.
+    data = tf.data.Dataset.from_tensors(x[:3]).concatenate(tf.data.Dataset.from_tensors(x[3:43]))
+    budget = 40 * ppca.DATA_DIM * 8
+    result = evaluate.log_likelihood(model, data, k=1000, train_k=4, seed=3, chunk_elements=budget)
+    compiled = {key[:2] for key in evaluate._COMPILED[model][-1]}
+    assert (104, 9) in compiled and (8, 125) in compiled  # [3, 104] samples, then [40, 8] within the budget
+    assert result["num_examples"] == 43
+    whole = evaluate.log_likelihood(model, x[:43], k=1000, train_k=4, seed=4)
+    for key in ("elbo", "iwae_k", "kl"):
+        assert result[key] == pytest.approx(whole[key], abs=0.02), key
+    assert result["log_likelihood"] == pytest.approx(float(np.mean(log_px[:43])), abs=0.02)
+
+
 def test_chunk_size_respects_the_memory_budget():
     for batch, dim, group in ((100, 784, 5), (100, 784, 50), (500, 784, 1), (1, 64, 5)):
         chunk = evaluate._chunk_size(5000, batch, dim, group)

@@ -292,6 +292,33 @@ def test_a_failed_history_rewrite_keeps_every_row(tmp_path, monkeypatch):
     assert [row["epoch"] for row in runs._continue_history(str(path), 2)] == ["0", "1"]
 
 
+def test_each_history_row_is_on_disk_before_its_epochs_checkpoint(tmp_path, monkeypatch):
+    import os
+
+    from vizoo import runs
+    from vizoo.callbacks import TrainingCheckpoint
+
+    synced_rows, rows_at_commit = [0], []
+    real_fsync, real_commit = os.fsync, TrainingCheckpoint.on_epoch_end
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
+        if path.endswith("history.csv"):
+            with open(path) as f:
+                synced_rows[0] = len(f.read().splitlines()) - 1
+        return real_fsync(fd)
+
+    def commit(self, epoch, logs=None):
+        rows_at_commit.append((epoch, synced_rows[0]))
+        return real_commit(self, epoch, logs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(TrainingCheckpoint, "on_epoch_end", commit)
+    model, splits = _tiny(steps_per_execution=1)
+    runs.fit_run(model, splits.train.take(2), str(tmp_path / "run"), 3, verbose=0)
+    assert rows_at_commit == [(0, 1), (1, 2), (2, 3)]  # epoch e's row was synced before its checkpoint
+
+
 def test_fit_run_checks_its_arguments(tmp_path):
     from vizoo import runs
 

@@ -47,19 +47,21 @@ _COMPILED = weakref.WeakKeyDictionary()
 PROPOSAL_SAMPLES = 1000
 
 
-def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, proposal_samples=0, top=0, estimate=None):
+def _compiled_passes(model, chunks, group, seed, jit_compile, sampler_options, proposal_samples=0, top=0, estimate=None,
+                     restart=True):
     """One compiled `_BatchStatistics` per (chunk, num_chunks) in `chunks`, reused across calls.
 
-    The functions of a model share one seed generator, restarted here from `seed`,
-    so a call draws the same noise as a fresh `SeedGenerator(seed)` would. A training estimate
-    draws from a second one (restarted from a seed derived from `seed`), so that measuring it
-    leaves every other statistic's noise as it is without it.
+    The functions of a model share one seed generator, restarted here from `seed` (with `restart`:
+    an evaluation restarts it once, before its first batch), so a call draws the same noise as a fresh
+    `SeedGenerator(seed)` would. A training estimate draws from a second one (restarted from a seed
+    derived from `seed`), so that measuring it leaves every other statistic's noise as it is without it.
     """
     if model not in _COMPILED:
         _COMPILED[model] = (keras.random.SeedGenerator(0), keras.random.SeedGenerator(0), {})
     seed_generator, estimate_generator, functions = _COMPILED[model]
-    seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)  # seed None: a random start
-    estimate_generator.state.assign(keras.random.SeedGenerator(draw_seed(seed, 2)).state.value)
+    if restart:
+        seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)  # seed None: a random start
+        estimate_generator.state.assign(keras.random.SeedGenerator(draw_seed(seed, 2)).state.value)
     options = tuple(sorted(sampler_options.items()))
     passes = []
     for index, (chunk, num_chunks) in enumerate(chunks):
@@ -461,18 +463,22 @@ def log_likelihood(
     posterior_means = []
     estimates = {"estimate": [], "posterior_reconstruction": []}  # per batch, with `estimate`
     ess, pareto_k = [], []  # per batch
-    passes = None
+    passes, sized_for = None, 0
+    per_sample = max(model.input_dim, model.posterior.sample_elements(**sampler_options))
     with input_errors():
         for x in dataset:
             x = tf.cast(x, tf.float32)
-            if passes is None:  # chunks sized for the batches actually given (a dataset's may differ)
-                per_sample = max(model.input_dim, model.posterior.sample_elements(**sampler_options))
+            if int(x.shape[0]) > sized_for:
+                # Chunks sized for the largest batch so far (a dataset's first is usually its largest; a larger
+                # one later gets smaller chunks, within the memory budget). The noise stream goes on.
                 chunk = _chunk_size(k, int(x.shape[0]), per_sample, train_k, chunk_elements)
                 chunks = [(chunk, k // chunk)] + ([(k % chunk, 1)] if k % chunk else [])
                 passes = _compiled_passes(
-                    model, chunks, train_k, seed, jit_compile, sampler_options, proposal_samples, top, estimate
+                    model, chunks, train_k, seed, jit_compile, sampler_options, proposal_samples, top, estimate,
+                    restart=passes is None,
                 )
-                num_iwae_groups = sum(groups for _, groups in passes)
+                num_iwae_groups = sum(groups for _, groups in passes)  # k // train_k, whatever the chunk
+                sized_for = int(x.shape[0])
             results = [fn(x) for fn, _ in passes]
             for key in per_example:
                 values = np.stack([r[key].numpy().astype(np.float64) for r in results])

@@ -119,7 +119,7 @@ def _output_callbacks(history_path, best_path, tensorboard_dir, resumed_epoch, v
         rows = _continue_history(history_path, resumed_epoch) if writer else []
     if stop_on_non_finite:
         run_callbacks.append(StopOnNonFinite())  # before the writers: nothing of a diverged epoch is written
-    run_callbacks.append(keras.callbacks.CSVLogger(history_path, append=resumed_epoch is not None))
+    run_callbacks.append(_HistoryLogger(history_path, append=resumed_epoch is not None))
     if validation_data is not None:
         run_callbacks.append(
             keras.callbacks.ModelCheckpoint(
@@ -129,6 +129,18 @@ def _output_callbacks(history_path, best_path, tensorboard_dir, resumed_epoch, v
     if tensorboard_dir:
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=tensorboard_dir))
     return warmups + run_callbacks + callbacks[len(warmups):]
+
+
+class _HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras's CSVLogger, with each epoch's row on disk (fsync) before the epoch's checkpoint commits.
+
+    (Flushed only, a row could be lost to a power cut while the checkpoint that follows it survived: the
+    resumed run would go on after that epoch with its row missing from history.csv.)
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        os.fsync(self.csv_file.fileno())
 
 
 class _RemoveStale(keras.callbacks.Callback):
@@ -146,7 +158,7 @@ class _RemoveStale(keras.callbacks.Callback):
 
 def _close_history(run_callbacks):
     for callback in run_callbacks:
-        if isinstance(callback, keras.callbacks.CSVLogger) and getattr(callback, "csv_file", None):
+        if isinstance(callback, _HistoryLogger) and getattr(callback, "csv_file", None):
             callback.csv_file.close()
 
 
