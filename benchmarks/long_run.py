@@ -260,10 +260,51 @@ def collect(results_dir):
                 if result is None:  # running or stopped: what its checkpoint holds (a later epoch's rows are redone)
                     from vizoo.runs import checkpoint_epoch
 
-                    done = checkpoint_epoch(path) or 0
+                    done = checkpoint_epoch(path)
+                    if done is None:  # no checkpoint: not started, or trained to the end (model.keras) and finished
+                        done = len(history) if os.path.exists(os.path.join(path, "model.keras")) else 0
                     history, progress = history[:done], [p for p in progress if int(p["epoch"]) <= done]
-                runs[(int(budget[1:]), name, int(seed_dir[4:]))] = {"history": history, "progress": progress, "result": result}
+                checks = []  # benchmarks/long_ais.py's results (AIS and importance sampling on the first test images)
+                for check in sorted(os.listdir(path)):
+                    if check.startswith(("ais-n", "is-n")) and check.endswith(".json"):
+                        with open(os.path.join(path, check)) as f:
+                            checks.append({**json.load(f), "file": check})
+                runs[(int(budget[1:]), name, int(seed_dir[4:]))] = {
+                    "history": history, "progress": progress, "result": result, "checks": checks,
+                }
     return runs
+
+
+def _ais_of(runs, epochs, name):
+    """{(seed, examples, steps, chains): long_ais.py's AIS result} of a row at a budget."""
+    return {(seed, c["examples"], c["ais_steps"], c["ais_chains"]): c for (e, n, seed), run in runs.items()
+            if (e, n) == (epochs, name) for c in run.get("checks", []) if "ais_nll" in c}
+
+
+def ais_ordering(runs, epochs, better, worse, noise):
+    """(better side, worse side, difference, standard error, verdict) by AIS on the same test images, where a
+    row has no k=5000 evaluation (importance sampling fails for it) and both rows have AIS of the same settings
+    (the largest such); None otherwise."""
+    a, b = _ais_of(runs, epochs, better), _ais_of(runs, epochs, worse)
+    common = sorted(set(a) & set(b), key=lambda key: (key[1], key[2] * key[3]))
+    if not common:
+        return None
+    key = common[-1]
+    _, examples, steps, chains = key
+    ais_a, ais_b = (-math.fsum(c["per_example"]["ais_log_likelihood"]) / examples for c in (a[key], b[key]))
+    differences = [x - y for x, y in zip(a[key]["per_example"]["ais_log_likelihood"], b[key]["per_example"]["ais_log_likelihood"])]
+    gain = ais_b - ais_a
+    over_examples = statistics.stdev(differences) / math.sqrt(examples) if examples > 1 else float("nan")
+    how = f"AIS on the first {examples:,} test images, {steps} steps x {chains} chains"
+    if noise is None:
+        error, verdict = None, ("holds" if gain > 0 else "does not hold") + f" by {how} (seed spread not measured)"
+    else:
+        error = noise * math.sqrt(2)
+        ratio = gain / error
+        state = "holds" if ratio >= 2 else "within seed noise" if ratio > -2 else "reversed"
+        verdict = (f"{state} by {how} (one seed: {ratio:+.1f} borrowed standard errors; over the images, paired, "
+                   f"{over_examples:.2f})")
+    return (f"{better} {ais_a:.2f} (AIS)", f"{worse} {ais_b:.2f} (AIS)", gain, error, verdict)
 
 
 def finished_nlls(runs):
@@ -319,6 +360,10 @@ def orderings(runs, noise):
             a, b = finished.get((epochs, better), {}), finished.get((epochs, worse), {})
             if not (a and b):
                 if epochs == budgets[-1]:
+                    by_ais = ais_ordering(runs, epochs, better, worse, noise)
+                    if by_ais:
+                        out.append((source, epochs, *by_ais))
+                        continue
                     state = f"not measured yet ({_progress_of(runs, epochs, better)}; {_progress_of(runs, epochs, worse)})"
                     out.append((source, epochs, better, worse, None, None, state))
                 continue
@@ -415,10 +460,13 @@ def write_report(args):
                 last = (f"test NLL {float(curve[-1]['test_nll']):.2f}{'*' if hierarchical else ''} ({sample}, "
                         f"{args.curve_examples} examples) at epoch {curve[-1]['epoch']}" if curve else "no test point yet")
                 hours = sum(float(p["epoch_seconds"]) for p in run["progress"]) / 3600
-                state = "trained, not yet evaluated" if done == epochs else "not finished"
+                measured = any("ais_nll" in c for c in run.get("checks", []))
+                state = ("trained, measured by AIS (below)" if measured else "trained, not yet evaluated") if done == epochs \
+                    else "not finished"
                 lines.append(f"| {name} | {seed} | | | | {done} of {epochs}: {state} | {last} | | | | {hours:.2f} "
                              f"| {curve_hours:.2f} | |")
         lines.append("")
+    lines += checks_section(runs)
     if spread:
         lines += ["## Seed spread", "", "| model | epochs | seeds | mean test NLL | standard deviation |", "|---|---|---|---|---|"]
         for (epochs, name), (mean, sd, n) in sorted(spread.items(), key=lambda item: (item[0][0], _order(item[0][1]))):
@@ -453,6 +501,44 @@ def write_report(args):
         lines += ["Measured on:"] + [f"- {m}" for m in machines] + [""]
     benchmark.write_keeping_marked_text(args.output, "\n".join(lines))  # findings written by hand stay
     return runs
+
+
+def checks_section(runs):
+    """The lines of "Beside importance sampling: AIS" from benchmarks/long_ais.py's results ([] without any)."""
+    rows = []
+    for (epochs, name, seed), run in sorted(runs.items(), key=lambda item: (item[0][0], _order(item[0][1]), item[0][2])):
+        for c in run.get("checks", []):
+            ais = (f"{c['ais_nll']:.2f} ± {c['ais_standard_error']:.2f} ({c['ais_steps']} steps x {c['ais_chains']} "
+                   f"chains, from {c['ais_proposal'].replace('_', ' ')})" if "ais_nll" in c else "")
+            exceeded = c.get("is_pareto_k_exceeded_fraction")
+            gap = c.get("is_training_estimate_gap")
+            gap = "" if gap is None else f"{gap:+.2f} ± {c['is_training_estimate_gap_se']:.2f}"
+            rows.append(
+                f"| {name} | {epochs} | {seed} | {c['examples']:,} | {ais} | {c['is_nll']:.2f} (k={c['is_k']}) "
+                f"| {c['is_ess_mean']:.1f} of {c['is_k']} | {'' if exceeded is None else f'{exceeded:.0%}'} "
+                f"| {gap} "
+                f"| {c['seconds'] / 60:.1f} |"
+            )
+    if not rows:
+        return []
+    return [
+        "## Beside importance sampling: AIS",
+        "",
+        "Where importance sampling's own diagnostics say its estimate cannot be read (mean ESS a few samples, Pareto "
+        "k-hat above its threshold), annealed importance sampling measures the row on the first test images (the "
+        "long runs' binarization), with importance sampling repeated on the same images beside it; the training "
+        "estimate's gap is that estimate minus importance sampling's log p(x) (an ELBO estimate above log p(x) is "
+        "not an ELBO). Written from the results of:",
+        "",
+        "    python benchmarks/long_ais.py --models avb,vae --examples N --steps 500 --chains 8",
+        "    python benchmarks/long_ais.py --models avb --examples 1000 --k 1000 --skip-ais",
+        "",
+        "| model | epochs | seed | test images | AIS NLL | importance-sampled NLL | mean ESS | k-hat above threshold "
+        "| training estimate - log p(x) | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def pythae_section(results_dir):

@@ -207,6 +207,28 @@ def test_long_run_resumes_an_interrupted_row_and_reports_curves_seeds_and_orderi
     assert long_run.main(argv) == 0
     assert output.read_text().endswith(long_run.benchmark.KEPT_MARKER + "\n## Findings\n\nwritten by hand\n")
 
+    # AIS beside importance sampling (benchmarks/long_ais.py), saved beside each row's model; a row without its
+    # k=--eval-k evaluation is then compared by AIS on the same test images.
+    ais_argv = ["--models", "vae,iwae5", "--epochs", "2", "--dataset", "digits", "--examples", "5", "--steps", "3",
+                "--chains", "2", "--k", "10", "--results-dir", str(results)]
+    assert load_script("long_ais").main(ais_argv) == 0
+    with open(first / "ais-n5-steps3-chains2.json") as f:
+        saved = json.load(f)
+    assert len(saved["per_example"]["ais_log_likelihood"]) == 5 and len(saved["per_example"]["is_log_likelihood"]) == 5
+    assert saved["ais_nll"] == pytest.approx(-np.mean(saved["per_example"]["ais_log_likelihood"]), abs=1e-4)
+    (results / "e2" / "iwae5" / "seed0" / "result.json").unlink()  # as if importance sampling had failed for it
+    long_run.write_report(long_run.build_parser().parse_args(argv))
+    report = output.read_text()
+    assert "| iwae5 | 0 | | | | 2 of 2: trained, measured by AIS (below) |" in report
+    checks = table_rows(report.split("## Beside importance sampling: AIS")[1].split("## ")[0])
+    assert [row[:4] for row in checks] == [["vae", "2", "0", "5"], ["iwae5", "2", "0", "5"]]
+    [ordering] = [row for row in table_rows(report) if row[0].startswith("IWAE k=5 over the VAE")]
+    with open(results / "e2" / "iwae5" / "seed0" / "ais-n5-steps3-chains2.json") as f:
+        iwae5 = json.load(f)
+    assert ordering[2] == f"iwae5 {iwae5['ais_nll']:.2f} (AIS)" and ordering[3] == f"vae {saved['ais_nll']:.2f} (AIS)"
+    assert float(ordering[4]) == pytest.approx(saved["ais_nll"] - iwae5["ais_nll"], abs=0.006)
+    assert "by AIS on the first 5 test images, 3 steps x 2 chains" in ordering[6]
+
 
 def test_orderings_compare_paired_seeds_or_one_seed_against_the_borrowed_spread():
     from scipy import stats
