@@ -275,6 +275,19 @@ def collect(results_dir):
     return runs
 
 
+# A row whose importance sampling flags more than this fraction of its examples (Pareto k-hat above the
+# threshold) has an NLL that cannot be read: the report marks it and checks no ordering with it.
+UNREADABLE_FRACTION = 0.5
+
+
+def importance_sampling_fails(run):
+    """Whether a run's importance-sampled NLL cannot be read (its evaluation's, or a long_ais.py check's, k-hat)."""
+    fractions = [c.get("is_pareto_k_exceeded_fraction") for c in run.get("checks", [])]
+    if run.get("result"):
+        fractions.append(run["result"].get("pareto_k_exceeded_fraction"))
+    return any(f is not None and f > UNREADABLE_FRACTION for f in fractions)
+
+
 def _ais_of(runs, epochs, name):
     """{(seed, examples, steps, chains): long_ais.py's AIS result} of a row at a budget."""
     return {(seed, c["examples"], c["ais_steps"], c["ais_chains"]): c for (e, n, seed), run in runs.items()
@@ -282,9 +295,13 @@ def _ais_of(runs, epochs, name):
 
 
 def ais_ordering(runs, epochs, better, worse, noise):
-    """(better side, worse side, difference, standard error, verdict) by AIS on the same test images, where a
-    row has no k=5000 evaluation (importance sampling fails for it) and both rows have AIS of the same settings
-    (the largest such); None otherwise."""
+    """(better side, worse side, difference, standard error, verdict) by AIS on the same test images, for an
+    ordering that has no readable k=--eval-k NLL on one side (not evaluated, or importance sampling fails for it),
+    where both rows have AIS of the same settings (the largest such); None otherwise.
+
+    The standard error combines the borrowed seed spread (of a difference of one seed each) with the spread
+    of the paired per-image differences over the images measured. AIS NLLs are upper bounds in expectation,
+    looser from a poor start: a difference against the published order bounds how far behind the row is."""
     a, b = _ais_of(runs, epochs, better), _ais_of(runs, epochs, worse)
     common = sorted(set(a) & set(b), key=lambda key: (key[1], key[2] * key[3]))
     if not common:
@@ -297,13 +314,18 @@ def ais_ordering(runs, epochs, better, worse, noise):
     over_examples = statistics.stdev(differences) / math.sqrt(examples) if examples > 1 else float("nan")
     how = f"AIS on the first {examples:,} test images, {steps} steps x {chains} chains"
     if noise is None:
-        error, verdict = None, ("holds" if gain > 0 else "does not hold") + f" by {how} (seed spread not measured)"
+        error, ratio = None, None
     else:
-        error = noise * math.sqrt(2)
+        error = math.sqrt(2 * noise**2 + over_examples**2)
         ratio = gain / error
-        state = "holds" if ratio >= 2 else "within seed noise" if ratio > -2 else "reversed"
-        verdict = (f"{state} by {how} (one seed: {ratio:+.1f} borrowed standard errors; over the images, paired, "
-                   f"{over_examples:.2f})")
+    if ratio is None:
+        state = "holds" if gain > 0 else "not shown"
+    else:
+        state = "holds" if ratio >= 2 else "within noise" if ratio > -2 else "not shown"
+    detail = "seed spread not measured" if ratio is None else f"{ratio:+.1f} standard errors, one seed"
+    verdict = f"{state} by {how} ({detail})"
+    if state == "not shown":
+        verdict += f": {better} behind by at most about {-gain:.1f} nats (AIS overestimates an NLL, more from a poor start)"
     return (f"{better} {ais_a:.2f} (AIS)", f"{worse} {ais_b:.2f} (AIS)", gain, error, verdict)
 
 
@@ -322,10 +344,10 @@ def seed_spread(runs):
 
 
 def _finished_by_seed(runs):
-    """{(epochs, row): {seed: test NLL}} of the finished runs."""
+    """{(epochs, row): {seed: test NLL}} of the finished runs whose importance sampling can be read."""
     by_row = {}
     for (epochs, name, seed), run in runs.items():
-        if run["result"]:
+        if run["result"] and not importance_sampling_fails(run):
             by_row.setdefault((epochs, name), {})[seed] = run["result"]["test_nll"]
     return by_row
 
@@ -336,7 +358,7 @@ def _progress_of(runs, epochs, name):
     if not states:
         return f"{name} not started"
     if any(run["result"] for run in states):
-        return f"{name} finished"
+        return f"{name}'s importance sampling fails" if all(importance_sampling_fails(r) for r in states) else f"{name} finished"
     done = max(len(run["history"]) for run in states)
     return f"{name} trained, not yet evaluated" if done >= epochs else f"{name} at {done} of {epochs} epochs"
 
@@ -448,7 +470,8 @@ def write_report(args):
             if r:
                 lines.append(
                     f"| {name} | {seed} | {r['posterior']} | {r['prior']} | {r['loss']}{'' if r['is_bound'] else ' (estimate)'} "
-                    f"| {r['epochs']} | {r['test_nll']:.2f}{'*' if r['test_nll_is_upper_bound'] else ''} "
+                    f"| {r['epochs']} | {r['test_nll']:.2f}{'*' if r['test_nll_is_upper_bound'] else ''}"
+                    f"{' (importance sampling fails: see AIS below)' if importance_sampling_fails(run) else ''} "
                     f"| {r['test_elbo']:.2f} | {r['test_kl']:.2f} | {r['active_units']}/{r['latent_units']} "
                     f"| {r['train_hours']:.2f} | {curve_hours:.2f} | {r['eval_seconds'] / 60:.1f} |"
                 )
@@ -459,6 +482,8 @@ def write_report(args):
                 sample = f"k={args.curve_k}" + (f", K={args.eval_reverse_samples}" if hierarchical else "")
                 last = (f"test NLL {float(curve[-1]['test_nll']):.2f}{'*' if hierarchical else ''} ({sample}, "
                         f"{args.curve_examples} examples) at epoch {curve[-1]['epoch']}" if curve else "no test point yet")
+                if curve and importance_sampling_fails(run):
+                    last += " (importance sampling fails: not readable)"
                 hours = sum(float(p["epoch_seconds"]) for p in run["progress"]) / 3600
                 measured = any("ais_nll" in c for c in run.get("checks", []))
                 state = ("trained, measured by AIS (below)" if measured else "trained, not yet evaluated") if done == epochs \
@@ -479,7 +504,11 @@ def write_report(args):
               "the largest seed standard deviation measured above"
               + (f" ({noise:.2f} nats, at another budget and on other families)" if noise is not None else "")
               + ", times sqrt(1/n1 + 1/n2) for a difference of means of n1 and n2 seeds (sqrt(2) for one seed each): "
-              "a borrowed standard error, and the verdict says so.", ""]
+              "a borrowed standard error, and the verdict says so. Such an ordering holds at 2 or more borrowed "
+              "standard errors and is reversed at -2 or less: a rough rule (the spread borrowed is one estimate, from "
+              "three seeds), so a verdict near 2 is suggestive, not established. A row whose importance sampling fails "
+              f"(Pareto k-hat above its threshold for more than {UNREADABLE_FRACTION:.0%} of the examples) is compared "
+              "by AIS where both rows have it.", ""]
     lines += ["| ordering | budget | better | worse | difference (nats) | standard error | verdict |",
               "|---|---|---|---|---|---|---|"]
     for source, epochs, better, worse, gain, error, verdict in orderings(runs, noise):
@@ -489,16 +518,16 @@ def write_report(args):
     curves = write_curves(args, runs)
     if curves:
         lines += ["## Learning curves", "",
-                  f"Validation bound per epoch (left) and test NLL every {args.curve_every} epochs (k={args.curve_k} on "
-                  f"{args.curve_examples} test examples; right). Data: [{os.path.basename(curves_csv(args))}]"
+                  f"Seed 0 of each row: validation bound per epoch (left) and test NLL every {args.curve_every} epochs "
+                  f"(k={args.curve_k} on {args.curve_examples} test examples; right); the CSV has every seed. Data: [{os.path.basename(curves_csv(args))}]"
                   f"({os.path.basename(curves_csv(args))}).", ""]
         lines += [f"![{group}]({os.path.basename(path)})" for group, path in curves] + [""]
-    lines += pythae_section(args.pythae_results)
     machines = sorted({f"{r['machine']} ({r['date']}, {r['dataset']}, {r['num_test']} test examples, k={r['eval_k']}"
                        + (f", eval K={r['eval_reverse_samples']}" if "eval_reverse_samples" in r else "") + ")"
                        for run in runs.values() for r in [run["result"]] if r})
     if machines:
-        lines += ["Measured on:"] + [f"- {m}" for m in machines] + [""]
+        lines += ["The long runs' evaluations were measured on:"] + [f"- {m}" for m in machines] + [""]
+    lines += pythae_section(args.pythae_results)
     benchmark.write_keeping_marked_text(args.output, "\n".join(lines))  # findings written by hand stay
     return runs
 
@@ -526,15 +555,15 @@ def checks_section(runs):
         "",
         "Where importance sampling's own diagnostics say its estimate cannot be read (mean ESS a few samples, Pareto "
         "k-hat above its threshold), annealed importance sampling measures the row on the first test images (the "
-        "long runs' binarization), with importance sampling repeated on the same images beside it; the training "
-        "estimate's gap is that estimate minus importance sampling's log p(x) (an ELBO estimate above log p(x) is "
-        "not an ELBO). Written from the results of:",
+        "long runs' binarization), with importance sampling repeated on the same images beside it; the last "
+        "columns are importance sampling's log p(x) minus the row's training estimate (negative: an ELBO estimate "
+        "above log p(x), which no exact ELBO can be). Written from the results of:",
         "",
         "    python benchmarks/long_ais.py --models avb,vae --examples N --steps 500 --chains 8",
         "    python benchmarks/long_ais.py --models avb --examples 1000 --k 1000 --skip-ais",
         "",
         "| model | epochs | seed | test images | AIS NLL | importance-sampled NLL | mean ESS | k-hat above threshold "
-        "| training estimate - log p(x) | minutes |",
+        "| log p(x) - training estimate | minutes |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
@@ -564,6 +593,11 @@ def pythae_section(results_dir):
         "    python benchmarks/vs_pythae_quality.py --pythae-python PY --seeds 0,1,2 --epochs 10,100",
         "",
         vs_pythae_quality.report(results),
+        "",
+        "Measured on (each result's machine, date and TensorFlow threads; results without them were written before "
+        "the script recorded them, on the same machine as the long runs):",
+        *sorted({f"- {r['machine']} ({r['date']}, {r['threads']} threads)" if "machine" in r
+                 else "- not recorded" for r in results}),
         "",
     ]
 

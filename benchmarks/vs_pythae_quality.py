@@ -34,6 +34,7 @@ removed once the seed's last budget is evaluated.
 """
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -244,6 +245,10 @@ def main(argv=None):
             evaluated = [e for e in budgets if os.path.exists(path(seed, e))]
 
             def record(epochs, result, seed=seed):
+                import benchmark  # (imports vizoo: after the pythae worker has started)
+
+                result = {**result, "machine": benchmark.machine_description(), "date": datetime.date.today().isoformat(),
+                          "threads": os.environ.get("TF_NUM_INTRAOP_THREADS", "default")}
                 with open(path(seed, epochs) + ".tmp", "w") as f:
                     json.dump(result, f, indent=2)
                 os.replace(path(seed, epochs) + ".tmp", path(seed, epochs))

@@ -269,6 +269,30 @@ def test_orderings_compare_paired_seeds_or_one_seed_against_the_borrowed_spread(
     assert ordering(rows, "IWAE k=5 over the VAE")[0][6] == "not measured yet (iwae5 not started; vae finished)"
 
 
+def test_a_row_whose_importance_sampling_fails_is_compared_by_ais_or_not_at_all():
+    long_run = load_script("long_run")
+    vae_ais, avb_ais = [-225.0, -226.0, -224.0, -225.0], [-227.0, -228.2, -225.8, -227.0]  # AVB 2.0 behind
+
+    def check(values, exceeded):
+        return {"examples": len(values), "ais_steps": 500, "ais_chains": 8, "ais_nll": -np.mean(values),
+                "is_pareto_k_exceeded_fraction": exceeded, "per_example": {"ais_log_likelihood": values}}
+
+    failed = {"test_nll": 230.0, "pareto_k_exceeded_fraction": 0.9}  # better than the VAE by importance sampling
+    runs = {(100, "vae", 0): {"result": {"test_nll": 236.0}, "history": [], "checks": [check(vae_ais, 0.0)]},
+            (100, "avb", 0): {"result": failed, "history": [], "checks": []}}
+    assert long_run.importance_sampling_fails(runs[(100, "avb", 0)])
+    assert not long_run.importance_sampling_fails(runs[(100, "vae", 0)])
+    [row] = [row for row in long_run.orderings(runs, noise=0.3) if row[2].startswith("avb")]
+    assert row[6] == "not measured yet (avb's importance sampling fails; vae finished)"  # 230.0 is not read
+    runs[(100, "avb", 0)]["checks"] = [check(avb_ais, 1.0)]
+    [row] = [row for row in long_run.orderings(runs, noise=0.3) if row[2].startswith("avb")]
+    paired = np.std(np.subtract(avb_ais, vae_ais), ddof=1) / 2
+    assert row[2:5] == ("avb 227.00 (AIS)", "vae 225.00 (AIS)", pytest.approx(-2.0))
+    assert row[5] == pytest.approx(np.sqrt(2 * 0.3**2 + paired**2))
+    assert row[6].startswith("not shown by AIS on the first 4 test images, 500 steps x 8 chains (")
+    assert row[6].endswith(": avb behind by at most about 2.0 nats (AIS overestimates an NLL, more from a poor start)")
+
+
 def test_vs_pythae_quality_checks_its_flags_and_reads_pythae_weights_in_vizoo_layout(tmp_path):
     import vizoo
 
