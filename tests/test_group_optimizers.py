@@ -179,6 +179,23 @@ def test_cli_control_lr_gives_the_control_group_its_own_adam(tmp_path):
         assert "--control-lr 0.003" in f.read()
 
 
+def test_cli_clip_norm_clips_every_groups_adam(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(SBN_TINY + ["--control-lr", "0.003", "--clip-norm", "0.5", "--out-dir", str(out)]) == 0
+    model = keras.models.load_model(out / "model.keras")
+    assert model.optimizer.global_clipnorm == 0.5 and model.group_optimizers["control"].global_clipnorm == 0.5
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["clip_norm"] == 0.5
+    assert cli.build_parser().parse_args([]).clip_norm is None
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "nan", "inf"])
+def test_cli_bad_clip_norm_is_named(value, tmp_path, capsys):
+    expected = {"0": "0.0", "-0.5": "-0.5", "nan": "nan", "inf": "inf"}[value]
+    assert_cli_error(SBN_TINY + ["--clip-norm", value], f"clip_norm must be finite and positive. Received: clip_norm={expected}",
+                     tmp_path, capsys)
+
+
 def test_cli_without_control_lr_shares_the_main_optimizer(tmp_path):
     parser = cli.build_parser()
     assert parser.parse_args([]).control_lr is None

@@ -45,6 +45,16 @@ def test_update_equals_the_float64_reference(compiled):
     np.testing.assert_allclose(_apply(Adam(0.01), "float32", compiled=compiled), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+def test_global_clipnorm_clips_before_the_fused_update(compiled):
+    # Each gradient scaled to norm 0.5 (all are larger), then Adam on the clipped gradients.
+    clipped = [g * 0.5 / np.linalg.norm(g) for g in GRADIENTS]
+    expected = adam_reference(np.linspace(-1.0, 1.0, 6).reshape(2, 3), clipped, lr=0.01)
+    fused = _apply(Adam(0.01, global_clipnorm=0.5), "float64", compiled=compiled)
+    np.testing.assert_allclose(fused, expected, rtol=0, atol=1e-12)
+    assert np.abs(fused - adam_reference(np.linspace(-1.0, 1.0, 6).reshape(2, 3), GRADIENTS, lr=0.01)).max() > 1e-4
+
+
 def test_amsgrad_falls_back_to_keras_update():
     fused = _apply(Adam(0.01, amsgrad=True), "float32")
     keras_adam = _apply(keras.optimizers.Adam(0.01, amsgrad=True), "float32")

@@ -86,6 +86,13 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=100, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument(
+        "--clip-norm",
+        type=float,
+        default=None,
+        help="clip each optimizer's gradients to this global norm (Keras's global_clipnorm; every group's Adam: "
+        "a remedy for a training loss that jumps, e.g. planar flows); default: no clipping",
+    )
+    parser.add_argument(
         "--control-lr",
         type=float,
         default=None,
@@ -245,6 +252,8 @@ def _check_args(args):
         check_non_negative_int(args.eval_reverse_samples, "eval_reverse_samples")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise ValueError(f"lr must be finite and positive. Received: lr={args.lr}")
+    if args.clip_norm is not None and not (math.isfinite(args.clip_norm) and args.clip_norm > 0):
+        raise ValueError(f"clip_norm must be finite and positive. Received: clip_norm={args.clip_norm}")
     if args.control_lr is not None and not (math.isfinite(args.control_lr) and args.control_lr > 0):
         raise ValueError(f"control_lr must be finite and positive. Received: control_lr={args.control_lr}")
     adversarial = [name for name, cls in LOSSES.items() if cls.needs_adversary]
@@ -373,15 +382,23 @@ def build_adversary(args):
     return Adversary(name="adversary", **options)
 
 
+def build_optimizer(args):
+    """The main Adam of the command line: --lr, with --clip-norm as Keras's global_clipnorm."""
+    import vizoo
+
+    return vizoo.optimizers.Adam(args.lr, **({} if args.clip_norm is None else {"global_clipnorm": args.clip_norm}))
+
+
 def build_group_optimizers(args, model):
     """`{group: optimizer}` of the command line: `control` with --control-lr; `adversary` for a model with one
     (Adam with beta_1 = 0.5 at --adversary-lr, default twice --lr: the AVB paper's settings)."""
     import vizoo
 
-    group_optimizers = {} if args.control_lr is None else {"control": vizoo.optimizers.Adam(args.control_lr)}
+    clip = {} if args.clip_norm is None else {"global_clipnorm": args.clip_norm}
+    group_optimizers = {} if args.control_lr is None else {"control": vizoo.optimizers.Adam(args.control_lr, **clip)}
     if model.adversary is not None:
         lr = 2.0 * args.lr if args.adversary_lr is None else args.adversary_lr
-        group_optimizers["adversary"] = vizoo.optimizers.Adam(lr, beta_1=0.5)
+        group_optimizers["adversary"] = vizoo.optimizers.Adam(lr, beta_1=0.5, **clip)
     return group_optimizers
 
 
@@ -474,7 +491,7 @@ def run(args):
         model.initialize_output_bias(splits.train_mean)
         model.initialize_from_data(splits.train)  # e.g. VampPrior's pseudo-inputs: training examples (shuffled, binarized)
         model.compile(
-            optimizer=vizoo.optimizers.Adam(args.lr),
+            optimizer=build_optimizer(args),
             loss=build_loss(args),
             group_optimizers=build_group_optimizers(args, model),
             steps_per_execution=args.steps_per_execution,
