@@ -275,17 +275,16 @@ def collect(results_dir):
     return runs
 
 
-# A row whose importance sampling flags more than this fraction of its examples (Pareto k-hat above the
-# threshold) has an NLL that cannot be read: the report marks it and checks no ordering with it.
-UNREADABLE_FRACTION = 0.5
+# A row whose importance-sampled NLL lies more than this many nats above AIS's on the same test images
+# (benchmarks/long_ais.py) cannot be read: the report marks it and checks its orderings by AIS. (Pareto k-hat
+# alone does not decide it here: it exceeds its threshold for most of the VAE's examples too, whose importance
+# sampling AIS confirms to a few tenths of a nat.)
+LOOSE_NATS = 1.0
 
 
 def importance_sampling_fails(run):
-    """Whether a run's importance-sampled NLL cannot be read (its evaluation's, or a long_ais.py check's, k-hat)."""
-    fractions = [c.get("is_pareto_k_exceeded_fraction") for c in run.get("checks", [])]
-    if run.get("result"):
-        fractions.append(run["result"].get("pareto_k_exceeded_fraction"))
-    return any(f is not None and f > UNREADABLE_FRACTION for f in fractions)
+    """Whether AIS on the same test images shows a run's importance-sampled NLL loose by more than LOOSE_NATS."""
+    return any("ais_nll" in c and c["is_nll"] - c["ais_nll"] > LOOSE_NATS for c in run.get("checks", []))
 
 
 def _ais_of(runs, epochs, name):
@@ -507,8 +506,8 @@ def write_report(args):
               "a borrowed standard error, and the verdict says so. Such an ordering holds at 2 or more borrowed "
               "standard errors and is reversed at -2 or less: a rough rule (the spread borrowed is one estimate, from "
               "three seeds), so a verdict near 2 is suggestive, not established. A row whose importance sampling fails "
-              f"(Pareto k-hat above its threshold for more than {UNREADABLE_FRACTION:.0%} of the examples) is compared "
-              "by AIS where both rows have it.", ""]
+              f"(its NLL more than {LOOSE_NATS:g} nat above AIS's on the same test images) is compared by AIS, where "
+              "both rows have it.", ""]
     lines += ["| ordering | budget | better | worse | difference (nats) | standard error | verdict |",
               "|---|---|---|---|---|---|---|"]
     for source, epochs, better, worse, gain, error, verdict in orderings(runs, noise):
@@ -553,9 +552,10 @@ def checks_section(runs):
     return [
         "## Beside importance sampling: AIS",
         "",
-        "Where importance sampling's own diagnostics say its estimate cannot be read (mean ESS a few samples, Pareto "
-        "k-hat above its threshold), annealed importance sampling measures the row on the first test images (the "
-        "long runs' binarization), with importance sampling repeated on the same images beside it; the last "
+        "Annealed importance sampling on the first test images (the long runs' binarization), with importance "
+        "sampling repeated on the same images beside it (its mean ESS and the share of examples whose Pareto k-hat "
+        f"exceeds its threshold). Where AIS's NLL lies more than {LOOSE_NATS:g} nat below importance sampling's, the "
+        "row's importance-sampled NLL is not read (marked in the tables, its orderings checked by AIS). The last "
         "columns are importance sampling's log p(x) minus the row's training estimate (negative: an ELBO estimate "
         "above log p(x), which no exact ELBO can be). Written from the results of:",
         "",

@@ -269,22 +269,22 @@ def test_orderings_compare_paired_seeds_or_one_seed_against_the_borrowed_spread(
     assert ordering(rows, "IWAE k=5 over the VAE")[0][6] == "not measured yet (iwae5 not started; vae finished)"
 
 
-def test_a_row_whose_importance_sampling_fails_is_compared_by_ais_or_not_at_all():
+def test_a_row_whose_importance_sampling_ais_shows_loose_is_compared_by_ais():
     long_run = load_script("long_run")
     vae_ais, avb_ais = [-225.0, -226.0, -224.0, -225.0], [-227.0, -228.2, -225.8, -227.0]  # AVB 2.0 behind
 
-    def check(values, exceeded):
+    def check(values, is_nll):
         return {"examples": len(values), "ais_steps": 500, "ais_chains": 8, "ais_nll": -np.mean(values),
-                "is_pareto_k_exceeded_fraction": exceeded, "per_example": {"ais_log_likelihood": values}}
+                "is_nll": is_nll, "per_example": {"ais_log_likelihood": values}}
 
-    failed = {"test_nll": 230.0, "pareto_k_exceeded_fraction": 0.9}  # better than the VAE by importance sampling
-    runs = {(100, "vae", 0): {"result": {"test_nll": 236.0}, "history": [], "checks": [check(vae_ais, 0.0)]},
-            (100, "avb", 0): {"result": failed, "history": [], "checks": []}}
-    assert long_run.importance_sampling_fails(runs[(100, "avb", 0)])
-    assert not long_run.importance_sampling_fails(runs[(100, "vae", 0)])
+    runs = {(100, "vae", 0): {"result": {"test_nll": 236.0}, "history": [], "checks": [check(vae_ais, 225.5)]},
+            (100, "avb", 0): {"result": {"test_nll": 235.0}, "history": [], "checks": []}}
     [row] = [row for row in long_run.orderings(runs, noise=0.3) if row[2].startswith("avb")]
-    assert row[6] == "not measured yet (avb's importance sampling fails; vae finished)"  # 230.0 is not read
-    runs[(100, "avb", 0)]["checks"] = [check(avb_ais, 1.0)]
+    assert row[2] == "avb 235.00 (1 seed)"  # no evidence against its importance sampling: read as it is
+    # Importance sampling 5.0 nats above AIS on the same images: its 235.0 is not read; by AIS, AVB is behind.
+    runs[(100, "avb", 0)]["checks"] = [check(avb_ais, 232.0)]
+    assert long_run.importance_sampling_fails(runs[(100, "avb", 0)])
+    assert not long_run.importance_sampling_fails(runs[(100, "vae", 0)])  # 0.5 nats: within LOOSE_NATS
     [row] = [row for row in long_run.orderings(runs, noise=0.3) if row[2].startswith("avb")]
     paired = np.std(np.subtract(avb_ais, vae_ais), ddof=1) / 2
     assert row[2:5] == ("avb 227.00 (AIS)", "vae 225.00 (AIS)", pytest.approx(-2.0))
