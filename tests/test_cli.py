@@ -127,6 +127,19 @@ def test_model_flags_build_the_model_they_name(argv, expected):
     model.compile(optimizer="adam", loss=loss)
 
 
+@pytest.mark.parametrize("flags", [["--validation-size", "5000"], ["--dataset", "fashion-mnist"]])
+def test_data_refused_leaves_a_finished_runs_directory_as_it_was(flags, tmp_path, capsys):
+    from tests.helpers import assert_cli_error
+
+    files = {"metrics.json": '{"nll": 1.0}', "history.csv": "epoch,loss\n0,1.0\n", "config.json": '{"latent_dim": 2}',
+             "command.txt": "python train.py --latent-dim 2", "samples.png": "the old run's"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    expected = "validation_size must be smaller than" if "--validation-size" in flags else "Unknown dataset"
+    assert_cli_error(TINY + ["--latent-dim", "3"] + flags, expected, tmp_path, capsys)
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == files
+
+
 @pytest.mark.slow  # a full run; the flag-to-loss mapping is test_loss_flags_build_the_loss_they_name
 def test_elbo_with_analytic_kl_end_to_end(tmp_path, capsys):
     import keras

@@ -241,6 +241,8 @@ def _check_args(args):
     check_non_negative_int(args.seed, "seed")
     if args.validation_size is not None:
         check_non_negative_int(args.validation_size, "validation_size")
+    if args.data_dir is not None:
+        args.data_dir = os.path.expanduser(args.data_dir)  # (a config file's "~/..." is not expanded by a shell)
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise ValueError(f"data_dir must be an existing directory. Received: data_dir={args.data_dir!r}")
     check_choice(args.eval, "eval", ("is", "ais"))
@@ -382,6 +384,19 @@ def build_adversary(args):
     return Adversary(name="adversary", **options)
 
 
+def _replace_finished_run(out_dir):
+    """Say that a finished run's outputs in `out_dir` are replaced, and remove its pictures."""
+    earlier = sorted(name for name in os.listdir(out_dir) if name in _RUN_OUTPUTS)
+    if earlier:  # said, not silent: a finished run's outputs are replaced as this run writes its own
+        print(f"{out_dir} holds a finished run ({', '.join(earlier)}): this new run replaces its "
+              "outputs as it writes them (use another --out-dir to keep them)", flush=True)
+        from vizoo.plots import PICTURES
+
+        for name in PICTURES:  # drawn from the old run's model: this run may not draw each of them again
+            if os.path.isfile(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
+
+
 def build_optimizer(args):
     """The main Adam of the command line: --lr, with --clip-norm as Keras's global_clipnorm."""
     import vizoo
@@ -457,17 +472,6 @@ def run(args):
         interrupted = runs.checkpoint_epoch(args.out_dir) is not None or runs.backup_epoch(args.out_dir) is not None
         if interrupted:
             run_config.check_resumable(args, args.out_dir)  # an interrupted run: resume it (with the same options)
-        else:
-            earlier = sorted(name for name in os.listdir(args.out_dir) if name in _RUN_OUTPUTS)
-            if earlier:  # said, not silent: a finished run's outputs are replaced as this run writes its own
-                print(f"{args.out_dir} holds a finished run ({', '.join(earlier)}): this new run replaces its "
-                      "outputs as it writes them (use another --out-dir to keep them)", flush=True)
-                from vizoo.plots import PICTURES
-
-                for name in PICTURES:  # drawn from the old run's model: this run may not draw each of them again
-                    if os.path.isfile(os.path.join(args.out_dir, name)):
-                        os.remove(os.path.join(args.out_dir, name))
-        run_config.write_run_config(build_parser(), args, args.out_dir)
     # Every worker waits here for the others (up to --peer-timeout), after the chief prepared out_dir.
     # MultiWorkerMirroredStrategy must start before TensorFlow runs any operation: hence after the checks
     # that need none, and before building a model.
@@ -486,6 +490,10 @@ def run(args):
         data_dir=args.data_dir,
         validation_size=args.validation_size,
     )
+    if chief:  # the data is there and fits the options: only now is a finished run's directory written
+        if not interrupted:
+            _replace_finished_run(args.out_dir)
+        run_config.write_run_config(build_parser(), args, args.out_dir)
     with strategy.scope():  # variables on every replica
         model = build_model(args, splits.input_dim)
         model.initialize_output_bias(splits.train_mean)

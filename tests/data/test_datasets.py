@@ -81,6 +81,12 @@ def test_fashion_mnist_from_an_idx_directory(idx_dir):
     assert sorted(map(bytes, train_and_validation.astype("float32"))) == sorted(map(bytes, all_train.astype("float32")))
 
 
+def test_data_dir_may_start_with_a_tilde(idx_dir, monkeypatch):
+    monkeypatch.setenv("HOME", str(idx_dir.parent))
+    splits = data.load("fashion_mnist", data_dir=f"~/{idx_dir.name}", binarization="none")
+    assert splits.source == str(idx_dir) and splits.num_test == 20
+
+
 def test_validation_split_is_reproducible_by_seed(idx_dir):
     def validation(seed):
         return as_array(data.load("fashion_mnist", data_dir=str(idx_dir), binarization="none", seed=seed).validation)
@@ -154,6 +160,7 @@ def test_store_idx_as_tfds_is_read_back_by_plain_tfds(idx_dir, tmp_path):
     "kwargs, message",
     [
         ({"name": "no_such_dataset"}, "Received: dataset='no_such_dataset'"),
+        ({"name": "fashion-mnist"}, "Unknown dataset: not a vizoo or TFDS dataset name. Received: dataset='fashion-mnist'"),
         ({"name": ""}, "Received: dataset=''"),
         ({"binarization": "sometimes"}, "Received: binarization='sometimes'"),
         ({"batch_size": 0}, "Received: batch_size=0"),

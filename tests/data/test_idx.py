@@ -62,6 +62,28 @@ def test_bad_files_are_named(tmp_path):
         load_idx_directory(tmp_path)
 
 
+def test_a_body_cut_inside_a_value_or_too_long_is_named(tmp_path):
+    path = tmp_path / "x.idx"
+    path.write_bytes(bytes([0, 0, 0x0B, 1, 0, 0, 0, 3]) + bytes(5))  # three int16 values need 6 bytes
+    with pytest.raises(ValueError, match=r"truncated: header says shape \(3,\) of 2-byte values \(6 bytes\), "
+                                         r"found 5 bytes. Received: path="):
+        read_idx(path)
+    path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3]) + bytes(4))
+    with pytest.raises(ValueError, match=r"longer than its header says: .* found 4 bytes. Received: path="):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("split", ["train", "t10k"])
+def test_an_empty_images_file_is_named(split, tmp_path):
+    shapes = {"train": (4, 3, 3), "t10k": (2, 3, 3)}
+    shapes[split] = (0, 3, 3)
+    for name, shape in shapes.items():
+        write_idx(tmp_path / f"{name}-images-idx3-ubyte", np.zeros(shape, "uint8"))
+    with pytest.raises(ValueError, match=rf"at least one image of at least one pixel; {split}-images-idx3-ubyte holds "
+                                         r"shape \(0, 3, 3\). Received: path="):
+        load_idx_directory(tmp_path)
+
+
 def test_images_other_than_bytes_are_refused(tmp_path):
     # vizoo's own write_idx stores float32; the loaders scale by 255, which would shrink [0, 1] data to 1/255.
     write_idx(tmp_path / "train-images-idx3-ubyte", np.full((2, 3, 3), 0.5, "float32"))

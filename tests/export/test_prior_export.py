@@ -11,6 +11,15 @@ def test_bad_version_is_named(tmp_path):
         export_prior(VAE(input_dim=4, latent_dim=2, hidden_units=[]), tmp_path, version=-1)
 
 
+def test_a_model_without_a_continuous_prior_is_named(tmp_path):
+    from vizoo.models import SigmoidBeliefNetwork
+
+    with pytest.raises(ValueError, match=r"export_prior exports a continuous prior p\(z\).*SigmoidBeliefNetwork has none. "
+                                         r"Received: model=SigmoidBeliefNetwork"):
+        export_prior(SigmoidBeliefNetwork(input_dim=8, latent_dims=[4]), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_served_z_is_checked(tmp_path):
     import numpy as np
     import tensorflow as tf

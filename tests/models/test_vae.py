@@ -335,6 +335,10 @@ def test_wrong_feature_size_is_named(binary_data):
         model.fit(dataset, verbose=0)
     with pytest.raises(ValueError, match=r"input_dim=64\). Received: inputs.shape=\(2, 3\)"):
         model(np.zeros((2, 3), "float32"))
+    features = tf.data.Dataset.from_tensor_slices({"image": binary_data}).batch(8)  # as TFDS yields them
+    with pytest.raises(ValueError, match=r"x must yield dense batches x of shape \(batch, 64\).*map a dataset of "
+                                         r"feature dicts to its images first.*Received: x with elements \{'image'"):
+        model.fit(features, verbose=0)
 
 
 def test_non_finite_inputs_are_named(binary_data):

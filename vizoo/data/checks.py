@@ -64,8 +64,12 @@ def _is_numeric_leaf(data):
 def _checked_dataset(dataset, name, num_features, unit_interval):
     spec = dataset.element_spec
     x_spec = spec[0] if isinstance(spec, tuple) else spec
-    if not isinstance(x_spec, tf.TensorSpec):
-        return dataset
+    if not isinstance(x_spec, tf.TensorSpec):  # a dict of features (straight from TFDS), ragged, sparse, ...
+        raise ValueError(
+            f"{name} must yield dense batches x of shape (batch, {num_features}), or tuples (x, ...); map a dataset "
+            f"of feature dicts to its images first, e.g. data.map(lambda e: tf.reshape(e['image'], ...)). "
+            f"Received: {name} with elements {x_spec!r}"
+        )
     shape = x_spec.shape
     if shape.rank is not None and (shape.rank != 2 or shape[-1] not in (None, num_features)):
         raise ValueError(

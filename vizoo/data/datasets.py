@@ -119,7 +119,12 @@ def load(
             images every epoch, Burda et al.; validation and test drawn once,
             fixed by seed), `"static"` (one fixed draw for every split),
             `"threshold"` (pixel > 0.5) or `"none"` (intensities in [0, 1]).
-        seed: int, seed of the validation split, shuffling and binarization.
+        seed: int, seed of the validation split, shuffling and binarization. The
+            split and the test set's fixed binarization depend on it alone; the
+            training order and its per-epoch binarization also on TensorFlow's
+            global seed (tf.data's op seeds combine with it): set
+            `keras.utils.set_random_seed(seed)` first, as `train.py` does, for
+            the pipeline of `train.py --seed seed`.
         eval_batch_size: int, batch size of validation/test; default batch_size.
         data_dir: optional directory, see Names (refused for `"digits"`).
         validation_size: int, examples held out of the training set when the
@@ -135,8 +140,10 @@ def load(
     seed = check_non_negative_int(seed, "seed")
     if validation_size is not None and (isinstance(validation_size, bool) or not isinstance(validation_size, int) or validation_size < 0):
         raise ValueError(f"validation_size must be a non-negative integer. Received: validation_size={validation_size!r}")
-    if data_dir is not None and not os.path.isdir(data_dir):
-        raise ValueError(f"data_dir must be an existing directory. Received: data_dir={data_dir!r}")
+    if data_dir is not None:
+        given, data_dir = data_dir, os.path.expanduser(os.fspath(data_dir))
+        if not os.path.isdir(data_dir):
+            raise ValueError(f"data_dir must be an existing directory. Received: data_dir={given!r}")
     arrays, source = _source_arrays(name, data_dir)
     if "test" not in arrays:
         raise ValueError(f"Dataset {name!r} has no test split (splits: {sorted(arrays)}). Received: dataset={name!r}")

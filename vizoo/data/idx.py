@@ -41,7 +41,7 @@ def read_idx(path):
                     f"{4 * header[3]} bytes). Received: path={os.fspath(path)!r}"
                 )
             shape = tuple(int(v) for v in np.frombuffer(dims, dtype=">i4"))
-            data = np.frombuffer(f.read(), dtype=_TYPES[header[2]])
+            body = f.read()
     except gzip.BadGzipFile as error:
         raise ValueError(f"IDX file is not gzip data ({error}). Received: path={os.fspath(path)!r}") from None
     except EOFError:
@@ -50,11 +50,15 @@ def read_idx(path):
         ) from None
     except zlib.error as error:
         raise ValueError(f"IDX file is a corrupt gzip file ({error}). Received: path={os.fspath(path)!r}") from None
-    if data.size != int(np.prod(shape)):
+    dtype = np.dtype(_TYPES[header[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(body) != expected:
+        state = "truncated" if len(body) < expected else "longer than its header says"
         raise ValueError(
-            f"IDX file is truncated: header says shape {shape}, found {data.size} values. "
-            f"Received: path={os.fspath(path)!r}"
+            f"IDX file is {state}: header says shape {shape} of {dtype.itemsize}-byte values ({expected} bytes), "
+            f"found {len(body)} bytes. Received: path={os.fspath(path)!r}"
         )
+    data = np.frombuffer(body, dtype=dtype)
     return data.reshape(shape).astype(data.dtype.newbyteorder("="))
 
 
@@ -90,7 +94,7 @@ def load_idx_directory(directory):
 
     Raises:
         ValueError: a file is missing or unreadable (named), an images file is
-            not 3-D (count, rows, cols), or train and test differ in image size.
+            not 3-D (count, rows, cols) or empty, or train and test differ in image size.
     """
     paths = {split: find_split_file(directory, split) for split in SPLIT_FILES}
     missing = [SPLIT_FILES[split] + "[.gz]" for split, path in paths.items() if path is None]
@@ -110,6 +114,11 @@ def load_idx_directory(directory):
             raise ValueError(
                 f"IDX images must be 3-D (count, rows, cols); {os.path.basename(path)} holds shape {images.shape} "
                 f"(a labels file?). Received: path={os.fspath(path)!r}"
+            )
+        if 0 in images.shape:
+            raise ValueError(
+                f"IDX images must hold at least one image of at least one pixel; {os.path.basename(path)} holds "
+                f"shape {images.shape}. Received: path={os.fspath(path)!r}"
             )
         arrays[split] = images
     if arrays["train"].shape[1:] != arrays["test"].shape[1:]:

@@ -55,7 +55,7 @@ def load_tfds_arrays(name, data_dir=None):
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError):  # (ValueError: not a TFDS name, e.g. "fashion-mnist")
         raise ValueError(f"Unknown dataset: not a vizoo or TFDS dataset name. Received: dataset={name!r}") from None
     if "image" not in builder.info.features:
         raise ValueError(f"vizoo trains on image datasets; {name!r} has no 'image' feature. Received: dataset={name!r}")

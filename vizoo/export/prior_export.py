@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from vizoo.export.encoder_export import checked_rows, write_saved_model
+from vizoo.layers.prior import Prior
 from vizoo.utils import check_vizoo_model
 
 
@@ -26,10 +27,15 @@ def export_prior(model, path, version=1, overwrite=False):
         The path of the written version directory.
 
     Raises:
-        ValueError: `model` is not a vizoo model, or the version directory exists
-            and `overwrite` is False.
+        ValueError: `model` is not a vizoo model or has no continuous prior p(z)
+            (a sigmoid belief network), or the version directory exists and `overwrite` is False.
     """
     check_vizoo_model(model, "export_prior")
+    if not isinstance(getattr(model, "prior", None), Prior) or getattr(model, "latent_dim", None) is None:
+        raise ValueError(
+            "export_prior exports a continuous prior p(z) over one latent vector (a VAE's, IWAE's, ...); "
+            f"{type(model).__name__} has none. Received: model={type(model).__name__}"
+        )
     z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
 
     latent_dim = int(model.latent_dim)
