@@ -397,11 +397,16 @@ def _replace_finished_run(out_dir):
                 os.remove(os.path.join(out_dir, name))
 
 
+def _clipping(args):
+    """The optimizer arguments of --clip-norm (Keras's global_clipnorm), for every group's Adam."""
+    return {} if args.clip_norm is None else {"global_clipnorm": args.clip_norm}
+
+
 def build_optimizer(args):
-    """The main Adam of the command line: --lr, with --clip-norm as Keras's global_clipnorm."""
+    """The main Adam of the command line: --lr, with --clip-norm."""
     import vizoo
 
-    return vizoo.optimizers.Adam(args.lr, **({} if args.clip_norm is None else {"global_clipnorm": args.clip_norm}))
+    return vizoo.optimizers.Adam(args.lr, **_clipping(args))
 
 
 def build_group_optimizers(args, model):
@@ -409,7 +414,7 @@ def build_group_optimizers(args, model):
     (Adam with beta_1 = 0.5 at --adversary-lr, default twice --lr: the AVB paper's settings)."""
     import vizoo
 
-    clip = {} if args.clip_norm is None else {"global_clipnorm": args.clip_norm}
+    clip = _clipping(args)
     group_optimizers = {} if args.control_lr is None else {"control": vizoo.optimizers.Adam(args.control_lr, **clip)}
     if model.adversary is not None:
         lr = 2.0 * args.lr if args.adversary_lr is None else args.adversary_lr
