@@ -533,7 +533,7 @@ def write_report(args):
 
 def checks_section(runs):
     """The lines of "Beside importance sampling: AIS" from benchmarks/long_ais.py's results ([] without any)."""
-    rows = []
+    rows, commands = [], {}
     for (epochs, name, seed), run in sorted(runs.items(), key=lambda item: (item[0][0], _order(item[0][1]), item[0][2])):
         for c in run.get("checks", []):
             ais = (f"{c['ais_nll']:.2f} ± {c['ais_standard_error']:.2f} ({c['ais_steps']} steps x {c['ais_chains']} "
@@ -541,6 +541,11 @@ def checks_section(runs):
             exceeded = c.get("is_pareto_k_exceeded_fraction")
             gap = c.get("is_training_estimate_gap")
             gap = "" if gap is None else f"{gap:+.2f} ± {c['is_training_estimate_gap_se']:.2f}"
+            if gap and "ais_nll" in c:
+                gap += f"; AIS {-c['ais_nll'] - c['is_training_estimate']:+.2f}"
+            settings = (f"--examples {c['examples']}" + (f" --k {c['is_k']}" if c["is_k"] != 5000 else "")
+                        + (f" --steps {c['ais_steps']} --chains {c['ais_chains']}" if "ais_nll" in c else " --skip-ais"))
+            commands.setdefault((epochs, seed, settings), []).append(name)
             rows.append(
                 f"| {name} | {epochs} | {seed} | {c['examples']:,} | {ais} | {c['is_nll']:.2f} (k={c['is_k']}) "
                 f"| {c['is_ess_mean']:.1f} of {c['is_k']} | {'' if exceeded is None else f'{exceeded:.0%}'} "
@@ -555,12 +560,13 @@ def checks_section(runs):
         "Annealed importance sampling on the first test images (the long runs' binarization), with importance "
         "sampling repeated on the same images beside it (its mean ESS and the share of examples whose Pareto k-hat "
         f"exceeds its threshold). Where AIS's NLL lies more than {LOOSE_NATS:g} nat below importance sampling's, the "
-        "row's importance-sampled NLL is not read (marked in the tables, its orderings checked by AIS). The last "
-        "columns are importance sampling's log p(x) minus the row's training estimate (negative: an ELBO estimate "
-        "above log p(x), which no exact ELBO can be). Written from the results of:",
+        "row's importance-sampled NLL is not read (marked in the tables, its orderings checked by AIS). The "
+        "next-to-last column is log p(x) minus the row's training estimate, by importance sampling (with its standard "
+        "error) and by AIS (negative: an ELBO estimate above log p(x), which no exact ELBO can be). Written from the "
+        "results of:",
         "",
-        "    python benchmarks/long_ais.py --models avb,vae --examples N --steps 500 --chains 8",
-        "    python benchmarks/long_ais.py --models avb --examples 1000 --k 1000 --skip-ais",
+        *[f"    python benchmarks/long_ais.py --models {','.join(names)} --epochs {epochs} --seed {seed} {settings}"
+          for (epochs, seed, settings), names in sorted(commands.items())],
         "",
         "| model | epochs | seed | test images | AIS NLL | importance-sampled NLL | mean ESS | k-hat above threshold "
         "| log p(x) - training estimate | minutes |",
