@@ -66,6 +66,35 @@ def test_one_optimizer_per_group_equals_the_shared_optimizer_with_equal_settings
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+def test_compiling_again_on_the_same_optimizer_keeps_the_group_optimizers(binary_data):
+    # The README's K schedule: compile again with model.optimizer to change the loss, and go on.
+    model = _sbn({"control": keras.optimizers.Adam(0.01)})
+    control = model.group_optimizers["control"]
+    model.fit(binary_data, batch_size=32, epochs=1, verbose=0)
+    model.compile(optimizer=model.optimizer, loss=NVILLoss(k=3))
+    assert model.group_optimizers == {"control": control}
+    model.fit(binary_data, batch_size=32, epochs=1, verbose=0)
+    assert int(control.iterations) == int(model.optimizer.iterations) == 6
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=NVILLoss(k=3))  # a new optimizer: a new start
+    assert model.group_optimizers == {}
+
+
+def test_an_optimizer_built_for_other_variables_is_named(binary_data):
+    # Under VIMCO the SBN's baseline is frozen, so its optimizer never saw the baseline's variables; NVIL trains them.
+    from vizoo.losses import VIMCOLoss
+
+    model = SigmoidBeliefNetwork(input_dim=64, latent_dims=[4], baseline_hidden_units=[3], seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=VIMCOLoss(k=2))
+    model.fit(binary_data, batch_size=32, epochs=1, verbose=0)
+    model.compile(optimizer=model.optimizer, loss=NVILLoss(k=2))
+    with pytest.raises(ValueError, match=r"optimizer was built for other variables than it now updates \(4 new to it, "
+                                         r"e\.g\. sigmoid_belief_network\w*/baseline/.*group_optimizers. Received: "
+                                         r"optimizer=Adam built for \d+ variables"):
+        model.fit(binary_data, batch_size=32, epochs=1, verbose=0)
+    model.compile(optimizer=model.optimizer, loss=NVILLoss(k=2), group_optimizers={"control": "adam"})
+    assert np.isfinite(model.fit(binary_data, batch_size=32, epochs=1, verbose=0).history["loss"][0])
+
+
 @pytest.mark.parametrize(
     "group_optimizers, message",
     [

@@ -94,6 +94,13 @@ def test_bad_alpha_is_named(alpha):
         RenyiLoss(alpha=alpha)
 
 
+@pytest.mark.parametrize("alpha", [1e39, -1e39])
+def test_alpha_beyond_float32s_range_is_named(alpha):
+    with pytest.raises(ValueError, match=r"alpha must lie within \+-1e\+30 .* Received: alpha="):
+        RenyiLoss(alpha=alpha)
+    assert RenyiLoss(alpha=1e30 * (1 if alpha > 0 else -1)).alpha == 1e30 * (1 if alpha > 0 else -1)
+
+
 def test_registered_and_built_from_its_flags():
     from vizoo import cli
 

@@ -101,18 +101,24 @@ def test_sample_weight_is_honoured(binary_data):
 
 
 @pytest.mark.parametrize(
-    "call", ["evaluate", "fit_validation"],
+    "call", ["evaluate", "fit_validation", "train_on_batch", "test_on_batch", "dataset"],
 )
-def test_bad_sample_weight_is_named_in_evaluate_and_validation(call, binary_data):
+def test_bad_sample_weight_is_named_in_every_entry_point(call, binary_data):
     model = small_vae()
     model.compile(optimizer="adam", loss=ELBOLoss())
     weights = np.ones(96)
     weights[3] = np.nan
-    with pytest.raises(ValueError, match="sample_weight must be finite and non-negative numbers"):
+    with pytest.raises(ValueError, match="sample_weight (of x )?must be finite and non-negative numbers"):
         if call == "evaluate":
             model.evaluate(binary_data, sample_weight=weights, verbose=0)
-        else:
+        elif call == "fit_validation":
             model.fit(binary_data, validation_data=(binary_data, None, -np.ones(96)), verbose=0)
+        elif call == "train_on_batch":  # a NaN weight would make every weight NaN; a negative one, ascend the bound
+            model.train_on_batch(binary_data, sample_weight=-np.ones(96))
+        elif call == "test_on_batch":
+            model.test_on_batch(binary_data, sample_weight=weights)
+        else:
+            model.fit(tf.data.Dataset.from_tensor_slices((binary_data, binary_data, weights)).batch(32), verbose=0)
 
 
 def test_mixed_precision_computes_in_float16_and_keeps_densities_in_float32(binary_data):

@@ -134,7 +134,18 @@ def _checked_dataset(dataset, name, num_features, unit_interval):
                 ")",
             ],
         )
-        with tf.control_dependencies([assert_length]):
+        w = tf.cast(weights, tf.float32)
+        assert_values = tf.debugging.Assert(
+            tf.reduce_all(tf.logical_and(tf.math.is_finite(w), w >= 0.0)),
+            [
+                f"{_CHECK_MARK}sample_weight of {name} must be finite and non-negative numbers. Received: a batch "
+                "with sample_weight min=",
+                tf.reduce_min(w),
+                ", max=",
+                tf.reduce_max(w),
+            ],
+        )
+        with tf.control_dependencies([assert_length, assert_values]):
             return tf.identity(weights)
 
     def check_element(*element):

@@ -12,9 +12,19 @@ from vizoo.registry import Option, register_loss
 _SERIES_RANGE = 0.5
 
 
+# |alpha| beyond this overflows (1 - alpha) (log w_i - max log w) in float32; the bound is then min_i log w_i
+# (alpha -> +inf) or max_i log w_i (alpha -> -inf) to float32 precision long before.
+_MAX_ALPHA = 1e30
+
+
 def _check_alpha(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number. Received: {name}={value!r}")
+    if abs(value) > _MAX_ALPHA:
+        raise ValueError(
+            f"{name} must lie within +-{_MAX_ALPHA:g} (beyond, 1 - alpha times a log-weight overflows float32; the "
+            f"bound reached its limit, the min or max log-weight, long before). Received: {name}={value!r}"
+        )
     return float(value)
 
 

@@ -370,7 +370,9 @@ class LatentVariableModel(keras.Model):
                 group has no optimizer in `group_optimizers`. `"adam"` is
                 `vizoo.optimizers.Adam()` (Keras's Adam, fused kernels).
             loss: a `vizoo.losses.BoundLoss`, e.g. `IWAELoss(k=5)`.
-            group_optimizers: optional dict `{group: optimizer}` with groups among
+            group_optimizers: optional dict `{group: optimizer}` (None with `optimizer`
+                the model's current optimizer, compiling again to change the loss:
+                the current group optimizers) with groups among
                 `vizoo.losses.GRADIENT_GROUPS` (`"generative"`, `"inference"`,
                 `"control"`, `"adversary"`) and optimizer instances or names (`"adam"` as
                 above). The variables of each named group (`gradient_groups()`)
@@ -386,8 +388,14 @@ class LatentVariableModel(keras.Model):
         """
         if loss is not None:
             self.check_loss(loss)
-        given = self._check_group_optimizers(group_optimizers)
         optimizer = _get_optimizer(optimizer)
+        if group_optimizers is None and optimizer is getattr(self, "optimizer", None):
+            # Compiled again on its own optimizer (another loss, a K schedule): the group optimizers go on too.
+            group_optimizers = {
+                group: value.inner_optimizer if group in self._loss_scaled_groups else value
+                for group, value in getattr(self, "group_optimizers", {}).items()
+            }
+        given = self._check_group_optimizers(group_optimizers)
         if any(value is optimizer for value in given.values()):
             raise ValueError(
                 "group_optimizers must hold optimizers of their own, not the main optimizer (a group without "
@@ -475,13 +483,12 @@ class LatentVariableModel(keras.Model):
         """
         with self.distribute_strategy.scope():
             groups = self._trainable_groups() if self.group_optimizers else {}
-            if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+            if getattr(self, "optimizer", None) is not None:
                 own = {id(v) for group in self.group_optimizers for v in groups.get(group, [])}
-                self.optimizer.build([v for v in self.trainable_variables if id(v) not in own])
+                _build_or_check(self.optimizer, [v for v in self.trainable_variables if id(v) not in own], "optimizer")
             if self.group_optimizers:
                 for group, optimizer in self.group_optimizers.items():
-                    if not optimizer.built:
-                        optimizer.build(groups.get(group, []))
+                    _build_or_check(optimizer, groups.get(group, []), f"group_optimizers[{group!r}]")
 
     def make_train_function(self, force=False):
         # The model and every optimizer get their variables before the step is traced. Keras (without a
@@ -1034,9 +1041,20 @@ class LatentVariableModel(keras.Model):
         with input_errors():
             return super().fit(x, y, *args, **kwargs)
 
-    def train_on_batch(self, x, y=None, *args, **kwargs):
+    def train_on_batch(self, x, y=None, sample_weight=None, *args, **kwargs):
+        """Keras `train_on_batch`, with `fit`'s checks of x and of `sample_weight`."""
+        x = self.check_data(x, "x")
+        y, sample_weight = _weighted(x, y, sample_weight)
         self._build_for_training()
-        return super().train_on_batch(x, y, *args, **kwargs)
+        with input_errors():
+            return super().train_on_batch(x, y, sample_weight, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, *args, **kwargs):
+        """Keras `test_on_batch`, with `fit`'s checks of x and of `sample_weight`."""
+        x = self.check_data(x, "x")
+        y, sample_weight = _weighted(x, y, sample_weight)
+        with input_errors():
+            return super().test_on_batch(x, y, sample_weight, *args, **kwargs)
 
     def _build_for_training(self):
         # Under a tf.distribute strategy Keras builds the model and the main optimizer before it makes the
@@ -1058,6 +1076,23 @@ class LatentVariableModel(keras.Model):
         x = self.check_data(x, "x")
         with input_errors():
             return super().predict(x, *args, **kwargs)
+
+
+def _build_or_check(optimizer, variables, name):
+    """Build `optimizer` on `variables`, or, built already (compiled again with it), check that it knows them all."""
+    if not optimizer.built:
+        optimizer.build(variables)
+        return
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # (a LossScaleOptimizer's state is its inner one's)
+    unknown = [v for v in variables if inner._var_key(v) not in inner._trainable_variables_indices]
+    if unknown:
+        raise ValueError(
+            f"{name} was built for other variables than it now updates ({len(unknown)} new to it, e.g. "
+            f"{unknown[0].path}): compiled again with the same optimizer, a model keeps its optimizers' state for the "
+            "same variables only (a loss that trains another gradient group changes them). Compile with a new "
+            "optimizer, or give the new variables' group an optimizer of its own in group_optimizers. "
+            f"Received: {name}={type(optimizer).__name__} built for {len(inner._trainable_variables_indices)} variables"
+        )
 
 
 def _weighted(x, y, sample_weight, name="sample_weight"):
