@@ -70,6 +70,11 @@ def test_bernoulli_bias_from_data_mean():
     np.testing.assert_allclose(probabilities, [0.5, 1e-3, 0.9], rtol=1e-4)
     with pytest.raises(ValueError, match=r"data_mean must have 3 values. Received: data_mean.shape=\(2,\)"):
         likelihood.set_bias_from_mean([0.5, 0.5])
+    before = np.asarray(likelihood.logits_layer.bias)
+    for bad, shown in (([0.5, np.nan, 0.2], "data_mean\\[1\\]=nan"), ([0.5, 0.1, 128.0], "data_mean\\[2\\]=128.0")):
+        with pytest.raises(ValueError, match=rf"data_mean must hold the data's per-pixel means, in \[0, 1\].*Received: {shown}"):
+            likelihood.set_bias_from_mean(bad)  # NaN made every log p(x|z) NaN; 0-255 means were clipped silently
+    np.testing.assert_array_equal(np.asarray(likelihood.logits_layer.bias), before)
 
 
 @pytest.mark.parametrize("scale", [None, 0.3])
@@ -84,10 +89,19 @@ def test_gaussian_log_prob_matches_scipy(scale):
     assert len(likelihood.trainable_weights) == (3 if scale is None else 2)
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "big"])
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "big", True])
 def test_gaussian_scale_must_be_positive(bad):
     with pytest.raises(ValueError, match="scale must be a positive float. Received: scale="):
         GaussianLikelihood(4, scale=bad)
+    with pytest.raises(ValueError, match="initial_scale must be a positive float. Received: initial_scale="):
+        GaussianLikelihood(4, initial_scale=bad)
+    with pytest.raises(ValueError, match="initial_scale must be a positive float. Received: initial_scale=None"):
+        GaussianLikelihood(4, initial_scale=None)
+
+
+def test_gaussian_scales_may_be_numpy_numbers():
+    likelihood = GaussianLikelihood(4, scale=np.float32(0.25), initial_scale=np.float64(0.5))  # e.g. x.std()
+    assert (likelihood.scale, likelihood.initial_scale) == (0.25, 0.5)
 
 
 @pytest.mark.parametrize(

@@ -221,6 +221,7 @@ def test_flow_serving_outputs_and_no_closed_form_density():
         (lambda: IAFPosterior(3, gated="False"), "gated must be True or False. Received: gated='False'"),
         (lambda: IAFPosterior(3, forget_bias=float("nan")), "Received: forget_bias=nan"),
         (lambda: IAFPosterior(3, forget_bias=None), "forget_bias must be a finite number. Received: forget_bias=None"),
+        (lambda: IAFPosterior(3, num_steps=0, activation="bogus"), "Received: activation='bogus'"),
         (lambda: PlanarFlowPosterior(3, num_steps=1.5), "Received: num_steps=1.5"),
         (lambda: RadialFlowPosterior(0), "Received: latent_dim=0"),
     ],

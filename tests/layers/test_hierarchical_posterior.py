@@ -136,6 +136,9 @@ def test_configs_saved_before_the_residual_tau_load_with_the_direct_one():
     assert HierarchicalPosterior.from_config(old).reverse_residual is False  # its tau's weights keep their meaning
     restored = run_serialization_test(HierarchicalPosterior(4, aux_dim=3, reverse_residual=False))
     assert restored.reverse_residual is False
+    assert HierarchicalPosterior(4, aux_dim=3, reverse_residual=np.bool_(False)).reverse_residual is False
+    with pytest.raises(ValueError, match="reverse_residual must be True or False. Received: reverse_residual='no'"):
+        HierarchicalPosterior(4, aux_dim=3, reverse_residual="no")
 
 
 def test_noise_layout_and_k_read_from_the_noise(a_matrix):

@@ -26,6 +26,8 @@ def test_input_orders():
         input_degrees(3, [1, 1, 2])
     with pytest.raises(ValueError, match="Received: input_order='sideways'"):
         MADE(2, input_order="sideways")
+    with pytest.raises(ValueError, match="a permutation of 1..D \\(a list\\). Received: input_order=5"):
+        MADE(2, [4], input_order=5)
 
 
 @pytest.mark.parametrize("order", ["natural", "reversed", "random"])

@@ -184,6 +184,38 @@ def test_bad_arguments_are_named(make, message):
         make()
 
 
+def test_bad_pseudo_inputs_initializer_is_named():
+    with pytest.raises(ValueError, match="pseudo_inputs_initializer must be a Keras initializer or its name.*"
+                                         "Received: pseudo_inputs_initializer='bogus'"):
+        VampPrior(pseudo_inputs_initializer="bogus")
+
+
+@pytest.mark.parametrize("make", [StandardNormalPrior, lambda: MixtureOfGaussiansPrior(3), lambda: MAFPrior(1, [4])],
+                         ids=["standard_normal", "mixture", "maf"])
+def test_sample_sizes_are_checked_on_a_built_prior(make):
+    with pytest.raises(ValueError, match="must be built before it samples"):
+        make().sample(3)
+    prior = built_prior(make(), 2)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"num_examples must be a positive integer. Received: num_examples={bad}"):
+            prior.sample(bad)
+    assert prior.sample(np.int64(3), seed=0).shape == (3, 2)
+
+
+@pytest.mark.parametrize("seed", [3, None])
+def test_mixture_priors_sample_inside_a_tf_function(seed):
+    # An int seed must not make a SeedGenerator (a variable) per call: a traced sample would fail.
+    mixture = spread_mixture(2)
+    sample = tf.function(lambda n: mixture.sample(n, seed=seed))
+    assert sample(4).shape == (4, 2) and sample(5).shape == (5, 2)  # traced twice
+    model = vamp_model(2)  # (the VampPrior holds its model weakly)
+    vamp = model.prior
+    assert tf.function(lambda: vamp.sample(3, seed=seed))().shape == (3, 2)
+    if seed is not None:  # an int seed: the same draws each call, eager or traced
+        np.testing.assert_array_equal(mixture.sample(4, seed=seed), mixture.sample(4, seed=seed))
+        np.testing.assert_array_equal(sample(4), mixture.sample(4, seed=seed))
+
+
 @pytest.mark.parametrize("make", [StandardNormalPrior, lambda **kw: MixtureOfGaussiansPrior(3, **kw),
                                   lambda **kw: MAFPrior(num_steps=1, hidden_units=[8], **kw)],
                          ids=["standard_normal", "mixture", "maf"])

@@ -89,9 +89,16 @@ class BernoulliLikelihood(Likelihood):
         """
         import numpy as np
 
-        mean = np.clip(np.asarray(data_mean, dtype="float64").reshape(-1), eps, 1.0 - eps)
+        mean = np.asarray(data_mean, dtype="float64").reshape(-1)
         if mean.shape != (self.output_dim,):
             raise ValueError(
                 f"data_mean must have {self.output_dim} values. Received: data_mean.shape={mean.shape}"
             )
+        if not np.all(np.isfinite(mean)) or np.any(mean < 0.0) or np.any(mean > 1.0):
+            bad = int(np.flatnonzero(~(np.isfinite(mean) & (mean >= 0.0) & (mean <= 1.0)))[0])
+            raise ValueError(
+                f"data_mean must hold the data's per-pixel means, in [0, 1] (for data in [0, 1]). "
+                f"Received: data_mean[{bad}]={mean[bad]}"
+            )
+        mean = np.clip(mean, eps, 1.0 - eps)
         self.logits_layer.bias.assign(np.log(mean) - np.log1p(-mean))

@@ -1,6 +1,8 @@
 import math
+import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from vizoo.layers.likelihood import Likelihood
@@ -32,7 +34,11 @@ class GaussianLikelihood(Likelihood):
     def __init__(self, output_dim, scale=None, initial_scale=1.0, **kwargs):
         super().__init__(output_dim, **kwargs)
         for name, value in (("scale", scale), ("initial_scale", initial_scale)):
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if value is None and name == "scale":  # (None: a learned scale)
+                continue
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value) and value > 0
+            ):
                 raise ValueError(f"{name} must be a positive float. Received: {name}={value!r}")
         self.scale = None if scale is None else float(scale)
         self.initial_scale = float(initial_scale)

@@ -6,7 +6,9 @@ from vizoo.layers.diagonal_gaussian_posterior import DiagonalGaussianPosterior
 from vizoo.layers.posterior import Posterior
 from vizoo.losses.bound_loss import logmeanexp
 from vizoo.registry import Option, register_posterior
-from vizoo.utils import HALF_LOG_2PI, check_choice, check_hidden_units, check_non_negative_int, check_positive_int
+from vizoo.utils import (
+    HALF_LOG_2PI, check_bool, check_choice, check_hidden_units, check_non_negative_int, check_positive_int,
+)
 
 REVERSE_MODELS = ("learned", "sivi")
 
@@ -157,9 +159,7 @@ class HierarchicalPosterior(Posterior):
         self.activation = activation
         self.reverse_model = check_choice(reverse_model, "reverse_model", REVERSE_MODELS)
         self.num_reverse_samples = check_non_negative_int(num_reverse_samples, "num_reverse_samples")
-        if not isinstance(reverse_residual, bool):
-            raise ValueError(f"reverse_residual must be True or False. Received: reverse_residual={reverse_residual!r}")
-        self.reverse_residual = reverse_residual
+        self.reverse_residual = check_bool(reverse_residual, "reverse_residual")
         policy = self.dtype_policy
         self.auxiliary = DiagonalGaussianPosterior(self.aux_dim, name="auxiliary", dtype=policy)
         self.conditional = ConditionalGaussian(

@@ -6,7 +6,7 @@ from vizoo.layers.autoregressive_flow import chain_with_reversals, memoize_last
 from vizoo.layers.flow_posterior import FlowPosterior
 from vizoo.layers.made import MADE
 from vizoo.registry import Option, register_posterior
-from vizoo.utils import check_bool, check_finite_float, check_hidden_units, check_positive_int
+from vizoo.utils import check_activation, check_bool, check_finite_float, check_hidden_units, check_positive_int
 
 tfb = tfp.bijectors
 
@@ -80,6 +80,7 @@ class IAFPosterior(FlowPosterior):
         self.hidden_units = check_hidden_units(hidden_units)
         if not self.hidden_units:
             raise ValueError(f"IAF's MADE needs at least one hidden layer. Received: hidden_units={hidden_units!r}")
+        check_activation(activation)  # (named here: with num_steps=0 and no context no layer would check it)
         self.activation = activation
         self.gated = check_bool(gated, "gated")
         self.forget_bias = check_finite_float(forget_bias, "forget_bias")

@@ -110,6 +110,11 @@ class MADE(keras.layers.Layer):
         self._activation_name = activation
         if isinstance(input_order, str):
             check_choice(input_order, "input_order", INPUT_ORDERS)
+        elif not isinstance(input_order, (list, tuple, np.ndarray)):
+            raise ValueError(
+                f"input_order must be 'natural', 'reversed', 'random' or a permutation of 1..D (a list). "
+                f"Received: input_order={input_order!r}"
+            )
         self.input_order = input_order if isinstance(input_order, str) else [int(v) for v in input_order]
         if seed is not None:
             check_non_negative_int(seed, "seed")

@@ -72,6 +72,7 @@ class MAFPrior(Prior):
         return base + bijector.inverse_log_det_jacobian(z, event_ndims=1)
 
     def sample(self, num_examples, seed=None):
+        num_examples = self.checked_num_examples(num_examples)
         u = keras.random.normal((num_examples, self.latent_dim), dtype=self.variable_dtype, seed=seed)
         return self.bijector().forward(u)
 

@@ -3,7 +3,7 @@ from keras import ops
 
 from vizoo.layers.prior import Prior
 from vizoo.registry import Option, register_prior
-from vizoo.utils import HALF_LOG_2PI, as_seed_generator, check_positive_int
+from vizoo.utils import HALF_LOG_2PI, check_positive_int, draw_seed
 
 
 @register_prior("mixture")
@@ -50,9 +50,10 @@ class MixtureOfGaussiansPrior(Prior):
         return ops.logsumexp(component + ops.log_softmax(self.logits), axis=-1)
 
     def sample(self, num_examples, seed=None):
-        seed = as_seed_generator(seed)  # two draws from one stream
-        components = keras.random.categorical(self.logits[None, :], num_examples, seed=seed)[0]
-        eps = keras.random.normal((num_examples, self.latent_dim), dtype=self.variable_dtype, seed=seed)
+        num_examples = self.checked_num_examples(num_examples)
+        # Two draws from one seed (an int gives each its own; no generator is made: this traces too).
+        components = keras.random.categorical(self.logits[None, :], num_examples, seed=draw_seed(seed, 1))[0]
+        eps = keras.random.normal((num_examples, self.latent_dim), dtype=self.variable_dtype, seed=draw_seed(seed, 2))
         return ops.take(self.means, components, axis=0) + ops.exp(ops.take(self.log_scales, components, axis=0)) * eps
 
     def get_config(self):

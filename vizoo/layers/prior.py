@@ -1,3 +1,5 @@
+import numbers
+
 import keras
 
 
@@ -50,6 +52,19 @@ class Prior(keras.layers.Layer):
 
     def sample(self, num_examples, seed=None):
         raise NotImplementedError
+
+    def checked_num_examples(self, num_examples):
+        """`sample`'s `num_examples`, checked (a Python int >= 1; a traced size passes) on a built prior."""
+        if not hasattr(self, "latent_dim"):
+            raise ValueError(
+                f"{type(self).__name__} must be built before it samples (by its model, or build((None, latent_dim))). "
+                f"Received: an unbuilt {type(self).__name__}"
+            )
+        if isinstance(num_examples, (numbers.Number, bool)):
+            from vizoo.utils import check_positive_int
+
+            return check_positive_int(num_examples, "num_examples")
+        return num_examples
 
     def call(self, z):
         return self.log_prob(z)

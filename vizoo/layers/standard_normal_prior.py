@@ -17,4 +17,5 @@ class StandardNormalPrior(Prior):
         return ops.sum(-0.5 * ops.square(z) - HALF_LOG_2PI, axis=-1)
 
     def sample(self, num_examples, seed=None):
+        num_examples = self.checked_num_examples(num_examples)
         return keras.random.normal((num_examples, self.latent_dim), dtype=self.variable_dtype, seed=seed)

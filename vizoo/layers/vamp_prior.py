@@ -8,7 +8,7 @@ from keras import ops
 from vizoo.layers.mixture_of_gaussians_prior import MixtureOfGaussiansPrior
 from vizoo.layers.prior import Prior
 from vizoo.registry import register_prior
-from vizoo.utils import as_seed_generator, check_array, check_positive_int
+from vizoo.utils import check_array, check_positive_int, draw_seed
 
 
 @register_prior("vamp")
@@ -50,9 +50,15 @@ class VampPrior(Prior):
         super().__init__(**kwargs)
         self.num_components = check_positive_int(num_components, "num_components")
         self.input_dim = None if input_dim is None else check_positive_int(input_dim, "input_dim")
-        self.pseudo_inputs_initializer = keras.initializers.get(
-            pseudo_inputs_initializer or keras.initializers.RandomUniform(0.0, 1.0)
-        )
+        try:
+            self.pseudo_inputs_initializer = keras.initializers.get(
+                pseudo_inputs_initializer or keras.initializers.RandomUniform(0.0, 1.0)
+            )
+        except ValueError:
+            raise ValueError(
+                "pseudo_inputs_initializer must be a Keras initializer or its name (e.g. 'random_uniform'). "
+                f"Received: pseudo_inputs_initializer={pseudo_inputs_initializer!r}"
+            ) from None
         self._model = None
 
     def bind(self, model):
@@ -125,11 +131,11 @@ class VampPrior(Prior):
         return ops.logsumexp(component, axis=-1) - math.log(self.num_components)
 
     def sample(self, num_examples, seed=None):
-        seed = as_seed_generator(seed)
+        num_examples = self.checked_num_examples(num_examples)
         posterior = self._owner().posterior
-        chosen = keras.random.randint((num_examples,), 0, self.num_components, seed=seed)
+        chosen = keras.random.randint((num_examples,), 0, self.num_components, seed=draw_seed(seed, 1))
         params = {key: ops.take(value, chosen, axis=0) for key, value in self.components().items()}
-        eps = posterior.sample_noise(params, 1, seed=seed)
+        eps = posterior.sample_noise(params, 1, seed=draw_seed(seed, 2))
         return posterior.transform(params, eps)[0][:, 0, :]
 
     def get_config(self):
