@@ -222,6 +222,9 @@ def test_errors_name_the_argument():
         (dict(seed="a"), "seed='a'"),
         (dict(seed=-1), "seed=-1"),
         (dict(seed=1.5), "seed=1.5"),
+        (dict(seed=2**63), "seed must be below 2\\*\\*63. Received: seed=9223372036854775808"),
+        (dict(step_size=1e300), "step_size must be at most 100. Received: step_size=1e\\+300"),
+        (dict(adaptation_rate=1e39), "adaptation_rate must be at most 10. Received: adaptation_rate=1e\\+39"),
         (dict(adapt_step_size="yes"), "adapt_step_size='yes'"),
         (dict(jit_compile=1), "jit_compile=1"),
     ]:
@@ -238,6 +241,10 @@ def test_errors_name_the_argument():
         ais.log_q_bounds(hierarchical, x, 0, 5)
     with pytest.raises(ValueError, match=r"log_px.shape=\(2,\)"):
         ais.posterior_kl_interval(hierarchical, x, np.zeros(2))
+    with pytest.raises(ValueError, match="log_px must be numbers .* Received: log_px='a'"):
+        ais.posterior_kl_interval(hierarchical, x, "a")
+    with pytest.raises(ValueError, match="num_examples must be a positive integer. Received: num_examples=-5"):
+        ais.bdmc(model, num_examples=-5, data=x, latents=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="data and latents go together"):
         ais.bdmc(model, data=x)
     with pytest.raises(ValueError, match="latents.shape"):

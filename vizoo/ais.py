@@ -76,9 +76,11 @@ INITIALS = ("posterior", "prior")
 TARGET_ACCEPTANCE = 0.65
 # Step size at the first transition, relative to r's standard deviations.
 INITIAL_STEP_SIZE = 0.2
+MAX_STEP_SIZE = 100.0
 # log epsilon moves by this times (acceptance - 0.65) per transition: from acceptance 0 the step size
 # shrinks 15% a transition, so a poor start is corrected within tens of transitions.
 ADAPTATION_RATE = 0.25
+MAX_ADAPTATION_RATE = 10.0
 # Samples of r, drawn apart from the chains, that give the per-dimension scales s of the leapfrog steps.
 SCALE_SAMPLES = 256
 # The sigmoid schedule's steepness delta (Grosse et al. 2015, Wu et al. 2017 use 4).
@@ -327,17 +329,24 @@ def _check_common(num_steps, num_chains, leapfrog_steps, schedule, initial, step
     leapfrog_steps = check_positive_int(leapfrog_steps, "leapfrog_steps")
     check_choice(schedule, "schedule", SCHEDULES)
     check_choice(initial, "initial", INITIALS)
-    for name, value in (("step_size", step_size), ("adaptation_rate", adaptation_rate)):
+    # Upper limits far beyond any useful value: a step of 100 of r's standard deviations is rejected always, and a
+    # rate above 10 swings the log step by more than e^3 per transition (larger ones overflow float32 to NaN steps).
+    for name, value, most in (("step_size", step_size, MAX_STEP_SIZE), ("adaptation_rate", adaptation_rate, MAX_ADAPTATION_RATE)):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
+        if value > most:
+            raise ValueError(f"{name} must be at most {most:g}. Received: {name}={value!r}")
     return num_steps, num_chains, leapfrog_steps
 
 
 def _check_seed(seed):
-    """None, a non-negative int, or (inside this module) a keras SeedGenerator; else a ValueError naming `seed`."""
+    """None, an int in [0, 2**63), or (inside this module) a keras SeedGenerator; else a ValueError naming `seed`."""
     if seed is None or isinstance(seed, keras.random.SeedGenerator):
         return seed
-    return check_non_negative_int(seed, "seed")
+    seed = check_non_negative_int(seed, "seed")
+    if seed >= 2**63:  # (Keras's seed state is int64)
+        raise ValueError(f"seed must be below 2**63. Received: seed={seed}")
+    return seed
 
 
 def _fresh_seed():
@@ -557,6 +566,7 @@ def simulate(model, num_examples, seed=None):
 
 
 def _simulated(model, num_examples, data, latents, seed):
+    check_positive_int(num_examples, "num_examples")  # (checked with data given too, where the data's size counts)
     if data is None and latents is None:
         return simulate(model, num_examples, seed)
     if data is None or latents is None:
@@ -819,7 +829,10 @@ def posterior_kl_interval(model, data, log_px, num_samples=100, num_reverse_samp
     x_all = _as_array(model, data)
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
-    log_px = np.asarray(log_px, np.float64)
+    try:
+        log_px = np.asarray(log_px, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"log_px must be numbers (log p(x) per example). Received: log_px={log_px!r}") from None
     if log_px.shape not in ((), (len(x_all),)):
         raise ValueError(
             f"log_px must be a scalar or hold one value per example, shape ({len(x_all)},). "
