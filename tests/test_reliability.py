@@ -509,6 +509,10 @@ def test_load_model_names_a_corrupt_or_truncated_file(tmp_path):
         vizoo.load_model(tmp_path / "weightless.keras")
     with pytest.raises(ValueError, match=r"model file does not exist. Received: path='.*missing.keras'"):
         vizoo.load_model(tmp_path / "missing.keras")
+    vizoo.export.export_encoder(model, tmp_path / "encoder")  # a SavedModel: Keras took it for an Orbax checkpoint
+    with pytest.raises(ValueError, match=r"must be a .keras file, not a directory .*tf.saved_model.load.*"
+                                         r"Received: path='.*encoder'"):
+        vizoo.load_model(tmp_path / "encoder")
 
 
 def test_plots_only_names_a_truncated_model_keras(tmp_path, capsys):
@@ -521,6 +525,10 @@ def test_plots_only_names_a_truncated_model_keras(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model file is truncated" in err and "model.keras" in err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--plots-only", "--out-dir", str(tmp_path / "missing")])
+    assert info.value.code == 2 and "it has no model.keras" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()  # reading a run creates no directory
 
 
 # ---------------------------------------------------------------------------------------------- a full disk

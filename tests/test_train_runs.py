@@ -117,6 +117,31 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, steps_per_execution):
     np.testing.assert_allclose([float(r["loss"]) for r in rows_a], [float(r["loss"]) for r in rows_b], rtol=1e-6)
 
 
+def test_a_checkpoint_refuses_epochs_that_are_not_whole_passes_of_the_data(tmp_path):
+    model, splits = digits_vae()
+    for data, steps, shown in ((splits.train, 5, "of 13 batches"), (splits.train.repeat(), 13, "infinite")):
+        checkpoint = TrainingCheckpoint(str(tmp_path / "checkpoint"), train_data=data)
+        with pytest.raises(ValueError, match=rf"resumes train_data's position by whole passes.*Received: "
+                                             rf"steps_per_epoch={steps}, train_data {shown}"):
+            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[checkpoint])
+    assert not (tmp_path / "checkpoint").exists()
+
+
+def test_a_later_fit_after_a_resumed_fit_that_failed_starts_where_asked(tmp_path):
+    model, splits = digits_vae()
+    directory = str(tmp_path / "checkpoint")
+    model.fit(splits.train, epochs=1, verbose=0, callbacks=[TrainingCheckpoint(directory, train_data=splits.train)])
+
+    class Fail(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("stopped")
+
+    resumed, splits = digits_vae()
+    with pytest.raises(RuntimeError, match="stopped"):
+        resumed.fit(splits.train, epochs=3, verbose=0, callbacks=[TrainingCheckpoint(directory, train_data=splits.train), Fail()])
+    assert resumed.fit(splits.train, epochs=2, verbose=0).epoch == [0, 1]  # not [] (it started at the checkpoint's 1)
+
+
 @pytest.mark.slow  # the power of the test above: three more runs
 def test_without_the_noise_state_the_resumed_run_differs(tmp_path, monkeypatch):
     """The check above is sensitive: dropping the seed-generator state changes the result."""

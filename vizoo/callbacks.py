@@ -233,6 +233,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     # --------------------------------------------------------------- restoring
     def on_train_begin(self, logs=None):
+        self._check_whole_passes()
         state = self._read_state()
         if state is None:
             return
@@ -290,6 +291,24 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._batches_done = 0
+        # fit has read where to start by now: a later fit of the same model starts where it is asked to, even
+        # after this one stopped with an error (on_train_end does not run then).
+        self.model._initial_epoch = None
+
+    def _check_whole_passes(self):
+        """A resume advances `train_data` by whole passes: fit must run one pass of it per epoch."""
+        steps = (self.params or {}).get("steps")
+        if self.train_data is None or steps is None or not hasattr(self.train_data, "cardinality"):
+            return
+        cardinality = int(self.train_data.cardinality())
+        if steps != cardinality:
+            batches = {-1: "infinite (repeat())", -2: "of unknown size"}.get(cardinality, f"of {cardinality} batches")
+            raise ValueError(
+                "TrainingCheckpoint resumes train_data's position by whole passes: fit must run one pass of it per "
+                "epoch (no steps_per_epoch other than its number of batches; no repeat()), or a resumed run would "
+                f"train on other batches than an uninterrupted one. Received: steps_per_epoch={steps}, train_data "
+                f"{batches}"
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         self._batches_done = batch + 1  # (the last batch of the training call: steps_per_execution too)

@@ -463,7 +463,7 @@ def run(args):
         chief = vizoo.distribute.is_chief(resolver)
     else:
         chief = True
-    if chief:
+    if chief and not args.plots_only:  # (--plots-only reads a finished run: it creates no directory)
         runs.prepare_out_dir(args.out_dir)
     if args.plots_only:
         from vizoo import plots

@@ -81,6 +81,11 @@ def load_model(path, **kwargs):
         check_keras_archive(name)
     elif not os.path.exists(name):
         raise ValueError(f"model file does not exist. Received: path={name!r}")
+    elif os.path.isdir(name):  # (an exported SavedModel, a checkpoint: Keras would take it for an Orbax checkpoint)
+        raise ValueError(
+            "model file must be a .keras file, not a directory (an exported encoder or prior is a TensorFlow SavedModel: "
+            f"load it with tf.saved_model.load). Received: path={name!r}"
+        )
     try:
         return keras.saving.load_model(name, **kwargs)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as error:
