@@ -307,7 +307,7 @@ def ais_ordering(runs, epochs, better, worse, noise):
         return None
     key = common[-1]
     _, examples, steps, chains = key
-    ais_a, ais_b = (-math.fsum(c["per_example"]["ais_log_likelihood"]) / examples for c in (a[key], b[key]))
+    ais_a, ais_b = a[key]["ais_nll"], b[key]["ais_nll"]
     differences = [x - y for x, y in zip(a[key]["per_example"]["ais_log_likelihood"], b[key]["per_example"]["ais_log_likelihood"])]
     gain = ais_b - ais_a
     over_examples = statistics.stdev(differences) / math.sqrt(examples) if examples > 1 else float("nan")

@@ -57,7 +57,6 @@ References:
 """
 
 import math
-import numbers
 import time
 import weakref
 
@@ -67,7 +66,7 @@ import tensorflow as tf
 
 from vizoo.evaluate import PROPOSAL_SAMPLES, _ELEMENTS_PER_CHUNK, _fit_gaussian, check_finite_per_example, check_unweighted
 from vizoo.utils import (
-    as_seed_generator, check_bool, check_choice, check_non_negative_int, check_positive_int, draw_seed,
+    as_seed_generator, check_bool, check_choice, check_non_negative_int, check_positive_int, draw_seed, is_finite_real,
 )
 
 SCHEDULES = ("sigmoid", "linear")
@@ -332,7 +331,7 @@ def _check_common(num_steps, num_chains, leapfrog_steps, schedule, initial, step
     # Upper limits far beyond any useful value: a step of 100 of r's standard deviations is rejected always, and a
     # rate above 10 swings the log step by more than e^3 per transition (larger ones overflow float32 to NaN steps).
     for name, value, most in (("step_size", step_size, MAX_STEP_SIZE), ("adaptation_rate", adaptation_rate, MAX_ADAPTATION_RATE)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        if not (is_finite_real(value) and value > 0):
             raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
         if value > most:
             raise ValueError(f"{name} must be at most {most:g}. Received: {name}={value!r}")

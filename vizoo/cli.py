@@ -243,8 +243,8 @@ def _check_args(args):
         check_non_negative_int(args.validation_size, "validation_size")
     if args.data_dir is not None:
         args.data_dir = os.path.expanduser(args.data_dir)  # (a config file's "~/..." is not expanded by a shell)
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise ValueError(f"data_dir must be an existing directory. Received: data_dir={args.data_dir!r}")
+        if not os.path.isdir(args.data_dir):
+            raise ValueError(f"data_dir must be an existing directory. Received: data_dir={args.data_dir!r}")
     check_choice(args.eval, "eval", ("is", "ais"))
     for name in ("ais_steps", "ais_chains"):
         check_positive_int(getattr(args, name), name)
@@ -252,20 +252,16 @@ def _check_args(args):
         check_positive_int(args.ais_examples, "ais_examples")
     if args.eval_reverse_samples is not None:
         check_non_negative_int(args.eval_reverse_samples, "eval_reverse_samples")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise ValueError(f"lr must be finite and positive. Received: lr={args.lr}")
-    if args.clip_norm is not None and not (math.isfinite(args.clip_norm) and args.clip_norm > 0):
-        raise ValueError(f"clip_norm must be finite and positive. Received: clip_norm={args.clip_norm}")
-    if args.control_lr is not None and not (math.isfinite(args.control_lr) and args.control_lr > 0):
-        raise ValueError(f"control_lr must be finite and positive. Received: control_lr={args.control_lr}")
     adversarial = [name for name, cls in LOSSES.items() if cls.needs_adversary]
     for name in ("adversary_lr", "adversary_hidden_units"):
         if getattr(args, name) is not None and not LOSSES[args.loss].needs_adversary:
             raise ValueError(
                 f"{name} applies to the losses that train an adversary {adversarial}. Received: loss={args.loss!r}"
             )
-    if args.adversary_lr is not None and not (math.isfinite(args.adversary_lr) and args.adversary_lr > 0):
-        raise ValueError(f"adversary_lr must be finite and positive. Received: adversary_lr={args.adversary_lr}")
+    for name in ("lr", "clip_norm", "control_lr", "adversary_lr"):  # (None: not given)
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be finite and positive. Received: {name}={value}")
     if args.adversary_hidden_units is not None:
         check_hidden_units(args.adversary_hidden_units, "adversary_hidden_units")
     if LOSSES[args.loss].needs_adversary and not MODELS[args.model].takes_adversary:

@@ -46,14 +46,13 @@ Each replica draws the same base noise for its rows as the others do for theirs 
 
 import glob
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
 import weakref
 
-from vizoo.utils import check_bool, check_choice, check_positive_int
+from vizoo.utils import check_bool, check_choice, check_positive_int, is_finite_real
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 # Default bound, in seconds, on every wait for another worker (registration, heartbeats, collectives).
@@ -98,9 +97,7 @@ def get_strategy(name="none", cluster_resolver=None, timeout_seconds=DEFAULT_TIM
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float)) or not (
-            math.isfinite(timeout_seconds) and timeout_seconds > 0
-        ):
+        if not (is_finite_real(timeout_seconds) and timeout_seconds > 0):
             raise ValueError(
                 f"timeout_seconds must be a positive number. Received: timeout_seconds={timeout_seconds!r}"
             )

@@ -61,9 +61,14 @@ def check_bool(value, name):
     return bool(value)
 
 
+def is_finite_real(value):
+    """Whether `value` is a finite real number (Python's or numpy's), not a bool."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
 def check_finite_float(value, name):
     """Return `value` as a float if it is a finite real number (not a bool), else raise a ValueError naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not is_finite_real(value):
         raise ValueError(f"{name} must be a finite number. Received: {name}={value!r}")
     return float(value)
 

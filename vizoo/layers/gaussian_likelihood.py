@@ -1,13 +1,11 @@
 import math
-import numbers
 
 import keras
-import numpy as np
 from keras import ops
 
 from vizoo.layers.likelihood import Likelihood
 from vizoo.registry import register_likelihood
-from vizoo.utils import HALF_LOG_2PI
+from vizoo.utils import HALF_LOG_2PI, is_finite_real
 
 
 @register_likelihood("gaussian")
@@ -36,9 +34,7 @@ class GaussianLikelihood(Likelihood):
         for name, value in (("scale", scale), ("initial_scale", initial_scale)):
             if value is None and name == "scale":  # (None: a learned scale)
                 continue
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not (
-                math.isfinite(value) and value > 0
-            ):
+            if not (is_finite_real(value) and value > 0):
                 raise ValueError(f"{name} must be a positive float. Received: {name}={value!r}")
         self.scale = None if scale is None else float(scale)
         self.initial_scale = float(initial_scale)

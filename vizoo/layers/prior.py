@@ -2,6 +2,8 @@ import numbers
 
 import keras
 
+from vizoo.utils import check_positive_int
+
 
 class Prior(keras.layers.Layer):
     """Base of vizoo's priors p(z).
@@ -60,9 +62,7 @@ class Prior(keras.layers.Layer):
                 f"{type(self).__name__} must be built before it samples (by its model, or build((None, latent_dim))). "
                 f"Received: an unbuilt {type(self).__name__}"
             )
-        if isinstance(num_examples, (numbers.Number, bool)):
-            from vizoo.utils import check_positive_int
-
+        if isinstance(num_examples, numbers.Number):  # (bools too: refused by name)
             return check_positive_int(num_examples, "num_examples")
         return num_examples
 

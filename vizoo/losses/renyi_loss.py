@@ -1,11 +1,9 @@
-import math
-import numbers
-
 import keras
 from keras import ops
 
 from vizoo.losses.bound_loss import BoundLoss, logmeanexp
 from vizoo.registry import Option, register_loss
+from vizoo.utils import check_finite_float
 
 # Below this |1 - alpha| * |log w_i - mean log w| the bound is computed from expm1 (a series without
 # cancellation) instead of logsumexp, whose rounding error, divided by 1 - alpha, would grow near alpha = 1.
@@ -18,14 +16,13 @@ _MAX_ALPHA = 1e30
 
 
 def _check_alpha(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number. Received: {name}={value!r}")
+    value = check_finite_float(value, name)
     if abs(value) > _MAX_ALPHA:
         raise ValueError(
             f"{name} must lie within +-{_MAX_ALPHA:g} (beyond, 1 - alpha times a log-weight overflows float32; the "
             f"bound reached its limit, the min or max log-weight, long before). Received: {name}={value!r}"
         )
-    return float(value)
+    return value
 
 
 @register_loss("renyi")
